@@ -1,0 +1,1 @@
+"""Model files: reading, writing, converting, and canonicalizing weights (spec/formats.md)."""
