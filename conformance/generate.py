@@ -1,0 +1,165 @@
+"""Generate conformance fixtures with the *official* `rwkv` 0.8.32 package (never imported by ai00ref).
+
+Run from the repository root with the oracle venv (torch + rwkv):
+
+    .venv-oracle/bin/python -m conformance.generate            # all cases
+    .venv-oracle/bin/python -m conformance.generate v7 v6      # only cases of these variants
+
+For each case the random model (`ai00ref.weights.random_model`) is written as an fp32 `.pth` and run with
+strategy `cpu fp32`. The `rwkv` module changes its contents at import time (`RWKV_V7_ON`, `RWKV_JIT_ON`), so
+every case runs in its own subprocess (`--worker`). One `.npz` per case lands in `conformance/fixtures/`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ai00ref.weights.random_model import RandomModelSpec, random_model_tensors, random_state_tensors, tensors_digest
+
+FORMAT_VERSION = 1
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+COMMAND = ".venv-oracle/bin/python -m conformance.generate"
+JIT = "1"  # RWKV_JIT_ON: the package default; the v7 class is a ScriptModule either way
+
+# (variant, n_layer, n_embd, n_vocab, head_size): a main shape for every variant plus odd shapes.
+CASES = [(v, 2, 64, 256, 16) for v in ("v4", "v5.0", "v5.1", "v5.2", "v6", "v7")] + [
+    (v, 3, 96, 300, 32) for v in ("v4", "v5.0", "v5.1", "v5.2", "v6", "v7")
+] + [("v7", 2, 128, 300, 64)]
+
+
+def case_spec(case) -> RandomModelSpec:
+    variant, n_layer, n_embd, n_vocab, head_size = case
+    return RandomModelSpec(variant, n_layer, n_embd, n_vocab, head_size, seed=0)
+
+
+def fixture_name(spec: RandomModelSpec) -> str:
+    return f"{spec.variant}_L{spec.n_layer}_C{spec.n_embd}_N{spec.head_size}_V{spec.n_vocab}_s{spec.seed}.npz"
+
+
+def prompts(n_vocab: int) -> dict[str, list[int]]:
+    """Deterministic prompts inside the vocab; they include token 0 (EOS) and the last id V-1."""
+    prefill = [0, n_vocab - 1] + [(7 + 37 * i) % n_vocab for i in range(22)]  # 24 tokens
+    return {"prefill": prefill, "steps": [3, 0, n_vocab - 1, 17], "init_state": prefill[:8]}
+
+
+# ---- worker: runs inside a subprocess whose environment selected the rwkv module flavour ----
+
+def _save_pth(tensors: dict[str, np.ndarray], path: Path) -> None:
+    import torch
+
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, path)
+
+
+def _load_official(path: Path, is_v7: bool):
+    from rwkv.model import RWKV
+
+    # v4-v6 accept a path with or without ".pth"; RWKV_x070 always appends ".pth" itself
+    return RWKV(model=str(path.with_suffix("")) if is_v7 else str(path), strategy="cpu fp32")
+
+
+def _np_state(state) -> list[np.ndarray]:
+    return [s.detach().float().numpy().copy() for s in state]
+
+
+def _init_state(model, spec: RandomModelSpec, is_v7: bool):
+    """v7: the package has no time_state loader; we set state[3i+1] = time_state as is ([h,value,key])."""
+    import torch
+
+    if not is_v7:
+        return None  # v5/v6: time_state keys are merged into the .pth and the package loads them itself
+    state = model.generate_zero_state()
+    for i, ts in enumerate(random_state_tensors(spec).values()):
+        state[3 * i + 1] = torch.from_numpy(ts.copy()).float()
+    return state
+
+
+def run_case(spec: RandomModelSpec, tmp: Path) -> dict[str, np.ndarray]:
+    is_v7, p = spec.variant == "v7", prompts(spec.n_vocab)
+    tensors = random_model_tensors(spec)
+    _save_pth(tensors, tmp / "model.pth")
+    model = _load_official(tmp / "model.pth", is_v7)
+    out: dict[str, np.ndarray] = {}
+    logits, state = model.forward(p["prefill"], None, full_output=True)
+    out["prefill_logits"] = logits.float().numpy().copy()
+    for i, s in enumerate(_np_state(state)):
+        out[f"prefill_state.{i}"] = s
+    steps = []
+    for tok in p["steps"]:
+        logits, state = model.forward([tok], state)
+        steps.append(logits.float().numpy().copy())
+    out["steps_logits"] = np.stack(steps)
+    for i, s in enumerate(_np_state(state)):
+        out[f"steps_state.{i}"] = s
+    if spec.variant != "v4":  # v4 has no state tuning (neither the package nor web-rwkv)
+        if not is_v7:
+            _save_pth({**tensors, **random_state_tensors(spec)}, tmp / "model_state.pth")
+            model = _load_official(tmp / "model_state.pth", is_v7)
+        logits, _ = model.forward(p["init_state"], _init_state(model, spec, is_v7), full_output=True)
+        out["init_state_logits"] = logits.float().numpy().copy()
+    return out
+
+
+def meta(spec: RandomModelSpec, digest: str) -> dict:
+    import torch
+    from importlib.metadata import version
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "spec": {k: getattr(spec, k) for k in ("variant", "n_layer", "n_embd", "n_vocab", "head_size", "seed")},
+        "digest": digest,
+        "prompts": prompts(spec.n_vocab),
+        "generator": "conformance/generate.py",
+        "command": f"{COMMAND} {spec.variant}",
+        "rwkv_version": version("rwkv"),
+        "torch_version": torch.__version__,
+        "strategy": "cpu fp32",
+        "env": {k: os.environ.get(k) for k in ("RWKV_JIT_ON", "RWKV_CUDA_ON", "RWKV_V7_ON")},
+        "state_init": "v5/v6: time_state merged into the .pth, loaded by the package (transpose(1,2)); "
+        "v7: state[3i+1] = time_state as is ([h,value,key]); v4: none",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def worker(case_json: str) -> None:
+    spec = case_spec(json.loads(case_json))
+    digest = tensors_digest(random_model_tensors(spec))
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = run_case(spec, Path(tmp))
+    path = FIXTURES / fixture_name(spec)
+    np.savez_compressed(path, format_version=np.int64(FORMAT_VERSION), meta=np.array(json.dumps(meta(spec, digest))),
+                        **{k: v.astype(np.float32) for k, v in arrays.items()})
+    print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path} "
+          f"({path.stat().st_size // 1024} KiB)")
+
+
+# ---- driver: one subprocess per case ----
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("variants", nargs="*", help="only cases of these variants (default: all)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for case in CASES:
+        if args.variants and case[0] not in args.variants:
+            continue
+        env = {**os.environ, "RWKV_JIT_ON": JIT, "RWKV_CUDA_ON": "0", "RWKV_V7_ON": "1" if case[0] == "v7" else "0"}
+        cmd = [sys.executable, "-m", "conformance.generate", "--worker", json.dumps(case)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode:
+            sys.exit(f"case {case} failed:\n{res.stderr[-3000:]}")
+        print(res.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
