@@ -1,0 +1,96 @@
+"""The engine interface and `load_model`, the one place a backend is chosen (spec/engine.md).
+
+    model = ai00ref.load_model("model.st")              # or .pth; backend="ref"
+    state = model.new_state(batch=2)
+    logits, state = model.forward([[1, 2, 3], [4]], state)   # (2, V) after each row's last token
+
+File -> `.st`-form tensors -> (LoRA merge) -> ModelInfo -> canonical Weights -> engine.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ai00ref.model_info import ModelInfo, read_model_info
+from ai00ref.ref.state import RecurrentState
+from ai00ref.weights.adapters import has_time_state, merge_lora, state_from_tensors, state_to_tensors
+from ai00ref.weights.canonical import canonical_weights
+
+BACKENDS = ("ref",)
+
+
+class Engine(Protocol):
+    info: ModelInfo
+
+    def new_state(self, batch: int = 1) -> RecurrentState: ...
+
+    def forward(self, tokens: Sequence[Sequence[int]], state: RecurrentState,
+                full_output: bool = False) -> tuple[np.ndarray, RecurrentState]: ...
+
+
+@dataclass(frozen=True)
+class Lora:
+    path: str
+    alpha: float = 1.0
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], bool]:
+    """A model, state or LoRA file as `.st`-form tensors, and whether it stores v5's bonus as log(u).
+
+    Only an original `.pth` can say so: old v5 checkpoints with `time_first` and no `time_faaaa`
+    (the official package then uses u = exp(time_first); the converter keeps the name, and Ai00 uses it raw).
+    """
+    from ai00ref.weights.convert import pth_to_st_tensors
+    from ai00ref.weights.files import read_model_tensors
+    from ai00ref.weights.pth import read_pth
+
+    if not zipfile.is_zipfile(path):
+        return read_model_tensors(path), False
+    raw = read_pth(path)
+    log_bonus = any(k.endswith("att.ln_x.weight") for k in raw) and any(k.endswith("att.time_first") for k in raw)
+    return pth_to_st_tensors(raw), log_bonus
+
+
+def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "float32",
+               state: str | os.PathLike | None = None, lora: Sequence[Lora] = (), **options) -> Engine:
+    """Load an Ai00 `.st` or an original `.pth` and return an engine of the chosen backend.
+
+    state: a `.state` file to start every new state from (else the model's own `time_state`, else zeros).
+    lora: LoRA files merged at load, in order, before any other load-time transform.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if options:
+        raise TypeError(f"backend {backend!r} takes no options {sorted(options)}")
+    path = os.fspath(path)
+    tensors, log_bonus = read_tensors(path)
+    for adapter in lora:
+        lora_tensors, _ = read_tensors(adapter.path)
+        tensors = merge_lora(tensors, lora_tensors, adapter.alpha, os.fspath(adapter.path))
+    info = read_model_info(tensors, path)
+    weights = canonical_weights(tensors, info, path, dtype, log_bonus)
+    initial = load_state(state, info, dtype) if state is not None else None
+    if initial is None and has_time_state(tensors):
+        initial = state_from_tensors(tensors, info, path, dtype)
+    from ai00ref.ref.model import RefModel
+    return RefModel(weights, dtype, initial)
+
+
+def load_state(path: str | os.PathLike, info: ModelInfo, dtype: str = "float32") -> RecurrentState:
+    """A batch-1 state from a `.state` file (Ai00's, or one `save_state` wrote)."""
+    tensors, _ = read_tensors(path)
+    return state_from_tensors(tensors, info, os.fspath(path), dtype)
+
+
+def save_state(state: RecurrentState, info: ModelInfo, path: str | os.PathLike, row: int = 0,
+               dtype: str = "float32") -> None:
+    """Write one row of a state as a `.state` safetensors file; dtype "float16" for files Ai00 itself loads."""
+    from ai00ref.weights.adapters import STATE_FORMAT
+    from ai00ref.weights.safetensors_io import write_safetensors
+
+    tensors = {k: np.asarray(v, dtype=dtype) for k, v in state_to_tensors(state, info, row).items()}
+    write_safetensors(path, tensors, metadata={"format": "pt", "ai00ref": STATE_FORMAT, "version": info.version})
