@@ -1,0 +1,49 @@
+"""`python -m conformance --backend ref [--dtype float32] [--variant v7 ...] [--files pth-fp32 st-fp16] [--arch x64 ...]`
+
+Prints one table row per (fixture, file type, check); exits 0 only if every check passes. Options the runner
+does not know (e.g. `--arch vulkan --precision fp16`) are passed to `ai00ref.load_model` as keyword arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from conformance import runner
+
+
+def parse_extra(extra: list[str]) -> dict[str, str]:
+    """`--arch x64 --precision fp16` -> {"arch": "x64", "precision": "fp16"}."""
+    if len(extra) % 2 or not all(k.startswith("--") for k in extra[::2]):
+        sys.exit(f"extra load_model options must come as `--name value` pairs, got {extra}")
+    return {k[2:].replace("-", "_"): v for k, v in zip(extra[::2], extra[1::2])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", default="ref")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--variant", nargs="*", help="only these variants (v4 v5.0 v5.1 v5.2 v6 v7)")
+    ap.add_argument("--files", nargs="*", default=list(runner.FILE_TYPES), choices=runner.FILE_TYPES)
+    args, extra = ap.parse_known_args(argv)
+    kwargs = parse_extra(extra)
+    rows, errors = [], []
+    for path in runner.fixture_paths():
+        try:
+            fx = runner.load_fixture(path)
+        except runner.FixtureError as e:
+            errors.append(str(e))
+            continue
+        if not args.variant or fx.spec.variant in args.variant:
+            rows += runner.check_fixture(fx, args.backend, args.dtype, args.files, **kwargs)
+    print(runner.format_table(rows))
+    failed = [r for r in rows if not r.passed]
+    skipped = [r for r in rows if r.skipped]
+    print(f"\n{len(rows) - len(failed) - len(skipped)} passed, {len(failed)} failed, {len(skipped)} skipped "
+          f"(backend {args.backend}, dtype {args.dtype}); metric: max over rows of |Δ|₂/|ref|₂")
+    for e in errors:
+        print("ERROR:", e, file=sys.stderr)
+    return 1 if failed or errors or not rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
