@@ -1,6 +1,7 @@
 """`python -m conformance --backend ref [--dtype float32] [--variant v7 ...] [--files pth-fp32 st-fp16] [--arch x64 ...]`
 
-Prints one table row per (fixture, file type, check); exits 0 only if every check passes. Options the runner
+Prints one table row per (fixture, file type, check); exits 0 only if every check passes (a skip
+is not a pass). Options the runner
 does not know (e.g. `--arch vulkan --precision fp16`) are passed to `ai00ref.load_model` as keyword arguments.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
           f"(backend {args.backend}, dtype {args.dtype}); metric: max over rows of |Δ|₂/|ref|₂")
     for e in errors:
         print("ERROR:", e, file=sys.stderr)
-    return 1 if failed or errors or not rows else 0
+    return 1 if failed or skipped or errors or not rows else 0
 
 
 if __name__ == "__main__":
