@@ -148,7 +148,10 @@ class _Reader:
     def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         if name not in self.tensors:
             raise ModelFileError(self.path, f"missing tensor {name}")
-        value = np.asarray(self.tensors[name]).astype(self.dtype)
+        raw = np.asarray(self.tensors[name])
+        if raw.dtype.kind != "f":
+            raise ModelFileError(self.path, f"tensor {name} has dtype {raw.dtype}, expected a float type")
+        value = raw.astype(self.dtype)
         if shape is not None:
             if value.size != int(np.prod(shape)):
                 raise ModelFileError(self.path, f"tensor {name} has shape {value.shape}, expected {shape}")
