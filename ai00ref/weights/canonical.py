@@ -151,7 +151,7 @@ class _Reader:
         raw = np.asarray(self.tensors[name])
         if raw.dtype.kind != "f":
             raise ModelFileError(self.path, f"tensor {name} has dtype {raw.dtype}, expected a float type")
-        value = raw.astype(self.dtype)
+        value = raw.astype(self.dtype, order="C")  # contiguous: .st and .pth give one memory layout
         if shape is not None:
             if value.size != int(np.prod(shape)):
                 raise ModelFileError(self.path, f"tensor {name} has shape {value.shape}, expected {shape}")
