@@ -39,7 +39,9 @@ def main(argv=None) -> int:
     print(runner.format_table(rows))
     failed = [r for r in rows if not r.passed]
     skipped = [r for r in rows if r.skipped]
-    print(f"\n{len(rows) - len(failed) - len(skipped)} passed, {len(failed)} failed, {len(skipped)} skipped "
+    n_a = [r for r in rows if r.not_applicable]
+    print(f"\n{len(rows) - len(failed) - len(skipped) - len(n_a)} passed, {len(failed)} failed, "
+          f"{len(skipped)} skipped, {len(n_a)} n/a "
           f"(backend {args.backend}, dtype {args.dtype}); metric: max over rows of |Δ|₂/|ref|₂")
     for e in errors:
         print("ERROR:", e, file=sys.stderr)
