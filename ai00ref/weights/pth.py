@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 
 from ai00ref.errors import ModelFileError
-from ai00ref.weights.safetensors_io import bf16_bits_to_float32
+from ai00ref.weights.safetensors_io import bf16_bits_to_float32, check_readable_file
 
 # torch dtype name -> numpy dtype of the stored bits (bfloat16 is kept as its uint16 bits until the end).
 STORED_DTYPES = {
@@ -200,18 +200,19 @@ def open_pth(path: str | os.PathLike) -> dict[str, PthTensor]:
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-        raise ModelFileError(path, f"damaged zip archive ({e})") from None
+        raise ModelFileError(path, f"truncated or damaged zip archive ({e})") from None
     except Exception as e:  # a malformed pickle can raise nearly anything; all of it means "bad file"
         raise ModelFileError(path, f"bad data.pkl ({type(e).__name__}: {e})") from None
     return _tensor_entries(path, loaded)
 
 
 def _reject_non_zip(path) -> None:
+    check_readable_file(path)
     with open(path, "rb") as f:
         magic = f.read(512)
     if magic.startswith(b"PK\x03\x04") or (magic.startswith(b"PK\x05\x06") and len(magic) == 22):
         return
-    if magic.startswith(b"\x80") or magic[257:262] == b"ustar":
+    if (len(magic) > 1 and magic[0] == 0x80 and 2 <= magic[1] <= 5) or magic[257:262] == b"ustar":  # pickle/tar
         raise ModelFileError(path, LEGACY_MESSAGE)
     raise ModelFileError(path, "not a PyTorch checkpoint (no zip signature)")
 

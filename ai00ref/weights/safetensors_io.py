@@ -41,6 +41,17 @@ def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
 
 # ---- reading ----
 
+def check_readable_file(path: str | os.PathLike) -> None:
+    """The path names an existing, non-empty regular file (else a one-line ModelFileError)."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(path, "no such file")
+    if p.is_dir():
+        raise ModelFileError(path, "is a directory, not a model file")
+    if p.stat().st_size == 0:
+        raise ModelFileError(path, "the file is empty (0 bytes)")
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file, in header order; BF16 comes back as float32."""
     header, data_start = read_safetensors_header(path)
@@ -63,6 +74,7 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def read_safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
     """The validated JSON header and the byte offset where the data starts."""
+    check_readable_file(path)
     file_size = os.path.getsize(path)
     with open(path, "rb") as f:
         prefix = f.read(8)
