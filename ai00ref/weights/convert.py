@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -148,5 +149,6 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     except ValueError as e:
         raise ModelFileError(input_path, str(e)) from None
     cast.warn(input_path)
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)  # as the converter's os.makedirs(dirname)
     write_safetensors(output_path, converted, ST_METADATA)
     return ConversionResult(len(converted), os.path.getsize(output_path), cast.overflowed, cast.flushed)
