@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 
 from ai00ref.errors import ModelFileError
-from ai00ref.weights.safetensors_io import bf16_bits_to_float32, check_readable_file
+from ai00ref.weights.safetensors_io import bf16_bits_to_float32, check_readable_file, float32_to_bf16_bits
 
 # torch dtype name -> numpy dtype of the stored bits (bfloat16 is kept as its uint16 bits until the end).
 STORED_DTYPES = {
@@ -40,8 +40,6 @@ STORAGE_CLASSES = {  # legacy typed-storage class name -> torch dtype name
     "DoubleStorage": "float64", "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
     "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
 }
-DTYPE_ALIASES = {"float": "float32", "half": "float16", "double": "float64", "long": "int64",
-                 "int": "int32", "short": "int16"}
 LEGACY_MESSAGE = ("is a legacy (pre-1.6, non-zip) torch checkpoint, which is not supported; "
                   "re-save it with torch>=1.6: torch.save(torch.load(p), p)")
 
@@ -153,7 +151,6 @@ ADMITTED_GLOBALS = {
     ("torch.storage", "UntypedStorage"): TorchDType("uint8"),
     **{("torch", cls): TorchDType(dtype) for cls, dtype in STORAGE_CLASSES.items()},
     **{("torch", name): TorchDType(name) for name in STORED_DTYPES},
-    **{("torch", alias): TorchDType(name) for alias, name in DTYPE_ALIASES.items()},
 }
 
 
@@ -218,7 +215,7 @@ def _reject_non_zip(path) -> None:
 
 
 def _archive_prefix(path, zf: zipfile.ZipFile) -> str:
-    pickles = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+    pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
         raise ModelFileError(path, "zip file is not a torch checkpoint (expected one '<archive>/data.pkl')")
     return pickles[0][: -len("data.pkl")]
@@ -273,13 +270,6 @@ WRITE_DTYPES = {"fp32": ("float32", "FloatStorage"), "fp16": ("float16", "HalfSt
 INT_STORAGES = {"int64": "LongStorage", "int32": "IntStorage", "int16": "ShortStorage",
                 "int8": "CharStorage", "uint8": "ByteStorage", "bool": "BoolStorage"}
 ALIGNMENT = 64  # torch aligns every entry's data to 64 bytes (so it can mmap them)
-
-
-def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 -> bf16 bits, rounding to nearest even; NaN -> 0x7FC0 (as torch/c10 does)."""
-    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
 
 
 def write_pth(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], dtype: str = "fp32") -> None:
