@@ -281,7 +281,7 @@ def write_pth(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], dtype:
         raise ValueError(f"dtype must be one of {sorted(WRITE_DTYPES)}, not {dtype!r}")
     stored = {name: _stored_array(name, np.asarray(a), dtype) for name, a in tensors.items()}
     records = [("data.pkl", _state_dict_pickle(stored)), ("byteorder", b"little")]
-    records += [(f"data/{i}", array) for i, (array, _, _) in enumerate(stored.values())]
+    records += [(f"data/{i}", array) for i, (array, _) in enumerate(stored.values())]
     records.append(("version", b"3\n"))
     tmp = Path(f"{os.fspath(path)}.partial")
     try:
@@ -293,15 +293,15 @@ def write_pth(path: str | os.PathLike, tensors: Mapping[str, np.ndarray], dtype:
         tmp.unlink(missing_ok=True)
 
 
-def _stored_array(name: str, array: np.ndarray, dtype: str) -> tuple[np.ndarray, str, str]:
-    """(contiguous little-endian data, storage class, torch dtype) for one tensor."""
+def _stored_array(name: str, array: np.ndarray, dtype: str) -> tuple[np.ndarray, str]:
+    """(contiguous little-endian data, torch storage class) for one tensor."""
     if array.dtype.kind == "f":
         torch_dtype, storage = WRITE_DTYPES[dtype]
         with np.errstate(over="ignore"):  # out-of-range values become inf, as torch's casts do
-            data = float32_to_bf16_bits(array.astype(np.float32)) if dtype == "bf16" else array  # f64 -> f32 -> bf16, like c10
-            return data.astype(STORED_DTYPES[torch_dtype], order="C", copy=False), storage, torch_dtype
+            data = float32_to_bf16_bits(array.astype(np.float32)) if dtype == "bf16" else array  # f64->f32->bf16 (c10)
+            return data.astype(STORED_DTYPES[torch_dtype], order="C", copy=False), storage
     if array.dtype.name in INT_STORAGES:
-        return array.astype(STORED_DTYPES[array.dtype.name], order="C"), INT_STORAGES[array.dtype.name], array.dtype.name
+        return array.astype(STORED_DTYPES[array.dtype.name], order="C"), INT_STORAGES[array.dtype.name]
     raise TypeError(f"tensor '{name}' has dtype {array.dtype}, which write_pth cannot store")
 
 
@@ -366,8 +366,9 @@ def _tensor_pickle(key: str, storage: str, array: np.ndarray) -> bytes:
     return _global("torch._utils", "_rebuild_tensor_v2") + _tuple(args) + b"R"
 
 
-def _state_dict_pickle(stored: dict[str, tuple[np.ndarray, str, str]]) -> bytes:
+def _state_dict_pickle(stored: dict[str, tuple[np.ndarray, str]]) -> bytes:
+    """An OrderedDict {name: tensor i on storage key "i"}, filled by one SETITEMS."""
     items = [_str(name) + _tensor_pickle(str(i), storage, array)
-             for i, (name, (array, storage, _)) in enumerate(stored.items())]
+             for i, (name, (array, storage)) in enumerate(stored.items())]
     body = b"(" + b"".join(items) + b"u" if items else b""
     return b"\x80\x02" + EMPTY_ORDERED_DICT + body + b"."
