@@ -12,7 +12,9 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
+from ai00ref.bench import add_bench_command
 from ai00ref.errors import ModelFileError
+from ai00ref.weights.random_model import VARIANTS
 
 
 # ---- convert ----
@@ -49,9 +51,51 @@ def format_size(n_bytes: int) -> str:
     return f"{n_bytes:.2f} GiB"
 
 
+# ---- random-model ----
+
+def add_random_model_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "random-model", help="write a deterministic random model of any version and shape",
+        description="The project's generator (ai00ref/weights/random_model.py): tests, benchmarks and the "
+                    "conformance suite use it; every value is exact in fp16 and bf16.")
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--embd", type=int, default=64)
+    parser.add_argument("--vocab", type=int, default=256)
+    parser.add_argument("--head-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help=".pth only")
+    parser.add_argument("--output", required=True, help="a .pth or an Ai00 .st file")
+    parser.set_defaults(run=run_random_model)
+
+
+def run_random_model(args: argparse.Namespace) -> int:
+    from ai00ref.weights.random_model import RandomModelSpec, write_random_model
+
+    spec = RandomModelSpec(args.variant, args.layers, args.embd, args.vocab, args.head_size, args.seed)
+    path = write_random_model(spec, args.output, dtype=args.dtype)
+    print(f"wrote {path} ({spec.variant} L{spec.n_layer} C{spec.n_embd} V{spec.n_vocab}, seed {spec.seed})")
+    return 0
+
+
+# ---- serve ----
+
+def add_serve_command(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API (not built yet)")
+    parser.add_argument("--config", default="assets/configs/Config.toml")
+    parser.add_argument("--ip", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=65530)
+    parser.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    raise NotImplementedError("the server is not built yet: it arrives with the server issue "
+                              "(the engine, loaders and tokenizer are ready: see README.md)")
+
+
 # ---- registry and entry point ----
 
-COMMANDS: list[Callable] = [add_convert_command]
+COMMANDS: list[Callable] = [add_convert_command, add_random_model_command, add_bench_command, add_serve_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ModelFileError, OSError) as e:
+    except (ModelFileError, OSError, ValueError, NotImplementedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
