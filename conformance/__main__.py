@@ -37,6 +37,7 @@ def main(argv=None) -> int:
         if not args.variant or fx.spec.variant in args.variant:
             rows += runner.check_fixture(fx, args.backend, args.dtype, args.files, **kwargs)
     print(runner.format_table(rows))
+    print("\nSummary per variant and file type\n" + runner.format_summary(rows))
     failed = [r for r in rows if not r.passed]
     skipped = [r for r in rows if r.skipped]
     n_a = [r for r in rows if r.not_applicable]

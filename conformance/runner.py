@@ -284,3 +284,18 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"{r.variant:7} {r.shape:20} {r.file:9} {r.check:10} {r.rel_l2:9.2e} {r.dev:10.2e} "
                      f"{r.tol:7.0e}  {result} {r.note}".rstrip())
     return "\n".join(lines)
+
+
+def format_summary(rows: list[Row]) -> str:
+    """One line per (variant, file type): the worst relative L2 error over every fixture and check."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.variant, r.file), []).append(r)
+    head = f"{'variant':7} {'file':9} {'checks':>6} {'worst rel L2':>12}  result"
+    lines = [head, "-" * len(head)]
+    for (variant, file), group in groups.items():
+        run = [r for r in group if not r.not_applicable and not r.skipped]
+        worst = max((r.rel_l2 for r in run), default=float("nan"))
+        result = "n/a" if not run else "PASS" if all(r.passed for r in group) else "FAIL"
+        lines.append(f"{variant:7} {file:9} {len(run):6} {worst:12.2e}  {result}")
+    return "\n".join(lines)
