@@ -39,21 +39,38 @@ def greedy_longest_match(data: bytes, ids_by_bytes: dict[bytes, int], longest: l
 # ---- fast path ----
 # 1. Split the bytes into "words" at every boundary (x, y) where the byte pair x y occurs inside no token. No token
 #    can cross such a boundary, so greedy matching of each word alone gives the same ids as of the whole text.
-# 2. Match all words at once: each word holds (position, candidate length); a vectorized hash lookup tells which
-#    candidates are tokens; hits advance the position, misses try one byte shorter.
+# 2. Match all words at once: each word holds (position, candidate length); a vectorized hash-table lookup tells
+#    which candidates are tokens; hits advance the position, misses try one byte shorter.
 # 3. Verify: the chosen tokens' bytes must spell the input (this rules out hash collisions), else use the reference.
 
-HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so it has an inverse modulo 2**64
-HASH_BASE_INVERSE = np.uint64(pow(int(HASH_BASE), -1, 2**64))
-TABLE_BITS = 18                            # 2**18 slots for at most 65536 tokens: load <= 0.25, probes stay short
-FEW_WORDS = 16                             # below this many unfinished words, finish them with the reference
+MODULUS = 2**64                             # all hash arithmetic is uint64 and wraps modulo 2**64
+HASH_BASE = 0x9E3779B97F4A7C15              # odd, so it has an inverse modulo 2**64
+HASH_BASE_INVERSE = pow(HASH_BASE, -1, MODULUS)
+LENGTH_MIX = 0xC2B2AE3D27D4EB4F             # key = hash + length * LENGTH_MIX: equal keys need equal lengths too
+SLOT_MIX = 0xD6E8FEB86659FD93               # multiplicative hashing of a key to its home slot
+EMPTY = 0                                   # key of an empty slot (no token may have it)
+FEW_WORDS = 16                              # below this many unfinished words, finish them with the reference
 
 
-def power_table(base: np.uint64, count: int) -> np.ndarray:
-    """[base**0, base**1, ..., base**(count-1)] modulo 2**64."""
+def power_table(base: int, count: int) -> np.ndarray:
+    """(count,) uint64: [base**0, base**1, ..., base**(count-1)] modulo 2**64."""
     powers = np.full(count, base, dtype=np.uint64)
     powers[0] = 1
     return np.cumprod(powers, dtype=np.uint64)
+
+
+def token_key(token: bytes) -> int:
+    """sum_m (byte_m + 1) * INVERSE**m + length * LENGTH_MIX modulo 2**64: what `substring_keys` computes."""
+    total, power = 0, 1
+    for byte in token:
+        total = (total + (byte + 1) * power) % MODULUS
+        power = power * HASH_BASE_INVERSE % MODULUS
+    return (total + len(token) * LENGTH_MIX) % MODULUS
+
+
+def home_slot(keys: np.ndarray, table_bits: int) -> np.ndarray:
+    """The top table_bits bits of key * SLOT_MIX."""
+    return ((keys * np.uint64(SLOT_MIX)) >> np.uint64(64 - table_bits)).astype(np.int64)
 
 
 class FastGreedyMatcher:
@@ -61,70 +78,68 @@ class FastGreedyMatcher:
 
     def __init__(self, ids_by_bytes: dict[bytes, int], path: str = "<vocab>"):
         self.ids_by_bytes = ids_by_bytes
-        self.token_length = np.zeros(max(ids_by_bytes.values()) + 1, dtype=np.int64)  # (V,) bytes per id
-        self.token_offset = np.zeros_like(self.token_length)                         # (V,) start in buffer
-        self.token_buffer = np.frombuffer(b"".join(ids_by_bytes), dtype=np.uint8)    # all tokens, concatenated
-        ids = np.fromiter(ids_by_bytes.values(), dtype=np.int64, count=len(ids_by_bytes))
-        self.token_length[ids] = [len(token) for token in ids_by_bytes]
-        self.token_offset[ids] = np.cumsum(self.token_length[ids]) - self.token_length[ids]
         self.longest = longest_token_by_first_byte(ids_by_bytes)
-        self.longest_array = np.array(self.longest, dtype=np.int64)
-        self.pair_inside_token = self.pairs_inside_tokens(ids_by_bytes)  # (256, 256) bool
+        self.longest_array = np.array(self.longest, dtype=np.int64)              # (256,)
+        self.cut_between = ~self.pairs_inside_tokens(ids_by_bytes).ravel()      # (65536,) by x*256 + y
+        self.build_token_arrays(ids_by_bytes)
         self.build_hash_table(ids_by_bytes, path)
+        self.powers = power_table(HASH_BASE, 1)                                 # grown on demand
+        self.inverse_powers = power_table(HASH_BASE_INVERSE, 1)
 
     @staticmethod
     def pairs_inside_tokens(ids_by_bytes: dict[bytes, int]) -> np.ndarray:
-        """pair[x, y] is True when bytes x y stand next to each other inside some token."""
+        """(256, 256) bool: pair[x, y] is True when bytes x y stand next to each other inside some token."""
         pair = np.zeros((256, 256), dtype=bool)
         for token in ids_by_bytes:
-            if len(token) > 1:
-                codes = np.frombuffer(token, dtype=np.uint8)
-                pair[codes[:-1], codes[1:]] = True
+            codes = np.frombuffer(token, dtype=np.uint8)
+            pair[codes[:-1], codes[1:]] = True
         return pair
 
+    def build_token_arrays(self, ids_by_bytes: dict[bytes, int]) -> None:
+        """All tokens concatenated in one buffer, with each id's offset and length (for `spells`)."""
+        ids = np.fromiter(ids_by_bytes.values(), dtype=np.int64, count=len(ids_by_bytes))
+        lengths = np.fromiter(map(len, ids_by_bytes), dtype=np.int64, count=len(ids_by_bytes))
+        self.token_buffer = np.frombuffer(b"".join(ids_by_bytes), dtype=np.uint8)  # (total bytes,)
+        self.token_length = np.zeros(ids.max() + 1, dtype=np.int64)                 # (max id + 1,)
+        self.token_offset = np.zeros(ids.max() + 1, dtype=np.int64)                 # (max id + 1,)
+        self.token_length[ids] = lengths
+        self.token_offset[ids] = np.cumsum(lengths) - lengths
+
     def build_hash_table(self, ids_by_bytes: dict[bytes, int], path: str) -> None:
-        """Open-addressing table: slot -> (token hash, token length, token id); length 0 marks an empty slot."""
-        size = 1 << TABLE_BITS
-        self.slot_hash = np.zeros(size, dtype=np.uint64)
-        self.slot_length = np.zeros(size, dtype=np.int64)
-        self.slot_id = np.full(size, -1, dtype=np.int64)
-        tokens = list(ids_by_bytes)
-        hashes = [self.hash_of(token) for token in tokens]
-        if len(set(zip(hashes, map(len, tokens)))) != len(tokens):
-            raise ModelFileError(path, "two tokens have the same hash; the fast matcher cannot index this vocab")
-        home = self.home_slot(np.array(hashes, dtype=np.uint64)).tolist()
-        for token, token_hash, slot in zip(tokens, hashes, home):
-            while self.slot_length[slot]:
+        """Open-addressing (linear probing) table: slot -> token key, token id. At most 1/4 of the slots are used
+        (2**18 slots for the World vocab), so probe chains stay short."""
+        self.table_bits = max(8, (4 * len(ids_by_bytes)).bit_length())
+        size = 1 << self.table_bits
+        self.slot_key = np.full(size, EMPTY, dtype=np.uint64)   # (size,)
+        self.slot_id = np.full(size, -1, dtype=np.int64)        # (size,)
+        keys = [token_key(token) for token in ids_by_bytes]
+        if len(set(keys)) != len(keys) or EMPTY in keys:
+            raise ModelFileError(path, "two tokens have the same hash key; the fast matcher cannot index this vocab")
+        homes = home_slot(np.array(keys, dtype=np.uint64), self.table_bits).tolist()
+        for key, slot, token_id in zip(keys, homes, ids_by_bytes.values()):
+            while self.slot_key[slot] != EMPTY:
                 slot = (slot + 1) % size
-            self.slot_hash[slot], self.slot_length[slot], self.slot_id[slot] = token_hash, len(token), ids_by_bytes[token]
+            self.slot_key[slot], self.slot_id[slot] = key, token_id
 
-    @staticmethod
-    def hash_of(token: bytes) -> int:
-        """Polynomial hash sum_m (byte_m + 1) * INVERSE**m modulo 2**64, the same value `substring_hashes` gives."""
-        total, power = 0, 1
-        for byte in token:
-            total = (total + (byte + 1) * power) % 2**64
-            power = power * int(HASH_BASE_INVERSE) % 2**64
-        return total
-
-    @staticmethod
-    def home_slot(hashes: np.ndarray) -> np.ndarray:
-        """Multiplicative hashing: the top TABLE_BITS bits of hash * constant."""
-        return ((hashes * np.uint64(0xD6E8FEB86659FD93)) >> np.uint64(64 - TABLE_BITS)).astype(np.int64)
-
-    def lookup(self, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Token id for each (hash, length), or -1 where no token has it."""
-        slots = self.home_slot(hashes)
-        found = np.full(len(hashes), -1, dtype=np.int64)
-        pending = np.arange(len(hashes))
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Token id for each key, or -1 where no token has it."""
+        slots = home_slot(keys, self.table_bits)
+        slot_keys = self.slot_key[slots]
+        found = np.where(slot_keys == keys, self.slot_id[slots], -1)
+        pending = np.flatnonzero((found < 0) & (slot_keys != EMPTY))  # home slot holds another key: probe on
         while pending.size:
-            slot = slots[pending]
-            hit = (self.slot_hash[slot] == hashes[pending]) & (self.slot_length[slot] == lengths[pending])
-            found[pending[hit]] = self.slot_id[slot[hit]]
-            keep = ~hit & (self.slot_length[slot] != 0)
-            pending = pending[keep]
-            slots[pending] = (slots[pending] + 1) & ((1 << TABLE_BITS) - 1)
+            slots[pending] = (slots[pending] + 1) & ((1 << self.table_bits) - 1)
+            slot_keys = self.slot_key[slots[pending]]
+            found[pending] = np.where(slot_keys == keys[pending], self.slot_id[slots[pending]], -1)
+            pending = pending[(found[pending] < 0) & (slot_keys != EMPTY)]
         return found
+
+    def power_tables(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """BASE**j and INVERSE**j for j < count (kept between calls, grown by doubling)."""
+        if len(self.powers) < count:
+            size = max(count, 2 * len(self.powers))
+            self.powers, self.inverse_powers = power_table(HASH_BASE, size), power_table(HASH_BASE_INVERSE, size)
+        return self.powers[:count], self.inverse_powers[:count]
 
     def encode(self, data: bytes) -> list[int]:
         """Token ids of data; identical to greedy_longest_match(data, ...)."""
@@ -138,25 +153,27 @@ class FastGreedyMatcher:
 
     def word_bounds(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of the words: cut wherever the byte pair occurs inside no token."""
-        cuts = np.flatnonzero(~self.pair_inside_token[codes[:-1], codes[1:]]) + 1
+        pairs = (codes[:-1].astype(np.uint16) << 8) | codes[1:]                 # (n-1,) x*256 + y
+        cuts = np.flatnonzero(self.cut_between[pairs]) + 1
         return np.concatenate(([0], cuts)), np.concatenate((cuts, [len(codes)]))
 
     def match_words(self, codes: np.ndarray, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Greedy longest match of every word at once -> token start positions and ids, in text order."""
         n = len(codes)
-        prefix = np.zeros(n + 1, dtype=np.uint64)                       # (n+1,) prefix[k] = sum_{j<k} c_j INV**j
-        np.cumsum((codes.astype(np.uint64) + np.uint64(1)) * power_table(HASH_BASE_INVERSE, n), out=prefix[1:])
-        powers = power_table(HASH_BASE, n)                               # (n,) BASE**j, undoes the INV**i offset
-        token_at = np.full(n, -1, dtype=np.int64)                        # (n,) id of the token starting here
+        powers, inverse_powers = self.power_tables(n)
+        prefix = np.zeros(n + 1, dtype=np.uint64)                    # (n+1,) prefix[k] = sum_{j<k} (c_j+1) INV**j
+        np.cumsum((codes + np.uint64(1)) * inverse_powers, out=prefix[1:])
+        token_at = np.full(n, -1, dtype=np.int64)                    # (n,) id of the token starting here
         position, end = self.word_bounds(codes)
         length = np.minimum(end - position, self.longest_array[codes[position]])
         while position.size >= FEW_WORDS:
-            hashes = (prefix[position + length] - prefix[position]) * powers[position]
-            found = self.lookup(hashes, length)
+            # key of data[position:position+length]; times BASE**position removes the INV**position offset
+            keys = (prefix[position + length] - prefix[position]) * powers[position] + length.astype(np.uint64) * np.uint64(LENGTH_MIX)
+            found = self.lookup(keys)
             hit = found >= 0
-            token_at[position[hit]] = found[hit]
+            token_at[position] = found                               # misses write -1 where -1 already is
             position = np.where(hit, position + length, position)
-            length = length - 1                                         # misses try one byte shorter
+            length = length - 1                                      # misses try one byte shorter
             live = position < end
             position, end, length, hit = position[live], end[live], length[live], hit[live]
             length[hit] = np.minimum(end[hit] - position[hit], self.longest_array[codes[position[hit]]])
@@ -164,8 +181,7 @@ class FastGreedyMatcher:
                 raise ValueError("a byte of the text starts no vocab token")
         for start, stop in zip(position.tolist(), end.tolist()):
             word_ids = greedy_longest_match(data[start:stop], self.ids_by_bytes, self.longest)
-            token_starts = start + np.cumsum(self.token_length[word_ids]) - self.token_length[word_ids]
-            token_at[token_starts] = word_ids
+            token_at[start + np.cumsum(self.token_length[word_ids]) - self.token_length[word_ids]] = word_ids
         starts = np.flatnonzero(token_at >= 0)
         return starts, token_at[starts]
 
