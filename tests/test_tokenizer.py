@@ -187,3 +187,9 @@ def test_hf_tokenizer_json(tmp_path):
     assert tok.decode([1, 2]) == "hello world" and tok.decode_bytes([3]) == b"!"
     decoder = tok.stream_decoder()
     assert "".join(decoder.push(i) for i in [1, 2]) + decoder.flush() == "hello world"
+
+
+def test_unknown_ids_raise(tok):
+    for bad in ([65530], [-1], [1, 70000]):
+        with pytest.raises(KeyError):
+            tok.decode_bytes(bad)

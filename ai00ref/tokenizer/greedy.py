@@ -192,3 +192,14 @@ class FastGreedyMatcher:
             return False
         gather = np.repeat(self.token_offset[ids] - starts, lengths) + np.arange(len(codes))
         return bool(np.array_equal(self.token_buffer[gather], codes))
+
+    def join_tokens(self, ids: list[int]) -> bytes:
+        """The concatenated bytes of ids (id 0, end of text, adds none). KeyError for an id the vocab lacks."""
+        ids = np.fromiter(ids, dtype=np.int64)
+        known = (ids >= 0) & (ids < len(self.token_length))
+        known[known] = (self.token_length[ids[known]] > 0) | (ids[known] == 0)
+        if not known.all():
+            raise KeyError(f"ids not in the vocab: {ids[~known][:5].tolist()}")
+        lengths = self.token_length[ids]
+        gather = np.repeat(self.token_offset[ids] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+        return self.token_buffer[gather].tobytes()

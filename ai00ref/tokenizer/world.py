@@ -62,8 +62,8 @@ class WorldTokenizer:
         return self.bytes_by_id[token_id]
 
     def decode_bytes(self, ids: list[int]) -> bytes:
-        """The concatenated bytes of ids."""
-        return b"".join(map(self.bytes_by_id.__getitem__, ids))
+        """The concatenated bytes of ids. KeyError for an id the vocab does not have."""
+        return self.matcher.join_tokens(ids)
 
     def decode(self, ids: list[int]) -> str:
         """Text of ids, as the official package decodes: if the bytes are not valid UTF-8, the result is the
