@@ -5,6 +5,7 @@ and HF tokenizer.json loading. Run: .venv/bin/python -m pytest tests/test_tokeni
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -193,3 +194,13 @@ def test_unknown_ids_raise(tok):
     for bad in ([65530], [-1], [1, 70000]):
         with pytest.raises(KeyError):
             tok.decode_bytes(bad)
+
+
+def test_long_text_split_across_threads(tok, official):
+    from ai00ref.tokenizer.greedy import PARALLEL_MIN_BYTES
+    text = ("Hello world, 我能吞下玻璃。\n\n" * (3 * PARALLEL_MIN_BYTES // 30))[: 3 * PARALLEL_MIN_BYTES]
+    data = text.encode()
+    parts = tok.matcher.split_for_threads(data)
+    assert b"".join(parts) == data and len(parts) == min(os.cpu_count() or 1, len(data) // PARALLEL_MIN_BYTES)
+    assert tok.encode(text) == official.encode(text)
+    assert tok.encode("a" * (2 * PARALLEL_MIN_BYTES)) == official.encode("a" * (2 * PARALLEL_MIN_BYTES))

@@ -7,6 +7,9 @@ reference (and against the official package) in tests/test_tokenizer.py. Spec: s
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ai00ref.errors import ModelFileError
@@ -50,6 +53,9 @@ LENGTH_MIX = 0xC2B2AE3D27D4EB4F             # key = hash + length * LENGTH_MIX: 
 SLOT_MIX = 0xD6E8FEB86659FD93               # multiplicative hashing of a key to its home slot
 EMPTY = 0                                   # key of an empty slot (no token may have it)
 FEW_WORDS = 16                              # below this many unfinished words, finish them with the reference
+PARALLEL_MIN_BYTES = 1 << 18                # texts this long are split into one part per core (NumPy frees the GIL)
+CUT_SEARCH_BYTES = 4096                     # how far past a planned split point to look for a word boundary
+_threads: ThreadPoolExecutor | None = None  # shared by all matchers, made on the first long text
 
 
 def power_table(base: int, count: int) -> np.ndarray:
@@ -66,6 +72,14 @@ def token_key(token: bytes) -> int:
         total = (total + (byte + 1) * power) % MODULUS
         power = power * HASH_BASE_INVERSE % MODULUS
     return (total + len(token) * LENGTH_MIX) % MODULUS
+
+
+def thread_pool() -> ThreadPoolExecutor:
+    """One pool of worker threads for long texts, created when first needed."""
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="ai00ref-tokenizer")
+    return _threads
 
 
 def home_slot(keys: np.ndarray, table_bits: int) -> np.ndarray:
@@ -142,14 +156,34 @@ class FastGreedyMatcher:
         return self.powers[:count], self.inverse_powers[:count]
 
     def encode(self, data: bytes) -> list[int]:
-        """Token ids of data; identical to greedy_longest_match(data, ...)."""
-        if len(data) < 2:
-            return greedy_longest_match(data, self.ids_by_bytes, self.longest)
-        codes = np.frombuffer(data, dtype=np.uint8)
-        starts, ids = self.match_words(codes, data)
-        if not self.spells(codes, starts, ids):
-            return greedy_longest_match(data, self.ids_by_bytes, self.longest)
-        return ids.tolist()
+        """Token ids of data; identical to greedy_longest_match(data, ...). Long texts are cut at word boundaries
+        into one part per core, matched in threads."""
+        parts = self.split_for_threads(data)
+        if len(parts) == 1:
+            return self.encode_part(data).tolist()
+        return np.concatenate(list(thread_pool().map(self.encode_part, parts))).tolist()
+
+    def encode_part(self, data: bytes) -> np.ndarray:
+        """Ids of data as an array: vectorized matching, checked by `spells`, else the reference."""
+        if len(data) >= 2:
+            codes = np.frombuffer(data, dtype=np.uint8)
+            starts, ids = self.match_words(codes, data)
+            if self.spells(codes, starts, ids):
+                return ids
+        return np.array(greedy_longest_match(data, self.ids_by_bytes, self.longest), dtype=np.int64)
+
+    def split_for_threads(self, data: bytes) -> list[bytes]:
+        """data cut into about one part per core, each cut at a word boundary (so the ids do not change)."""
+        count = min(os.cpu_count() or 1, len(data) // PARALLEL_MIN_BYTES)
+        bounds = [0]
+        for target in (len(data) * k // count for k in range(1, count)):
+            window = np.frombuffer(data[target - 1:target + CUT_SEARCH_BYTES], dtype=np.uint8)
+            pairs = (window[:-1].astype(np.uint16) << 8) | window[1:]
+            cuts = np.flatnonzero(self.cut_between[pairs])
+            if cuts.size and target + cuts[0] > bounds[-1]:
+                bounds.append(target + int(cuts[0]))
+        bounds.append(len(data))
+        return [data[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
 
     def word_bounds(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of the words: cut wherever the byte pair occurs inside no token."""
