@@ -12,7 +12,7 @@ from ai00ref.tokenizer.greedy import FastGreedyMatcher
 from ai00ref.tokenizer.vocab import check_vocab
 
 END_OF_TEXT = 0            # id 0 is not in the vocab file: it is the model's end-of-text / document separator
-WORLD_MODEL_VOCAB = 65536  # rows of the World models' embedding; ids 65530..65535 are unused
+EMBEDDING_ROW_MULTIPLE = 64  # model vocab = (max id + 1) rounded up to this: 65530 -> 65536 rows for World
 
 
 class StreamDecoder:
@@ -44,7 +44,8 @@ class WorldTokenizer:
         self.bytes_by_id = dict(vocab)
         self.bytes_by_id.setdefault(END_OF_TEXT, b"")        # decoding end of text adds no bytes
         self.matcher = FastGreedyMatcher({token: token_id for token_id, token in vocab.items()}, self.path)
-        self.vocab_size = vocab_size if vocab_size is not None else max(WORLD_MODEL_VOCAB, max(vocab) + 1)
+        rows = -(-(max(vocab) + 1) // EMBEDDING_ROW_MULTIPLE) * EMBEDDING_ROW_MULTIPLE
+        self.vocab_size = vocab_size if vocab_size is not None else rows  # model rows; ids 65530..65535 unused
 
     def __repr__(self) -> str:
         return f"WorldTokenizer({self.path!r}, {len(self.bytes_by_id) - 1} tokens, vocab_size={self.vocab_size})"
