@@ -33,7 +33,7 @@ def load_tokenizer(path: str | PathLike | None = None) -> WorldTokenizer | HFTok
     if path.suffix == ".txt":
         return WorldTokenizer(read_txt_vocab(path), path)
     if path.suffix != ".json":
-        raise ModelFileError(path, "unknown tokenizer file: expected a .txt vocab, an Ai00 .json vocab or a HF tokenizer.json")
+        raise ModelFileError(path, "unknown tokenizer file: expected a .txt or Ai00 .json vocab or a HF tokenizer.json")
     entries = json.loads(path.read_text(encoding="utf-8"))
     if is_ai00_json_vocab(entries):
         return WorldTokenizer(parse_json_vocab(entries, path), path)

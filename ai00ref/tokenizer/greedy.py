@@ -66,7 +66,7 @@ def power_table(base: int, count: int) -> np.ndarray:
 
 
 def token_key(token: bytes) -> int:
-    """sum_m (byte_m + 1) * INVERSE**m + length * LENGTH_MIX modulo 2**64: what `substring_keys` computes."""
+    """sum_m (byte_m + 1) * INVERSE**m + length * LENGTH_MIX modulo 2**64 (`substring_keys` gives the same)."""
     total, power = 0, 1
     for byte in token:
         total = (total + (byte + 1) * power) % MODULUS
@@ -80,6 +80,16 @@ def thread_pool() -> ThreadPoolExecutor:
     if _threads is None:
         _threads = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="ai00ref-tokenizer")
     return _threads
+
+
+def substring_keys(prefix: np.ndarray, powers: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """token_key(data[start:start+length]) for every (start, length) pair, from the prefix sums of data.
+
+    prefix[start+length] - prefix[start] = sum_m (c_{start+m} + 1) * INVERSE**(start+m); times BASE**start
+    removes the INVERSE**start offset.
+    """
+    hashes = (prefix[start + length] - prefix[start]) * powers[start]
+    return hashes + length.astype(np.uint64) * np.uint64(LENGTH_MIX)
 
 
 def home_slot(keys: np.ndarray, table_bits: int) -> np.ndarray:
@@ -193,17 +203,12 @@ class FastGreedyMatcher:
 
     def match_words(self, codes: np.ndarray, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Greedy longest match of every word at once -> token start positions and ids, in text order."""
-        n = len(codes)
-        powers, inverse_powers = self.power_tables(n)
-        prefix = np.zeros(n + 1, dtype=np.uint64)                    # (n+1,) prefix[k] = sum_{j<k} (c_j+1) INV**j
-        np.cumsum((codes + np.uint64(1)) * inverse_powers, out=prefix[1:])
-        token_at = np.full(n, -1, dtype=np.int64)                    # (n,) id of the token starting here
-        position, end = self.word_bounds(codes)
+        prefix, powers = self.prefix_sums(codes)
+        token_at = np.full(len(codes), -1, dtype=np.int64)            # (n,) id of the token starting here
+        position, end = self.word_bounds(codes)                       # (words,) each, updated as words advance
         length = np.minimum(end - position, self.longest_array[codes[position]])
         while position.size >= FEW_WORDS:
-            # key of data[position:position+length]; times BASE**position removes the INV**position offset
-            keys = (prefix[position + length] - prefix[position]) * powers[position] + length.astype(np.uint64) * np.uint64(LENGTH_MIX)
-            found = self.lookup(keys)
+            found = self.lookup(substring_keys(prefix, powers, position, length))
             hit = found >= 0
             token_at[position] = found                               # misses write -1 where -1 already is
             position = np.where(hit, position + length, position)
@@ -218,6 +223,13 @@ class FastGreedyMatcher:
             token_at[start + np.cumsum(self.token_length[word_ids]) - self.token_length[word_ids]] = word_ids
         starts = np.flatnonzero(token_at >= 0)
         return starts, token_at[starts]
+
+    def prefix_sums(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prefix, powers): prefix[k] = sum_{j<k} (c_j + 1) * INVERSE**j (n+1,), powers[j] = BASE**j (n,)."""
+        powers, inverse_powers = self.power_tables(len(codes))
+        prefix = np.zeros(len(codes) + 1, dtype=np.uint64)
+        np.cumsum((codes + np.uint64(1)) * inverse_powers, out=prefix[1:])
+        return prefix, powers
 
     def spells(self, codes: np.ndarray, starts: np.ndarray, ids: np.ndarray) -> bool:
         """True when the tokens (ids at starts) tile the text and their bytes equal it: rules out hash collisions."""
@@ -235,5 +247,6 @@ class FastGreedyMatcher:
         if not known.all():
             raise KeyError(f"ids not in the vocab: {ids[~known][:5].tolist()}")
         lengths = self.token_length[ids]
-        gather = np.repeat(self.token_offset[ids] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+        output_start = np.cumsum(lengths) - lengths
+        gather = np.repeat(self.token_offset[ids] - output_start, lengths) + np.arange(lengths.sum())
         return self.token_buffer[gather].tobytes()
