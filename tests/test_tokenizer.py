@@ -92,7 +92,8 @@ def test_fast_matcher_equals_reference_on_any_bytes(tok, data):
     assert matcher.encode(data) == greedy_longest_match(data, matcher.ids_by_bytes, matcher.longest)
 
 
-@pytest.mark.parametrize("text", ["a" * 5000, "我" * 3000, " " * 1000 + "x", "ab" * (FEW_WORDS + 3), "", "x"])
+@pytest.mark.parametrize("text", ["a" * 5000, "我" * 3000, " " * 1000 + "x", "ab" * (FEW_WORDS + 3), "", "x",
+                                  ("Tokenization" * 40 + "\x00") * (2 * FEW_WORDS)])  # many long words at once
 def test_long_and_short_inputs(tok, official, text):
     assert tok.encode(text) == official.encode(text)
 
