@@ -58,27 +58,23 @@ class V4State(RecurrentState):
 
 
 @dataclass
-class V5State(RecurrentState):  # v5 and v6
+class MatrixState(RecurrentState):  # v5, v6, v7: one N x N matrix per head
     att_x: np.ndarray  # (B, L, C)
-    wkv: np.ndarray  # (B, L, H, N, N) S[h, key j, value i], as the official package
+    wkv: np.ndarray  # (B, L, H, N, N) orientation: see the subclasses
     ffn_x: np.ndarray  # (B, L, C)
 
     @classmethod
-    def zeros(cls, info: ModelInfo, batch: int, dtype="float32") -> "V5State":
+    def zeros(cls, info: ModelInfo, batch: int, dtype="float32") -> "MatrixState":
         B, L, C, H, N = batch, info.n_layer, info.n_embd, info.n_head, info.head_size
         return cls(np.zeros((B, L, C), dtype), np.zeros((B, L, H, N, N), dtype), np.zeros((B, L, C), dtype))
 
 
-@dataclass
-class V7State(RecurrentState):
-    att_x: np.ndarray  # (B, L, C)
-    wkv: np.ndarray  # (B, L, H, N, N) S[h, value i, key j], as the official package
-    ffn_x: np.ndarray  # (B, L, C)
+class V5State(MatrixState):
+    """v5 and v6: wkv is S[h, key j, value i], as the official package."""
 
-    @classmethod
-    def zeros(cls, info: ModelInfo, batch: int, dtype="float32") -> "V7State":
-        B, L, C, H, N = batch, info.n_layer, info.n_embd, info.n_head, info.head_size
-        return cls(np.zeros((B, L, C), dtype), np.zeros((B, L, H, N, N), dtype), np.zeros((B, L, C), dtype))
+
+class V7State(MatrixState):
+    """v7: wkv is S[h, value i, key j], as the official package and its CUDA kernels."""
 
 
 STATE_CLASSES = {"v4": V4State, "v5": V5State, "v6": V5State, "v7": V7State}

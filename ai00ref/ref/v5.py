@@ -39,8 +39,8 @@ def time_mix(x, att_x, S, p: V5TimeMix, n_head: int):
     return linear(out, p.output), x[-1], S
 
 
-def forward_row(w: Weights, x: np.ndarray, s: V5State, b: int) -> np.ndarray:
-    """Run the blocks over one sequence x (T, C), updating row b of the state in place."""
+def run_blocks(w: Weights, x: np.ndarray, s: V5State, b: int, time_mix, channel_mix) -> np.ndarray:
+    """The v5/v6 layer loop over one sequence x (T, C), updating row b of the state in place."""
     for i, block in enumerate(w.blocks):
         out, s.att_x[b, i], s.wkv[b, i] = time_mix(
             layer_norm(x, block.ln1.weight, block.ln1.bias), s.att_x[b, i], s.wkv[b, i], block.att, w.info.n_head)
@@ -48,3 +48,7 @@ def forward_row(w: Weights, x: np.ndarray, s: V5State, b: int) -> np.ndarray:
         out, s.ffn_x[b, i] = channel_mix(layer_norm(x, block.ln2.weight, block.ln2.bias), s.ffn_x[b, i], block.ffn)
         x = x + out
     return x
+
+
+def forward_row(w: Weights, x: np.ndarray, s: V5State, b: int) -> np.ndarray:
+    return run_blocks(w, x, s, b, time_mix, channel_mix)

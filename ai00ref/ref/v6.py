@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ai00ref.ref.common import group_norm, layer_norm, lerp_previous, linear, previous_tokens, relu_squared, sigmoid, silu
+from ai00ref.ref.common import group_norm, lerp_previous, linear, previous_tokens, relu_squared, sigmoid, silu
 from ai00ref.ref.state import V5State
-from ai00ref.ref.v5 import wkv_step
+from ai00ref.ref.v5 import run_blocks, wkv_step
 from ai00ref.weights.canonical import ChannelMix, V6TimeMix, Weights
 
 
@@ -54,11 +54,4 @@ def channel_mix(x, ffn_x, p: ChannelMix):
 
 
 def forward_row(w: Weights, x: np.ndarray, s: V5State, b: int) -> np.ndarray:
-    """Run the blocks over one sequence x (T, C), updating row b of the state in place."""
-    for i, block in enumerate(w.blocks):
-        out, s.att_x[b, i], s.wkv[b, i] = time_mix(
-            layer_norm(x, block.ln1.weight, block.ln1.bias), s.att_x[b, i], s.wkv[b, i], block.att, w.info.n_head)
-        x = x + out
-        out, s.ffn_x[b, i] = channel_mix(layer_norm(x, block.ln2.weight, block.ln2.bias), s.ffn_x[b, i], block.ffn)
-        x = x + out
-    return x
+    return run_blocks(w, x, s, b, time_mix, channel_mix)  # v5's layer loop with v6's mixes
