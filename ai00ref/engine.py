@@ -20,7 +20,7 @@ from ai00ref.ref.state import RecurrentState
 from ai00ref.weights.adapters import has_time_state, merge_lora, state_from_tensors, state_to_tensors
 from ai00ref.weights.canonical import canonical_weights
 
-BACKENDS = ("ref",)
+BACKENDS = ("ref", "taichi")
 
 
 class Engine(Protocol):
@@ -59,13 +59,14 @@ def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "floa
                state: str | os.PathLike | None = None, lora: Sequence[Lora] = (), **options) -> Engine:
     """Load an Ai00 `.st` or an original `.pth` and return an engine of the chosen backend.
 
+    options: the Taichi backend takes `arch` ("auto", "vulkan", "cuda", "cpu") and `precision` ("fp32", "fp16").
     state: a `.state` file to start every new state from (else the model's own `time_state`, else zeros).
     lora: LoRA files merged at load, in order, before any other load-time transform.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    if options:
-        raise TypeError(f"backend {backend!r} takes no options {sorted(options)}")
+    if options and backend == "ref":
+        raise TypeError(f"backend 'ref' takes no options {sorted(options)}")
     path = os.fspath(path)
     tensors, log_bonus = read_tensors(path)
     for adapter in lora:
@@ -76,6 +77,9 @@ def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "floa
     initial = load_state(state, info, dtype) if state is not None else None
     if initial is None and has_time_state(tensors):
         initial = state_from_tensors(tensors, info, path, dtype)
+    if backend == "taichi":  # kernels/ is imported only when asked for: taichi is optional for the reference
+        from kernels.engine import TaichiModel
+        return TaichiModel(weights, initial_state=initial, **options)
     from ai00ref.ref.model import RefModel
     return RefModel(weights, dtype, initial)
 

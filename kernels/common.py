@@ -1,0 +1,167 @@
+"""Kernels every version uses (no `from __future__ import annotations` here: Taichi reads the annotations). Each mirrors a function of `ai00ref/ref/common.py` and is tested against it.
+
+Shapes: x (T, C) holds the T token positions of one pass (all batch rows, concatenated); `row[t]` is the batch row
+of position t and `first[t]` is 1 where t starts its row's segment. Weights may be f16 or f32; arithmetic is f32.
+"""
+
+import taichi as ti
+
+import kernels
+
+ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH = 0, 1, 2, 3
+MIX_CURRENT, MIX_PREVIOUS = 0, 1  # v4/v5: x*m + prev*(1-m); v6/v7: x + (prev-x)*m (spec/common.md §3)
+BLOCK = 128  # GPU workgroup size of the matrix kernels
+TOKENS_PER_BLOCK = 8  # GPU: positions sharing one read of a weight row
+
+
+@ti.func
+def activate(s: ti.f32, act: ti.template()) -> ti.f32:
+    r = s
+    if ti.static(act == ACT_RELU_SQUARED):
+        r = ti.max(s, 0.0) ** 2
+    elif ti.static(act == ACT_SIGMOID):
+        r = 1.0 / (1.0 + ti.exp(-s))
+    elif ti.static(act == ACT_TANH):
+        r = ti.tanh(s)
+    return r
+
+
+@ti.func
+def mix(x: ti.f32, prev: ti.f32, m: ti.f32, convention: ti.template()) -> ti.f32:
+    r = x + (prev - x) * m
+    if ti.static(convention == MIX_CURRENT):
+        r = x * m + prev * (1.0 - m)
+    return r
+
+
+@ti.kernel
+def layer_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
+               eps: ti.f32):
+    """Must match ref.common.layer_norm: rows of x (T, C) -> y (T, C)."""
+    for t in range(x.shape[0]):
+        C = x.shape[1]
+        mean = 0.0
+        for c in range(C):
+            mean += x[t, c]
+        mean /= C
+        var = 0.0
+        for c in range(C):
+            var += (x[t, c] - mean) ** 2
+        inv = 1.0 / ti.sqrt(var / C + eps)
+        for c in range(C):
+            y[t, c] = (x[t, c] - mean) * inv * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
+
+
+@ti.kernel
+def group_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
+               n_head: ti.i32, eps: ti.f32):
+    """Must match ref.common.group_norm: LN within each head's N channels of x (T, C), then the affine."""
+    for t, h in ti.ndrange(x.shape[0], n_head):
+        N = x.shape[1] // n_head
+        mean = 0.0
+        for n in range(N):
+            mean += x[t, h * N + n]
+        mean /= N
+        var = 0.0
+        for n in range(N):
+            var += (x[t, h * N + n] - mean) ** 2
+        inv = 1.0 / ti.sqrt(var / N + eps)
+        for n in range(N):
+            c = h * N + n
+            y[t, c] = (x[t, c] - mean) * inv * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
+
+
+@ti.kernel
+def token_shift(x: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32, row: ti.types.ndarray(),
+                first: ti.types.ndarray(), prev: ti.types.ndarray()):
+    """Must match ref.common.previous_tokens per row: prev[t] = x[t-1], or the row's state at its first token."""
+    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
+        if first[t] == 1:
+            prev[t, c] = shift[row[t], layer, c]
+        else:
+            prev[t, c] = x[t - 1, c]
+
+
+@ti.kernel
+def store_last(x: ti.types.ndarray(), last: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32):
+    """The state keeps the last position of each row: shift[b, layer] = x[last[b]] (rows with last[b] < 0 keep theirs)."""
+    for b, c in ti.ndrange(last.shape[0], x.shape[1]):
+        if last[b] >= 0:
+            shift[b, layer, c] = x[last[b], c]
+
+
+@ti.kernel
+def gather_rows(x: ti.types.ndarray(), index: ti.types.ndarray(), y: ti.types.ndarray()):
+    """y[k] = x[index[k]]: picks the positions whose logits are asked for."""
+    for k, c in ti.ndrange(index.shape[0], x.shape[1]):
+        y[k, c] = x[index[k], c]
+
+
+@ti.kernel
+def mix_inputs(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), y: ti.types.ndarray(),
+               convention: ti.template()):
+    """Must match ref.common.lerp_current / lerp_previous: y = mix(x, prev; m), all (T, C), m (C,)."""
+    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
+        y[t, c] = mix(x[t, c], prev[t, c], ti.cast(m[c], ti.f32), convention)
+
+
+# ---- y = act(W x) [+ y]: must match ref.common.linear ----
+
+@ti.kernel
+def _linear_rows(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray(), act: ti.template(),
+                 accumulate: ti.template()):
+    """CPU: one thread per output row o, every position t reusing the cached row W[o]."""
+    for o in range(W.shape[0]):
+        for t in range(x.shape[0]):
+            s = 0.0
+            for i in range(W.shape[1]):
+                s += x[t, i] * ti.cast(W[o, i], ti.f32)
+            s = activate(s, act)
+            if ti.static(accumulate):
+                y[t, o] += s
+            else:
+                y[t, o] = s
+
+
+@ti.kernel
+def _linear_blocks(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray(), act: ti.template(),
+                   accumulate: ti.template()):
+    """GPU: one workgroup per (output row, tile of positions); lanes stride the input, then a shared-memory sum."""
+    n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
+    n_tiles = (T + TOKENS_PER_BLOCK - 1) // TOKENS_PER_BLOCK
+    ti.loop_config(block_dim=BLOCK)
+    for g in range(n_out * n_tiles * BLOCK):
+        lane, o, tile = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out
+        pad = ti.simt.block.SharedArray((TOKENS_PER_BLOCK * BLOCK,), ti.f32)
+        acc = ti.Vector([0.0] * TOKENS_PER_BLOCK)
+        for chunk in range((n_in + BLOCK - 1) // BLOCK):
+            i = chunk * BLOCK + lane
+            if i < n_in:
+                w = ti.cast(W[o, i], ti.f32)
+                for u in ti.static(range(TOKENS_PER_BLOCK)):
+                    t = tile * TOKENS_PER_BLOCK + u
+                    if t < T:
+                        acc[u] += w * x[t, i]
+        for u in ti.static(range(TOKENS_PER_BLOCK)):
+            pad[u * BLOCK + lane] = acc[u]
+        ti.simt.block.sync()
+        half = BLOCK // 2
+        while half > 0:
+            if lane < half:
+                for u in ti.static(range(TOKENS_PER_BLOCK)):
+                    pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
+            ti.simt.block.sync()
+            half //= 2
+        if lane < TOKENS_PER_BLOCK:
+            t = tile * TOKENS_PER_BLOCK + lane
+            if t < T:
+                s = activate(pad[lane * BLOCK], act)
+                if ti.static(accumulate):
+                    y[t, o] += s
+                else:
+                    y[t, o] = s
+
+
+def linear(x, W, y, act: int = ACT_NONE, accumulate: bool = False) -> None:
+    """y (T, out) = act(x (T, in) @ W (out, in)ᵀ), or y += that. The GPU kernel needs workgroup shared memory."""
+    (_linear_blocks if kernels.is_gpu() else _linear_rows)(x, W, y, act, accumulate)

@@ -1,0 +1,175 @@
+"""TaichiModel: the reference's engine interface (spec/engine.md), run by Taichi kernels.
+
+One pass concatenates every batch row's tokens into T positions (row by row), runs each layer's kernels
+over all of them (the recurrences walk each row's own segment), and reads back only the logits asked for.
+States live on the device (`TaichiState`); `forward` copies the state it is given, so it is never mutated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import taichi as ti
+
+import kernels
+from ai00ref.ref.model import check_tokens
+from ai00ref.ref.state import RecurrentState, STATE_CLASSES, to_official, zero_state
+from ai00ref.weights.canonical import Weights
+from kernels import common
+
+PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
+
+
+def to_device(value, matrix_dtype):
+    """Canonical weights -> the same dataclasses holding Taichi ndarrays (matrices in `matrix_dtype`, the rest f32)."""
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(value, **{f.name: to_device(getattr(value, f.name), matrix_dtype)
+                                             for f in dataclasses.fields(value) if f.name != "info"})
+    if isinstance(value, tuple):
+        return tuple(to_device(v, matrix_dtype) for v in value)
+    array = np.asarray(value)
+    dtype = matrix_dtype if array.ndim == 2 and min(array.shape) > 1 else ti.f32
+    device = ti.ndarray(dtype, array.shape)
+    device.from_numpy(array.astype(np.float16 if dtype == ti.f16 else np.float32))
+    return device
+
+
+class Workspace:
+    """Scratch buffers, allocated once per (name, shape): Taichi allocations cost ~0.2 ms each."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, ti.Ndarray] = {}
+
+    def buffer(self, name: str, shape: tuple, dtype=ti.f32) -> ti.Ndarray:
+        key = (name, tuple(shape), dtype)
+        if key not in self._buffers:
+            self._buffers[key] = ti.ndarray(dtype, tuple(shape))
+        return self._buffers[key]
+
+
+@dataclasses.dataclass
+class Pass:
+    """Where each row's tokens sit among the T positions of one pass."""
+    T: int
+    row: ti.Ndarray  # (T,) i32 batch row of each position
+    first: ti.Ndarray  # (T,) i32 1 at each row's first position
+    start: ti.Ndarray  # (B,) i32 first position of each row
+    length: ti.Ndarray  # (B,) i32 positions of each row
+    last: ti.Ndarray  # (B,) i32 last position of each row
+
+    @classmethod
+    def plan(cls, rows: list[np.ndarray]) -> "Pass":
+        lengths = np.array([len(r) for r in rows], np.int32)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+        row = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)
+        first = np.zeros(int(lengths.sum()), np.int32)
+        first[starts] = 1
+        return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, starts + lengths - 1)))
+
+
+def _upload(array: np.ndarray) -> ti.Ndarray:
+    device = ti.ndarray(ti.i32, array.shape)
+    device.from_numpy(array)
+    return device
+
+
+class TaichiState:
+    """A batch of states on the device, with the reference state's fields (ai00ref/ref/state.py)."""
+
+    def __init__(self, host_class, arrays: dict[str, ti.Ndarray]):
+        self.host_class = host_class
+        self.fields = arrays
+        for name, array in arrays.items():
+            setattr(self, name, array)
+
+    @classmethod
+    def from_host(cls, state: RecurrentState) -> "TaichiState":
+        arrays = {}
+        for name, value in state.arrays().items():
+            arrays[name] = ti.ndarray(ti.f32, value.shape)
+            arrays[name].from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        return cls(type(state), arrays)
+
+    def to_host(self) -> RecurrentState:
+        return self.host_class(**{name: a.to_numpy() for name, a in self.fields.items()})
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.fields.values())).shape[0]
+
+    def copy(self) -> "TaichiState":
+        copies = {name: ti.ndarray(ti.f32, a.shape) for name, a in self.fields.items()}
+        for name, a in self.fields.items():
+            copies[name].copy_from(a)
+        return TaichiState(self.host_class, copies)
+
+    def rows(self, index) -> "TaichiState":
+        return TaichiState.from_host(self.to_host().rows(index))
+
+    @classmethod
+    def concat(cls, states: list["TaichiState"]) -> "TaichiState":
+        return cls.from_host(states[0].host_class.concat([s.to_host() for s in states]))
+
+    def to_official(self, row: int = 0) -> list[np.ndarray]:
+        return to_official(self.to_host(), row)
+
+
+def version_module(version: str):
+    """kernels/v4.py ... v7.py; v6 and v5 share the matrix-state kernels."""
+    import importlib
+    return importlib.import_module(f"kernels.{version}")
+
+
+class TaichiModel:
+    """The fast engine. `arch`: auto | vulkan | cuda | cpu; `precision`: fp32 | fp16 (weights; f32 arithmetic)."""
+
+    backend = "taichi"
+
+    def __init__(self, weights: Weights, arch: str = "auto", precision: str = "fp32",
+                 initial_state: RecurrentState | None = None):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        self.arch = kernels.init(arch)
+        self.precision = precision
+        self.info = weights.info
+        self.emb = np.ascontiguousarray(weights.emb, dtype=np.float32)  # stays on the host, as in web-rwkv
+        self.weights = to_device(dataclasses.replace(weights, emb=np.zeros((1, 1), np.float32)), PRECISIONS[precision])
+        self.initial_state = initial_state
+        self.workspace = Workspace()
+        self.run_blocks = version_module(self.info.version).run_blocks
+
+    def new_state(self, batch: int = 1) -> TaichiState:
+        if self.initial_state is None:
+            return TaichiState.from_host(zero_state(self.info, batch))
+        return TaichiState.from_host(type(self.initial_state).concat([self.initial_state] * batch))
+
+    def forward(self, tokens: Sequence[Sequence[int]], state, full_output: bool = False):
+        """Ragged batch -> (logits (B, V) float32, or a list of (T_b, V) with full_output; new state)."""
+        state = state.copy() if isinstance(state, TaichiState) else TaichiState.from_host(state)
+        rows = check_tokens(tokens, state.batch, self.info.n_vocab)
+        plan = Pass.plan(rows)
+        ws, C = self.workspace, self.info.n_embd
+        x = ws.buffer("x", (plan.T, C))
+        x.from_numpy(self.emb[np.concatenate(rows)])
+        common.layer_norm(x, self.weights.ln0.weight, self.weights.ln0.bias, x, 1e-5)
+        self.run_blocks(self.weights, x, state, plan, ws)
+        picks = np.arange(plan.T, dtype=np.int32) if full_output else \
+            np.cumsum([len(r) for r in rows], dtype=np.int32) - 1
+        logits = self.head(x, picks)
+        if full_output:
+            bounds = np.cumsum([0] + [len(r) for r in rows])
+            return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])], state
+        return logits, state
+
+    def head(self, x, picks: np.ndarray) -> np.ndarray:
+        """logits = W_head LN_out(x) for the picked positions only: (n, V)."""
+        ws, w = self.workspace, self.weights
+        chosen = ws.buffer("head_x", (len(picks), self.info.n_embd))
+        common.gather_rows(x, _upload(picks), chosen)
+        common.layer_norm(chosen, w.ln_out.weight, w.ln_out.bias, chosen, 1e-5)
+        logits = ws.buffer("logits", (len(picks), self.info.n_vocab))
+        common.linear(chosen, w.head, logits)
+        return logits.to_numpy()

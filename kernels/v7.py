@@ -1,0 +1,133 @@
+"""RWKV-7 layer kernels. Must match `ai00ref/ref/v7.py` (spec/v7.md) to the tolerances of spec/tolerances.md.
+
+Kernel            must match (ref/v7.py)            shapes
+prepare           time_mix: w, a, kk, k, v lines     per (t, h): (T, C) buffers
+wkv               wkv_step over each row's tokens    per (b, h, i): S (B, L, H, N, N) [value i, key j]
+output_gate       time_mix: (GN(y) + bonus) * g      per (t, h)
+"""
+
+import taichi as ti
+
+from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
+from ai00ref.ref.v7 import DECAY_SCALE
+from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
+                            linear, mix_inputs, store_last, token_shift)
+
+
+@ti.kernel
+def prepare(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
+            a: ti.types.ndarray(), kk: ti.types.ndarray(), v_first: ti.types.ndarray(),
+            w0: ti.types.ndarray(), a0: ti.types.ndarray(), v0: ti.types.ndarray(), k_k: ti.types.ndarray(),
+            k_a: ti.types.ndarray(), v_gate: ti.types.ndarray(), n_head: ti.i32, first_layer: ti.i32,
+            decay_scale: ti.f32, l2_eps: ti.f32):
+    """In: w, a, v_gate hold the low-rank outputs (before their activations). Out: w, a, kk, k, v as in ref."""
+    for t, h in ti.ndrange(k.shape[0], n_head):
+        N = k.shape[1] // n_head
+        norm = 0.0
+        for n in range(N):
+            c = h * N + n
+            norm += (k[t, c] * ti.cast(k_k[c], ti.f32)) ** 2
+        inv = 1.0 / ti.max(ti.sqrt(norm), l2_eps)
+        for n in range(N):
+            c = h * N + n
+            w[t, c] = ti.exp(-decay_scale / (1.0 + ti.exp(-(ti.cast(w0[c], ti.f32) + w[t, c]))))
+            a[t, c] = 1.0 / (1.0 + ti.exp(-(ti.cast(a0[c], ti.f32) + a[t, c])))
+            kk[t, c] = k[t, c] * ti.cast(k_k[c], ti.f32) * inv
+            k[t, c] = k[t, c] * (1.0 + (a[t, c] - 1.0) * ti.cast(k_a[c], ti.f32))
+            if first_layer == 1:
+                v_first[t, c] = v[t, c]
+            else:
+                gate = 1.0 / (1.0 + ti.exp(-(ti.cast(v0[c], ti.f32) + v_gate[t, c])))
+                v[t, c] = v[t, c] + (v_first[t, c] - v[t, c]) * gate
+
+
+@ti.kernel
+def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
+        kk: ti.types.ndarray(), a: ti.types.ndarray(), S: ti.types.ndarray(), layer: ti.i32,
+        start: ti.types.ndarray(), length: ti.types.ndarray(), y: ti.types.ndarray()):
+    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)^T + v k^T; y = S r."""
+    H, N = S.shape[2], S.shape[3]
+    for b, h, i in ti.ndrange(S.shape[0], H, N):
+        for step in range(length[b]):
+            t = start[b] + step
+            removed = 0.0
+            for j in range(N):
+                removed -= S[b, layer, h, i, j] * kk[t, h * N + j]
+            out = 0.0
+            for j in range(N):
+                c = h * N + j
+                s = S[b, layer, h, i, j] * w[t, c] + removed * kk[t, c] * a[t, c] + v[t, h * N + i] * k[t, c]
+                S[b, layer, h, i, j] = s
+                out += s * r[t, c]
+            y[t, h * N + i] = out
+
+
+@ti.kernel
+def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
+                g: ti.types.ndarray(), r_k: ti.types.ndarray(), n_head: ti.i32):
+    """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y)."""
+    for t, h in ti.ndrange(y.shape[0], n_head):
+        N = y.shape[1] // n_head
+        bonus = 0.0
+        for n in range(N):
+            c = h * N + n
+            bonus += r[t, c] * k[t, c] * ti.cast(r_k[h, n], ti.f32)
+        for n in range(N):
+            c = h * N + n
+            y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
+
+
+def low_rank(ws, name, x, first, second, out, act_inside=ACT_NONE):
+    """out = second · act(first · x): the small two-matrix projections."""
+    hidden = ws.buffer(name, (x.shape[0], first.shape[0]))
+    linear(x, first, hidden, act_inside)
+    linear(hidden, second, out)
+
+
+def time_mix(i: int, p, x, state, plan, ws, n_head: int):
+    """One layer's time mix over all positions; adds its output to x and updates state row by row."""
+    T, C = plan.T, x.shape[1]
+    buf = {name: ws.buffer(name, (T, C)) for name in
+           ("xa", "prev", "mixed", "r", "w", "k", "v", "a", "g", "kk", "v_gate", "y", "v_first")}
+    layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
+    token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
+    att = p.att
+    for mix, weight, out in ((att.x_r, att.receptance, "r"), (att.x_k, att.key, "k"), (att.x_v, att.value, "v")):
+        mix_inputs(buf["xa"], buf["prev"], mix, buf["mixed"], MIX_PREVIOUS)
+        linear(buf["mixed"], weight, buf[out])
+    mix_inputs(buf["xa"], buf["prev"], att.x_w, buf["mixed"], MIX_PREVIOUS)
+    low_rank(ws, "lora_w", buf["mixed"], att.w1, att.w2, buf["w"], ACT_TANH)
+    mix_inputs(buf["xa"], buf["prev"], att.x_a, buf["mixed"], MIX_PREVIOUS)
+    low_rank(ws, "lora_a", buf["mixed"], att.a1, att.a2, buf["a"])
+    mix_inputs(buf["xa"], buf["prev"], att.x_g, buf["mixed"], MIX_PREVIOUS)
+    low_rank(ws, "lora_g", buf["mixed"], att.g1, att.g2, buf["g"], ACT_SIGMOID)
+    first_layer = att.v1 is None
+    if not first_layer:
+        mix_inputs(buf["xa"], buf["prev"], att.x_v, buf["mixed"], MIX_PREVIOUS)
+        low_rank(ws, "lora_v", buf["mixed"], att.v1, att.v2, buf["v_gate"])
+    v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
+    prepare(buf["r"], buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["v_first"], att.w0, att.a0, v0,
+            att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
+    wkv(buf["r"], buf["w"], buf["k"], buf["v"], buf["kk"], buf["a"], state.wkv, i, plan.start, plan.length, buf["y"])
+    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["y"], n_head, GN_EPS)
+    output_gate(buf["y"], buf["r"], buf["k"], buf["v"], buf["g"], att.r_k, n_head)
+    linear(buf["y"], att.output, x, accumulate=True)
+    store_last(buf["xa"], plan.last, state.att_x, i)
+
+
+def channel_mix(i: int, p, x, state, plan, ws):
+    T, C = plan.T, x.shape[1]
+    xf, prev, mixed = (ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed"))
+    hidden = ws.buffer("ffn_hidden", (T, p.ffn.key.shape[0]))
+    layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
+    token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
+    mix_inputs(xf, prev, p.ffn.mix_k, mixed, MIX_PREVIOUS)
+    linear(mixed, p.ffn.key, hidden, ACT_RELU_SQUARED)
+    linear(hidden, p.ffn.value, x, accumulate=True)
+    store_last(xf, plan.last, state.ffn_x, i)
+
+
+def run_blocks(weights, x, state, plan, ws) -> None:
+    for i, block in enumerate(weights.blocks):
+        time_mix(i, block, x, state, plan, ws, weights.info.n_head)
+        channel_mix(i, block, x, state, plan, ws)
