@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One device call: Vulkan loader + wheels in, then the Taichi engine checked and timed on Vulkan and CUDA.
+# Carry: .gl (the Vulkan loader debs), .whl (taichi 1.7.4 for cp312 and its pure-Python needs), .peers.
+# Usage on the device: bash benchmarks/device_run.sh [VARIANT] [LAYERS] [EMBD]
+set -uo pipefail
+variant=${1:-v7}; layers=${2:-24}; embd=${3:-2048}
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "from kernels.device import vulkan_devices; print('vulkan devices:', vulkan_devices())"
+python3 .peers/taichi_bw.py vulkan 2>&1 | grep RESULT | tee "$out/taichi_bw_vulkan.log"
+python3 .peers/taichi_bw.py cuda 2>&1 | grep RESULT | tee "$out/taichi_bw_cuda.log"
+for arch in vulkan cuda; do
+  timeout 420 python3 benchmarks/gpu_bench.py --arch $arch --variant "$variant" --layers "$layers" --embd "$embd" \
+    --precision fp16 2>&1 | grep -v "^\[Taichi\]" | tee "$out/gpu_bench_${arch}_${variant}.log"
+done

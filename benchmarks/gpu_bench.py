@@ -1,0 +1,98 @@
+"""Taichi engine on one arch: a correctness check against the reference, then speed on a real model shape.
+
+    python benchmarks/gpu_bench.py --arch vulkan --variant v7 --layers 24 --embd 2048 --precision fp16
+
+1. check: a small random model of the same variant, reference vs Taichi on this arch (ragged batch, then steps);
+   prints the relative L2 error of the logits.
+2. speed: a random model of the given shape (written here by the project's generator), prefill of --prefill tokens,
+   --decode greedy steps at batch 1, and --decode steps at batch --batch; prints RESULT lines with tok/s.
+One process runs one arch (Taichi's rule); run it once per arch.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import ai00ref
+from ai00ref.weights.random_model import RandomModelSpec, write_random_model
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float((np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)).max())
+
+
+def check(variant: str, arch: str, precision: str, directory: Path) -> float:
+    spec = RandomModelSpec(variant, n_layer=3, n_embd=128, n_vocab=512, head_size=64)
+    path = write_random_model(spec, directory / f"check_{variant}.pth")
+    ref, fast = ai00ref.load_model(path), ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision)
+    rows = [[0, 5, 17, 300, 2, 9, 44], [7], [12, 13, 14]]
+    lr, sr = ref.forward(rows, ref.new_state(3))
+    lf, sf = fast.forward(rows, fast.new_state(3))
+    error = relative_error(lf, lr)
+    for _ in range(3):
+        step = [[int(t)] for t in np.argmax(lr, axis=-1)]
+        lr, sr = ref.forward(step, sr)
+        lf, sf = fast.forward(step, sf)
+        error = max(error, relative_error(lf, lr))
+    return error
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
+    prompt = np.random.default_rng(0).integers(1, model.info.n_vocab, prefill).tolist()
+    model.forward([prompt[:32]], model.new_state(1))  # compile and warm up
+    (logits, state), seconds = timed(model.forward, [prompt], model.new_state(1))
+    result = {"prefill_tok_s": prefill / seconds}
+    for rows in (1, batch):
+        state_b = type(state).concat([state] * rows) if rows > 1 else state
+        tokens = [[int(np.argmax(logits[0]))] for _ in range(rows)]
+        logits_b, state_b = model.forward(tokens, state_b)  # warm-up for this batch size
+        start = time.perf_counter()
+        for _ in range(decode):
+            logits_b, state_b = model.forward([[int(t)] for t in np.argmax(logits_b, axis=-1)], state_b)
+        result[f"decode_b{rows}_tok_s"] = decode * rows / (time.perf_counter() - start)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vulkan")
+    parser.add_argument("--variant", default="v7")
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--embd", type=int, default=2048)
+    parser.add_argument("--vocab", type=int, default=65536)
+    parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--prefill", type=int, default=1024)
+    parser.add_argument("--decode", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--check-only", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", args.precision):
+            error = check(args.variant, args.arch, precision, Path(tmp))
+            print(f"RESULT check arch={args.arch} variant={args.variant} precision={precision} rel_l2={error:.2e}",
+                  flush=True)
+        if args.check_only:
+            return
+        spec = RandomModelSpec(args.variant, args.layers, args.embd, args.vocab, head_size=64)
+        start = time.perf_counter()
+        path = write_random_model(spec, Path(tmp) / "bench.st")
+        model = ai00ref.load_model(path, backend="taichi", arch=args.arch, precision=args.precision)
+        print(f"model {args.variant} L{args.layers} C{args.embd} V{args.vocab} ready in "
+              f"{time.perf_counter() - start:.0f} s on {model.arch}", flush=True)
+        for key, value in speed(model, args.prefill, args.decode, args.batch).items():
+            print(f"RESULT speed arch={model.arch} variant={args.variant} L{args.layers} C{args.embd} "
+                  f"precision={args.precision} {key}={value:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
