@@ -15,6 +15,6 @@ python3 -c "from kernels.device import vulkan_devices; print('vulkan devices:', 
 python3 .peers/taichi_bw.py vulkan 2>&1 | grep RESULT | tee "$out/taichi_bw_vulkan.log"
 python3 .peers/taichi_bw.py cuda 2>&1 | grep RESULT | tee "$out/taichi_bw_cuda.log"
 for arch in vulkan cuda; do
-  timeout 420 python3 benchmarks/gpu_bench.py --arch $arch --variant "$variant" --layers "$layers" --embd "$embd" \
+  timeout 270 python3 benchmarks/gpu_bench.py --arch $arch --variant "$variant" --layers "$layers" --embd "$embd" \
     --precision fp16 2>&1 | grep -v "^\[Taichi\]" | tee "$out/gpu_bench_${arch}_${variant}.log"
 done
