@@ -35,9 +35,9 @@ def mix(x: ti.f32, prev: ti.f32, m: ti.f32, convention: ti.template()) -> ti.f32
 
 
 @ti.kernel
-def layer_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
-               eps: ti.f32):
-    """Must match ref.common.layer_norm: rows of x (T, C) -> y (T, C)."""
+def _layer_norm_rows(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
+                     eps: ti.f32):
+    """CPU: one thread per row."""
     for t in range(x.shape[0]):
         C = x.shape[1]
         mean = 0.0
@@ -52,12 +52,59 @@ def layer_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray
             y[t, c] = (x[t, c] - mean) * inv * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
 
 
+@ti.func
+def block_sum(pad: ti.template(), lane: ti.i32, value: ti.f32) -> ti.f32:
+    """The sum of `value` over the BLOCK lanes of a workgroup, through shared memory; every lane gets it."""
+    ti.simt.block.sync()
+    pad[lane] = value
+    ti.simt.block.sync()
+    half = BLOCK // 2
+    while half > 0:
+        if lane < half:
+            pad[lane] = pad[lane] + pad[lane + half]
+        ti.simt.block.sync()
+        half //= 2
+    return pad[0]
+
+
 @ti.kernel
-def group_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
-               n_head: ti.i32, eps: ti.f32):
-    """Must match ref.common.group_norm: LN within each head's N channels of x (T, C), then the affine."""
-    for t, h in ti.ndrange(x.shape[0], n_head):
+def _layer_norm_blocks(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
+                       eps: ti.f32):
+    """GPU: one workgroup per row; lanes stride the channels and meet in shared memory."""
+    C = x.shape[1]
+    ti.loop_config(block_dim=BLOCK)
+    for g in range(x.shape[0] * BLOCK):
+        t, lane = g // BLOCK, g % BLOCK
+        pad = ti.simt.block.SharedArray((BLOCK,), ti.f32)
+        part = 0.0
+        for chunk in range((C + BLOCK - 1) // BLOCK):
+            c = chunk * BLOCK + lane
+            if c < C:
+                part += x[t, c]
+        mean = block_sum(pad, lane, part) / C
+        part = 0.0
+        for chunk in range((C + BLOCK - 1) // BLOCK):
+            c = chunk * BLOCK + lane
+            if c < C:
+                part += (x[t, c] - mean) ** 2
+        inv = 1.0 / ti.sqrt(block_sum(pad, lane, part) / C + eps)
+        for chunk in range((C + BLOCK - 1) // BLOCK):
+            c = chunk * BLOCK + lane
+            if c < C:
+                y[t, c] = (x[t, c] - mean) * inv * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
+
+
+def layer_norm(x, w, b, y, eps: float) -> None:
+    """Must match ref.common.layer_norm: rows of x (T, C) -> y (T, C); y may be x."""
+    (_layer_norm_blocks if kernels.is_gpu() else _layer_norm_rows)(x, w, b, y, eps)
+
+
+@ti.kernel
+def _group_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
+                n_head: ti.i32, eps: ti.f32):
+    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
         N = x.shape[1] // n_head
+        h = c // N
         mean = 0.0
         for n in range(N):
             mean += x[t, h * N + n]
@@ -65,10 +112,17 @@ def group_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray
         var = 0.0
         for n in range(N):
             var += (x[t, h * N + n] - mean) ** 2
-        inv = 1.0 / ti.sqrt(var / N + eps)
-        for n in range(N):
-            c = h * N + n
-            y[t, c] = (x[t, c] - mean) * inv * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
+        y[t, c] = (x[t, c] - mean) / ti.sqrt(var / N + eps) * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
+
+
+def group_norm(x, w, b, y, n_head: int, eps: float) -> None:
+    """Must match ref.common.group_norm: LN within each head's N channels of x (T, C), then the affine.
+
+    Every element recomputes its head's statistics (N cached reads), so no thread walks a whole row;
+    y must not be x (other elements still read x).
+    """
+    assert y is not x, "group_norm cannot run in place"
+    _group_norm(x, w, b, y, n_head, eps)
 
 
 @ti.kernel
@@ -125,35 +179,34 @@ def _linear_rows(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarr
 
 @ti.kernel
 def _linear_blocks(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray(), act: ti.template(),
-                   accumulate: ti.template()):
-    """GPU: one workgroup per (output row, tile of positions); lanes stride the input, then a shared-memory sum."""
+                   accumulate: ti.template(), tile: ti.template()):
+    """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
     n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
-    n_tiles = (T + TOKENS_PER_BLOCK - 1) // TOKENS_PER_BLOCK
+    n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=BLOCK)
     for g in range(n_out * n_tiles * BLOCK):
-        lane, o, tile = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out
-        pad = ti.simt.block.SharedArray((TOKENS_PER_BLOCK * BLOCK,), ti.f32)
-        acc = ti.Vector([0.0] * TOKENS_PER_BLOCK)
+        lane, o, first_t = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out * tile
+        pad = ti.simt.block.SharedArray((tile * BLOCK,), ti.f32)
+        acc = ti.Vector([0.0] * tile)
         for chunk in range((n_in + BLOCK - 1) // BLOCK):
             i = chunk * BLOCK + lane
             if i < n_in:
                 w = ti.cast(W[o, i], ti.f32)
-                for u in ti.static(range(TOKENS_PER_BLOCK)):
-                    t = tile * TOKENS_PER_BLOCK + u
-                    if t < T:
-                        acc[u] += w * x[t, i]
-        for u in ti.static(range(TOKENS_PER_BLOCK)):
+                for u in ti.static(range(tile)):
+                    if first_t + u < T:
+                        acc[u] += w * x[first_t + u, i]
+        for u in ti.static(range(tile)):
             pad[u * BLOCK + lane] = acc[u]
         ti.simt.block.sync()
         half = BLOCK // 2
         while half > 0:
             if lane < half:
-                for u in ti.static(range(TOKENS_PER_BLOCK)):
+                for u in ti.static(range(tile)):
                     pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
             ti.simt.block.sync()
             half //= 2
-        if lane < TOKENS_PER_BLOCK:
-            t = tile * TOKENS_PER_BLOCK + lane
+        if lane < tile:
+            t = first_t + lane
             if t < T:
                 s = activate(pad[lane * BLOCK], act)
                 if ti.static(accumulate):
@@ -164,4 +217,7 @@ def _linear_blocks(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.nda
 
 def linear(x, W, y, act: int = ACT_NONE, accumulate: bool = False) -> None:
     """y (T, out) = act(x (T, in) @ W (out, in)ᵀ), or y += that. The GPU kernel needs workgroup shared memory."""
-    (_linear_blocks if kernels.is_gpu() else _linear_rows)(x, W, y, act, accumulate)
+    if not kernels.is_gpu():
+        _linear_rows(x, W, y, act, accumulate)
+    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
+        _linear_blocks(x, W, y, act, accumulate, 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK)

@@ -21,17 +21,22 @@ from kernels import common
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
 
 
-def to_device(value, matrix_dtype):
-    """Canonical weights -> the same dataclasses holding Taichi ndarrays (matrices in `matrix_dtype`, the rest f32)."""
+# Weight matrices: stored in the precision's dtype. Everything else (vectors, decays, bonuses, r_k, norms) stays f32.
+MATRICES = {"key", "value", "receptance", "gate", "output", "head", "w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2",
+            "maa_w1", "maa_w2", "decay_w1", "decay_w2"}
+
+
+def to_device(value, matrix_dtype, name: str = ""):
+    """Canonical weights -> the same dataclasses holding Taichi ndarrays (MATRICES in `matrix_dtype`, the rest f32)."""
     if value is None:
         return None
     if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value, **{f.name: to_device(getattr(value, f.name), matrix_dtype)
+        return dataclasses.replace(value, **{f.name: to_device(getattr(value, f.name), matrix_dtype, f.name)
                                              for f in dataclasses.fields(value) if f.name != "info"})
     if isinstance(value, tuple):
         return tuple(to_device(v, matrix_dtype) for v in value)
     array = np.asarray(value)
-    dtype = matrix_dtype if array.ndim == 2 and min(array.shape) > 1 else ti.f32
+    dtype = matrix_dtype if name in MATRICES else ti.f32
     device = ti.ndarray(dtype, array.shape)
     device.from_numpy(array.astype(np.float16 if dtype == ti.f16 else np.float32))
     return device
@@ -61,13 +66,27 @@ class Pass:
     last: ti.Ndarray  # (B,) i32 last position of each row
 
     @classmethod
-    def plan(cls, rows: list[np.ndarray]) -> "Pass":
-        lengths = np.array([len(r) for r in rows], np.int32)
+    def plan(cls, lengths: tuple[int, ...]) -> "Pass":
+        lengths = np.array(lengths, np.int32)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
-        row = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)
+        row = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
         first = np.zeros(int(lengths.sum()), np.int32)
         first[starts] = 1
         return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, starts + lengths - 1)))
+
+
+class PassCache:
+    """Plans by row lengths: decode repeats the same few shapes, and each plan costs five uploads."""
+
+    def __init__(self, size: int = 64):
+        self.size, self.plans = size, {}
+
+    def get(self, lengths: tuple[int, ...]) -> Pass:
+        if lengths not in self.plans:
+            if len(self.plans) >= self.size:
+                self.plans.pop(next(iter(self.plans)))
+            self.plans[lengths] = Pass.plan(lengths)
+        return self.plans[lengths]
 
 
 def _upload(array: np.ndarray) -> ti.Ndarray:
@@ -139,6 +158,7 @@ class TaichiModel:
         self.weights = to_device(dataclasses.replace(weights, emb=np.zeros((1, 1), np.float32)), PRECISIONS[precision])
         self.initial_state = initial_state
         self.workspace = Workspace()
+        self.passes = PassCache()
         self.run_blocks = version_module(self.info.version).run_blocks
 
     def new_state(self, batch: int = 1) -> TaichiState:
@@ -146,30 +166,37 @@ class TaichiModel:
             return TaichiState.from_host(zero_state(self.info, batch))
         return TaichiState.from_host(type(self.initial_state).concat([self.initial_state] * batch))
 
-    def forward(self, tokens: Sequence[Sequence[int]], state, full_output: bool = False):
-        """Ragged batch -> (logits (B, V) float32, or a list of (T_b, V) with full_output; new state)."""
-        state = state.copy() if isinstance(state, TaichiState) else TaichiState.from_host(state)
+    def forward(self, tokens: Sequence[Sequence[int]], state, full_output: bool = False, inplace: bool = False):
+        """Ragged batch -> (logits (B, V) float32, or a list of (T_b, V) with full_output; new state).
+
+        `inplace=True` updates and returns the given device state instead of a copy (for owners of the state).
+        """
+        if not isinstance(state, TaichiState):
+            state = TaichiState.from_host(state)
+        elif not inplace:
+            state = state.copy()
         rows = check_tokens(tokens, state.batch, self.info.n_vocab)
-        plan = Pass.plan(rows)
+        plan = self.passes.get(tuple(len(r) for r in rows))
         ws, C = self.workspace, self.info.n_embd
         x = ws.buffer("x", (plan.T, C))
         x.from_numpy(self.emb[np.concatenate(rows)])
         common.layer_norm(x, self.weights.ln0.weight, self.weights.ln0.bias, x, 1e-5)
         self.run_blocks(self.weights, x, state, plan, ws)
-        picks = np.arange(plan.T, dtype=np.int32) if full_output else \
-            np.cumsum([len(r) for r in rows], dtype=np.int32) - 1
-        logits = self.head(x, picks)
+        logits = self.head(x, None if full_output else plan.last)
         if full_output:
             bounds = np.cumsum([0] + [len(r) for r in rows])
             return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])], state
         return logits, state
 
-    def head(self, x, picks: np.ndarray) -> np.ndarray:
-        """logits = W_head LN_out(x) for the picked positions only: (n, V)."""
+    def head(self, x, picks) -> np.ndarray:
+        """logits = W_head LN_out(x) for the picked positions (an i32 ndarray; None: all): (n, V)."""
         ws, w = self.workspace, self.weights
-        chosen = ws.buffer("head_x", (len(picks), self.info.n_embd))
-        common.gather_rows(x, _upload(picks), chosen)
+        if picks is None:
+            picks = ws.buffer("all_positions", (x.shape[0],), ti.i32)
+            picks.from_numpy(np.arange(x.shape[0], dtype=np.int32))
+        chosen = ws.buffer("head_x", (picks.shape[0], self.info.n_embd))
+        common.gather_rows(x, picks, chosen)
         common.layer_norm(chosen, w.ln_out.weight, w.ln_out.bias, chosen, 1e-5)
-        logits = ws.buffer("logits", (len(picks), self.info.n_vocab))
+        logits = ws.buffer("logits", (picks.shape[0], self.info.n_vocab))
         common.linear(chosen, w.head, logits)
         return logits.to_numpy()

@@ -55,16 +55,16 @@ def apply_gate(y: ti.types.ndarray(), g: ti.types.ndarray()):
 def mix_output(i: int, att, x, state, plan, buf, n_head: int) -> None:
     """The shared v5/v6 tail: WKV over r, k, v, w in `buf`, GroupNorm, optional gate, x += Wo·out."""
     wkv(buf["r"], buf["k"], buf["v"], buf["w"], att.bonus, state.wkv, i, plan.start, plan.length, buf["y"])
-    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["y"], n_head, GN_EPS)
+    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["gn"], n_head, GN_EPS)
     if att.gate is not None:
-        apply_gate(buf["y"], buf["g"])
-    linear(buf["y"], att.output, x, accumulate=True)
+        apply_gate(buf["gn"], buf["g"])
+    linear(buf["gn"], att.output, x, accumulate=True)
 
 
 def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed", "r", "k", "v", "w", "g", "y")}
+    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed", "r", "k", "v", "w", "g", "y", "gn")}
     xa, prev, mixed, att = buf["xa"], buf["prev"], buf["mixed"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
     token_shift(xa, state.att_x, i, plan.row, plan.first, prev)

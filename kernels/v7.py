@@ -15,30 +15,30 @@ from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, M
 
 
 @ti.kernel
-def prepare(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
-            a: ti.types.ndarray(), kk: ti.types.ndarray(), v_first: ti.types.ndarray(),
+def prepare(w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), a: ti.types.ndarray(),
+            kk: ti.types.ndarray(), k_mod: ti.types.ndarray(), v_first: ti.types.ndarray(),
             w0: ti.types.ndarray(), a0: ti.types.ndarray(), v0: ti.types.ndarray(), k_k: ti.types.ndarray(),
             k_a: ti.types.ndarray(), v_gate: ti.types.ndarray(), n_head: ti.i32, first_layer: ti.i32,
             decay_scale: ti.f32, l2_eps: ti.f32):
-    """In: w, a, v_gate hold the low-rank outputs (before their activations). Out: w, a, kk, k, v as in ref."""
-    for t, h in ti.ndrange(k.shape[0], n_head):
+    """In: w, a, v_gate hold the low-rank outputs (before their activations). Out: w, a, kk, k_mod, v as in ref.
+
+    One thread per element; each recomputes its head's key norm (N cached reads) instead of a serial loop.
+    """
+    for t, c in ti.ndrange(k.shape[0], k.shape[1]):
         N = k.shape[1] // n_head
+        h = c // N
         norm = 0.0
         for n in range(N):
-            c = h * N + n
-            norm += (k[t, c] * ti.cast(k_k[c], ti.f32)) ** 2
-        inv = 1.0 / ti.max(ti.sqrt(norm), l2_eps)
-        for n in range(N):
-            c = h * N + n
-            w[t, c] = ti.exp(-decay_scale / (1.0 + ti.exp(-(ti.cast(w0[c], ti.f32) + w[t, c]))))
-            a[t, c] = 1.0 / (1.0 + ti.exp(-(ti.cast(a0[c], ti.f32) + a[t, c])))
-            kk[t, c] = k[t, c] * ti.cast(k_k[c], ti.f32) * inv
-            k[t, c] = k[t, c] * (1.0 + (a[t, c] - 1.0) * ti.cast(k_a[c], ti.f32))
-            if first_layer == 1:
-                v_first[t, c] = v[t, c]
-            else:
-                gate = 1.0 / (1.0 + ti.exp(-(ti.cast(v0[c], ti.f32) + v_gate[t, c])))
-                v[t, c] = v[t, c] + (v_first[t, c] - v[t, c]) * gate
+            norm += (k[t, h * N + n] * ti.cast(k_k[h * N + n], ti.f32)) ** 2
+        w[t, c] = ti.exp(-decay_scale / (1.0 + ti.exp(-(ti.cast(w0[c], ti.f32) + w[t, c]))))
+        a[t, c] = 1.0 / (1.0 + ti.exp(-(ti.cast(a0[c], ti.f32) + a[t, c])))
+        kk[t, c] = k[t, c] * ti.cast(k_k[c], ti.f32) / ti.max(ti.sqrt(norm), l2_eps)
+        k_mod[t, c] = k[t, c] * (1.0 + (a[t, c] - 1.0) * ti.cast(k_a[c], ti.f32))
+        if first_layer == 1:
+            v_first[t, c] = v[t, c]
+        else:
+            gate = 1.0 / (1.0 + ti.exp(-(ti.cast(v0[c], ti.f32) + v_gate[t, c])))
+            v[t, c] = v[t, c] + (v_first[t, c] - v[t, c]) * gate
 
 
 @ti.kernel
@@ -65,16 +65,14 @@ def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: 
 @ti.kernel
 def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
                 g: ti.types.ndarray(), r_k: ti.types.ndarray(), n_head: ti.i32):
-    """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y)."""
-    for t, h in ti.ndrange(y.shape[0], n_head):
+    """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y). One thread per element."""
+    for t, c in ti.ndrange(y.shape[0], y.shape[1]):
         N = y.shape[1] // n_head
+        h = c // N
         bonus = 0.0
         for n in range(N):
-            c = h * N + n
-            bonus += r[t, c] * k[t, c] * ti.cast(r_k[h, n], ti.f32)
-        for n in range(N):
-            c = h * N + n
-            y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
+            bonus += r[t, h * N + n] * k[t, h * N + n] * ti.cast(r_k[h, n], ti.f32)
+        y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
 
 
 def low_rank(ws, name, x, first, second, out, act_inside=ACT_NONE):
@@ -88,7 +86,7 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
     buf = {name: ws.buffer(name, (T, C)) for name in
-           ("xa", "prev", "mixed", "r", "w", "k", "v", "a", "g", "kk", "v_gate", "y", "v_first")}
+           ("xa", "prev", "mixed", "r", "w", "k", "v", "a", "g", "kk", "k_mod", "v_gate", "y", "gn", "v_first")}
     layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
     token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
     att = p.att
@@ -106,12 +104,13 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
         mix_inputs(buf["xa"], buf["prev"], att.x_v, buf["mixed"], MIX_PREVIOUS)
         low_rank(ws, "lora_v", buf["mixed"], att.v1, att.v2, buf["v_gate"])
     v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
-    prepare(buf["r"], buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["v_first"], att.w0, att.a0, v0,
+    prepare(buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["k_mod"], buf["v_first"], att.w0, att.a0, v0,
             att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
-    wkv(buf["r"], buf["w"], buf["k"], buf["v"], buf["kk"], buf["a"], state.wkv, i, plan.start, plan.length, buf["y"])
-    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["y"], n_head, GN_EPS)
-    output_gate(buf["y"], buf["r"], buf["k"], buf["v"], buf["g"], att.r_k, n_head)
-    linear(buf["y"], att.output, x, accumulate=True)
+    wkv(buf["r"], buf["w"], buf["k_mod"], buf["v"], buf["kk"], buf["a"], state.wkv, i, plan.start, plan.length,
+        buf["y"])
+    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["gn"], n_head, GN_EPS)
+    output_gate(buf["gn"], buf["r"], buf["k_mod"], buf["v"], buf["g"], att.r_k, n_head)
+    linear(buf["gn"], att.output, x, accumulate=True)
     store_last(buf["xa"], plan.last, state.att_x, i)
 
 

@@ -60,13 +60,16 @@ class RefModel:
         w = self.weights
         return linear(layer_norm(x, w.ln_out.weight, w.ln_out.bias), w.head)
 
-    def forward(self, tokens: Sequence[Sequence[int]], state: RecurrentState, full_output: bool = False):
+    def forward(self, tokens: Sequence[Sequence[int]], state: RecurrentState, full_output: bool = False,
+                inplace: bool = False):
         """Ragged batch -> (logits, new state).
 
         logits: (B, V) after each row's last token, or with `full_output` a list of (T_b, V) per row.
+        `inplace=True` updates and returns the given state instead of a copy (for owners of the state).
         """
         rows = check_tokens(tokens, state.batch, self.info.n_vocab)
-        state = state.astype(self.dtype)  # a copy: the caller's state stays as it was
+        if not inplace or state.att_x.dtype != self.dtype:
+            state = state.astype(self.dtype)  # a copy: the caller's state stays as it was
         blocks = BLOCKS[self.info.version]
         outputs = []
         for b, ids in enumerate(rows):
