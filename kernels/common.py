@@ -4,9 +4,12 @@ Shapes: x (T, C) holds the T token positions of one pass (all batch rows, concat
 of position t and `first[t]` is 1 where t starts its row's segment. Weights may be f16 or f32; arithmetic is f32.
 """
 
+import functools
+
 import taichi as ti
 
 import kernels
+from kernels.launch import kernel
 
 ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH = 0, 1, 2, 3
 MIX_CURRENT, MIX_PREVIOUS = 0, 1  # v4/v5: x*m + prev*(1-m); v6/v7: x + (prev-x)*m (spec/common.md §3)
@@ -34,7 +37,7 @@ def mix(x: ti.f32, prev: ti.f32, m: ti.f32, convention: ti.template()) -> ti.f32
     return r
 
 
-@ti.kernel
+@kernel
 def _layer_norm_rows(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
                      eps: ti.f32):
     """CPU: one thread per row."""
@@ -67,7 +70,7 @@ def block_sum(pad: ti.template(), lane: ti.i32, value: ti.f32) -> ti.f32:
     return pad[0]
 
 
-@ti.kernel
+@kernel
 def _layer_norm_blocks(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
                        eps: ti.f32):
     """GPU: one workgroup per row; lanes stride the channels and meet in shared memory."""
@@ -99,7 +102,7 @@ def layer_norm(x, w, b, y, eps: float) -> None:
     (_layer_norm_blocks if kernels.is_gpu() else _layer_norm_rows)(x, w, b, y, eps)
 
 
-@ti.kernel
+@kernel
 def _group_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
                 n_head: ti.i32, eps: ti.f32):
     for t, c in ti.ndrange(x.shape[0], x.shape[1]):
@@ -125,7 +128,7 @@ def group_norm(x, w, b, y, n_head: int, eps: float) -> None:
     _group_norm(x, w, b, y, n_head, eps)
 
 
-@ti.kernel
+@kernel
 def token_shift(x: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32, row: ti.types.ndarray(),
                 first: ti.types.ndarray(), prev: ti.types.ndarray()):
     """Must match ref.common.previous_tokens per row: prev[t] = x[t-1], or the row's state at its first token."""
@@ -136,7 +139,7 @@ def token_shift(x: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
             prev[t, c] = x[t - 1, c]
 
 
-@ti.kernel
+@kernel
 def store_last(x: ti.types.ndarray(), last: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32):
     """The state keeps the last position of each row: shift[b, layer] = x[last[b]] (rows with last[b] < 0 keep theirs)."""
     for b, c in ti.ndrange(last.shape[0], x.shape[1]):
@@ -144,80 +147,92 @@ def store_last(x: ti.types.ndarray(), last: ti.types.ndarray(), shift: ti.types.
             shift[b, layer, c] = x[last[b], c]
 
 
-@ti.kernel
+@kernel
 def gather_rows(x: ti.types.ndarray(), index: ti.types.ndarray(), y: ti.types.ndarray()):
     """y[k] = x[index[k]]: picks the positions whose logits are asked for."""
     for k, c in ti.ndrange(index.shape[0], x.shape[1]):
         y[k, c] = x[index[k], c]
 
 
-@ti.kernel
-def mix_inputs(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), y: ti.types.ndarray(),
-               convention: ti.template()):
+@functools.cache
+def _mix_kernel(convention: int):
+    @kernel
+    def mix_inputs(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), y: ti.types.ndarray()):
+        for t, c in ti.ndrange(x.shape[0], x.shape[1]):
+            y[t, c] = mix(x[t, c], prev[t, c], ti.cast(m[c], ti.f32), convention)
+    return mix_inputs
+
+
+def mix_inputs(x, prev, m, y, convention: int) -> None:
     """Must match ref.common.lerp_current / lerp_previous: y = mix(x, prev; m), all (T, C), m (C,)."""
-    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
-        y[t, c] = mix(x[t, c], prev[t, c], ti.cast(m[c], ti.f32), convention)
+    _mix_kernel(convention)(x, prev, m, y)
 
 
 # ---- y = act(W x) [+ y]: must match ref.common.linear ----
 
-@ti.kernel
-def _linear_rows(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray(), act: ti.template(),
-                 accumulate: ti.template()):
+@functools.cache
+def _linear_rows(act: int, accumulate: bool):
     """CPU: one thread per output row o, every position t reusing the cached row W[o]."""
-    for o in range(W.shape[0]):
-        for t in range(x.shape[0]):
-            s = 0.0
-            for i in range(W.shape[1]):
-                s += x[t, i] * ti.cast(W[o, i], ti.f32)
-            s = activate(s, act)
-            if ti.static(accumulate):
-                y[t, o] += s
-            else:
-                y[t, o] = s
 
-
-@ti.kernel
-def _linear_blocks(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray(), act: ti.template(),
-                   accumulate: ti.template(), tile: ti.template()):
-    """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
-    n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
-    n_tiles = (T + tile - 1) // tile
-    ti.loop_config(block_dim=BLOCK)
-    for g in range(n_out * n_tiles * BLOCK):
-        lane, o, first_t = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out * tile
-        pad = ti.simt.block.SharedArray((tile * BLOCK,), ti.f32)
-        acc = ti.Vector([0.0] * tile)
-        for chunk in range((n_in + BLOCK - 1) // BLOCK):
-            i = chunk * BLOCK + lane
-            if i < n_in:
-                w = ti.cast(W[o, i], ti.f32)
-                for u in ti.static(range(tile)):
-                    if first_t + u < T:
-                        acc[u] += w * x[first_t + u, i]
-        for u in ti.static(range(tile)):
-            pad[u * BLOCK + lane] = acc[u]
-        ti.simt.block.sync()
-        half = BLOCK // 2
-        while half > 0:
-            if lane < half:
-                for u in ti.static(range(tile)):
-                    pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
-            ti.simt.block.sync()
-            half //= 2
-        if lane < tile:
-            t = first_t + lane
-            if t < T:
-                s = activate(pad[lane * BLOCK], act)
+    @kernel
+    def linear_rows(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray()):
+        for o in range(W.shape[0]):
+            for t in range(x.shape[0]):
+                s = 0.0
+                for i in range(W.shape[1]):
+                    s += x[t, i] * ti.cast(W[o, i], ti.f32)
+                s = activate(s, act)
                 if ti.static(accumulate):
                     y[t, o] += s
                 else:
                     y[t, o] = s
+    return linear_rows
+
+
+@functools.cache
+def _linear_blocks(act: int, accumulate: bool, tile: int):
+    """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
+
+    @kernel
+    def linear_blocks(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray()):
+        n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
+        n_tiles = (T + tile - 1) // tile
+        ti.loop_config(block_dim=BLOCK)
+        for g in range(n_out * n_tiles * BLOCK):
+            lane, o, first_t = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out * tile
+            pad = ti.simt.block.SharedArray((tile * BLOCK,), ti.f32)
+            acc = ti.Vector([0.0] * tile)
+            for chunk in range((n_in + BLOCK - 1) // BLOCK):
+                i = chunk * BLOCK + lane
+                if i < n_in:
+                    w = ti.cast(W[o, i], ti.f32)
+                    for u in ti.static(range(tile)):
+                        if first_t + u < T:
+                            acc[u] += w * x[first_t + u, i]
+            for u in ti.static(range(tile)):
+                pad[u * BLOCK + lane] = acc[u]
+            ti.simt.block.sync()
+            half = BLOCK // 2
+            while half > 0:
+                if lane < half:
+                    for u in ti.static(range(tile)):
+                        pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
+                ti.simt.block.sync()
+                half //= 2
+            if lane < tile:
+                t = first_t + lane
+                if t < T:
+                    s = activate(pad[lane * BLOCK], act)
+                    if ti.static(accumulate):
+                        y[t, o] += s
+                    else:
+                        y[t, o] = s
+    return linear_blocks
 
 
 def linear(x, W, y, act: int = ACT_NONE, accumulate: bool = False) -> None:
     """y (T, out) = act(x (T, in) @ W (out, in)ᵀ), or y += that. The GPU kernel needs workgroup shared memory."""
     if not kernels.is_gpu():
-        _linear_rows(x, W, y, act, accumulate)
+        _linear_rows(act, accumulate)(x, W, y)
     else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
-        _linear_blocks(x, W, y, act, accumulate, 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK)
+        _linear_blocks(act, accumulate, 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK)(x, W, y)

@@ -17,6 +17,7 @@ from ai00ref.ref.model import check_tokens
 from ai00ref.ref.state import RecurrentState, STATE_CLASSES, to_official, zero_state
 from ai00ref.weights.canonical import Weights
 from kernels import common
+from kernels.launch import Replay, recording
 
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
 
@@ -64,6 +65,7 @@ class Pass:
     start: ti.Ndarray  # (B,) i32 first position of each row
     length: ti.Ndarray  # (B,) i32 positions of each row
     last: ti.Ndarray  # (B,) i32 last position of each row
+    lengths_host: tuple[int, ...]
 
     @classmethod
     def plan(cls, lengths: tuple[int, ...]) -> "Pass":
@@ -72,19 +74,22 @@ class Pass:
         row = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
         first = np.zeros(int(lengths.sum()), np.int32)
         first[starts] = 1
-        return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, starts + lengths - 1)))
+        return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, starts + lengths - 1)),
+                   tuple(int(n) for n in lengths))
 
 
 class PassCache:
-    """Plans by row lengths: decode repeats the same few shapes, and each plan costs five uploads."""
+    """Plans (and their compiled graphs) by row lengths: decode repeats the same few shapes."""
 
     def __init__(self, size: int = 64):
-        self.size, self.plans = size, {}
+        self.size, self.plans, self.replays = size, {}, {}
 
     def get(self, lengths: tuple[int, ...]) -> Pass:
         if lengths not in self.plans:
             if len(self.plans) >= self.size:
-                self.plans.pop(next(iter(self.plans)))
+                evicted = next(iter(self.plans))
+                self.plans.pop(evicted)
+                self.replays = {k: v for k, v in self.replays.items() if k[0] != evicted}
             self.plans[lengths] = Pass.plan(lengths)
         return self.plans[lengths]
 
@@ -143,12 +148,16 @@ def version_module(version: str):
 
 
 class TaichiModel:
-    """The fast engine. `arch`: auto | vulkan | cuda | cpu; `precision`: fp32 | fp16 (weights; f32 arithmetic)."""
+    """The fast engine. `arch`: auto | vulkan | cuda | cpu; `precision`: fp32 | fp16 (weights; f32 arithmetic).
+
+    `graph=True` records each pass shape once and replays it as a compiled `ti.graph` (kernels/launch.py);
+    `graph=False` launches every kernel from Python (slower, same results).
+    """
 
     backend = "taichi"
 
     def __init__(self, weights: Weights, arch: str = "auto", precision: str = "fp32",
-                 initial_state: RecurrentState | None = None):
+                 initial_state: RecurrentState | None = None, graph: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         self.arch = kernels.init(arch)
@@ -159,6 +168,7 @@ class TaichiModel:
         self.initial_state = initial_state
         self.workspace = Workspace()
         self.passes = PassCache()
+        self.graph = graph
         self.run_blocks = version_module(self.info.version).run_blocks
 
     def new_state(self, batch: int = 1) -> TaichiState:
@@ -176,20 +186,37 @@ class TaichiModel:
         elif not inplace:
             state = state.copy()
         rows = check_tokens(tokens, state.batch, self.info.n_vocab)
-        plan = self.passes.get(tuple(len(r) for r in rows))
+        lengths = tuple(len(r) for r in rows)
+        plan = self.passes.get(lengths)
         ws, C = self.workspace, self.info.n_embd
         x = ws.buffer("x", (plan.T, C))
         x.from_numpy(self.emb[np.concatenate(rows)])
-        common.layer_norm(x, self.weights.ln0.weight, self.weights.ln0.bias, x, 1e-5)
-        self.run_blocks(self.weights, x, state, plan, ws)
-        logits = self.head(x, None if full_output else plan.last)
+        logits = (self.replay_pass if self.graph else self.launch_pass)(x, state, plan, full_output).to_numpy()
         if full_output:
             bounds = np.cumsum([0] + [len(r) for r in rows])
             return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])], state
         return logits, state
 
-    def head(self, x, picks) -> np.ndarray:
-        """logits = W_head LN_out(x) for the picked positions (an i32 ndarray; None: all): (n, V)."""
+    def replay_pass(self, x, state, plan: Pass, full_output: bool):
+        """`launch_pass` recorded once per (row lengths, full_output) and replayed as a graph."""
+        key = (tuple(plan.lengths_host), full_output)
+        if key not in self.passes.replays:
+            with recording() as calls:
+                logits = self.launch_pass(x, state, plan, full_output)
+            roles = {id(a): f"state_{name}" for name, a in state.fields.items()}  # passed anew on every run
+            self.passes.replays[key] = (Replay(calls, roles), logits)
+        replay, logits = self.passes.replays[key]
+        replay.run(**{f"state_{name}": a for name, a in state.fields.items()})
+        return logits
+
+    def launch_pass(self, x, state, plan: Pass, full_output: bool):
+        """Every kernel of one pass, in order: LN0, the blocks, the head. Returns the logits buffer."""
+        common.layer_norm(x, self.weights.ln0.weight, self.weights.ln0.bias, x, 1e-5)
+        self.run_blocks(self.weights, x, state, plan, self.workspace)
+        return self.head(x, None if full_output else plan.last)
+
+    def head(self, x, picks):
+        """logits = W_head LN_out(x) for the picked positions (an i32 ndarray; None: all): (n, V) buffer."""
         ws, w = self.workspace, self.weights
         if picks is None:
             picks = ws.buffer("all_positions", (x.shape[0],), ti.i32)
@@ -199,4 +226,4 @@ class TaichiModel:
         common.layer_norm(chosen, w.ln_out.weight, w.ln_out.bias, chosen, 1e-5)
         logits = ws.buffer("logits", (picks.shape[0], self.info.n_vocab))
         common.linear(chosen, w.head, logits)
-        return logits.to_numpy()
+        return logits

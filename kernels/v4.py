@@ -11,9 +11,10 @@ import taichi as ti
 from ai00ref.ref.common import LN_EPS
 from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, MIX_CURRENT, layer_norm, linear, mix_inputs,
                             store_last, token_shift)
+from kernels.launch import kernel
 
 
-@ti.kernel
+@kernel
 def wkv(r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), aa: ti.types.ndarray(),
         bb: ti.types.ndarray(), pp: ti.types.ndarray(), decay: ti.types.ndarray(), bonus: ti.types.ndarray(),
         layer: ti.i32, start: ti.types.ndarray(), length: ti.types.ndarray(), y: ti.types.ndarray()):
@@ -38,7 +39,7 @@ def wkv(r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), aa:
         aa[b, layer, c], bb[b, layer, c], pp[b, layer, c] = num, den, p
 
 
-@ti.kernel
+@kernel
 def gated_add(x: ti.types.ndarray(), r: ti.types.ndarray(), y: ti.types.ndarray()):
     """x += r ⊙ y, all (T, C): the channel mix's residual."""
     for t, c in ti.ndrange(x.shape[0], x.shape[1]):

@@ -11,10 +11,11 @@ import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
 from kernels.common import group_norm, layer_norm, linear, store_last, token_shift
+from kernels.launch import kernel
 from kernels.v4 import channel_mix, project
 
 
-@ti.kernel
+@kernel
 def fill_decay(decay: ti.types.ndarray(), w: ti.types.ndarray()):
     """w[t, h*N + n] = decay[h, n] for every position t."""
     for t, c in ti.ndrange(w.shape[0], w.shape[1]):
@@ -22,7 +23,7 @@ def fill_decay(decay: ti.types.ndarray(), w: ti.types.ndarray()):
         w[t, c] = ti.cast(decay[c // N, c % N], ti.f32)
 
 
-@ti.kernel
+@kernel
 def wkv(r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), w: ti.types.ndarray(),
         bonus: ti.types.ndarray(), S: ti.types.ndarray(), layer: ti.i32, start: ti.types.ndarray(),
         length: ti.types.ndarray(), y: ti.types.ndarray()):
@@ -45,7 +46,7 @@ def wkv(r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), w: 
             y[t, h * N + i] = out
 
 
-@ti.kernel
+@kernel
 def apply_gate(y: ti.types.ndarray(), g: ti.types.ndarray()):
     """y *= silu(g) = g·σ(g), all (T, C)."""
     for t, c in ti.ndrange(y.shape[0], y.shape[1]):

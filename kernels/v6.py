@@ -11,13 +11,14 @@ import taichi as ti
 
 from ai00ref.ref.common import LN_EPS
 from kernels.common import ACT_TANH, MIX_PREVIOUS, layer_norm, linear, mix_inputs, store_last, token_shift
+from kernels.launch import kernel
 from kernels.v4 import channel_mix
 from kernels.v5 import mix_output
 
 MIX_NAMES = ("w", "k", "v", "r", "g")  # the order of maa_wkvrg, maa_w1's blocks and maa_w2
 
 
-@ti.kernel
+@kernel
 def data_mix(x: ti.types.ndarray(), prev: ti.types.ndarray(), lora: ti.types.ndarray(),
              maa: ti.types.ndarray(), maa_w2: ti.types.ndarray(), s: ti.i32, out: ti.types.ndarray()):
     """out = x + (prev-x)·(maa[s] + lora[:, s·Dm:(s+1)·Dm] W2[s]ᵀ); lora (T, 5Dm) = tanh(W1·xxx), W2 (5, C, Dm)."""
@@ -29,7 +30,7 @@ def data_mix(x: ti.types.ndarray(), prev: ti.types.ndarray(), lora: ti.types.nda
         out[t, c] = x[t, c] + (prev[t, c] - x[t, c]) * m
 
 
-@ti.kernel
+@kernel
 def decay_exp(w: ti.types.ndarray(), time_decay: ti.types.ndarray()):
     """w <- exp(-exp(time_decay + w)); w holds the decay LoRA's output (T, C)."""
     for t, c in ti.ndrange(w.shape[0], w.shape[1]):

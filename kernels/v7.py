@@ -12,9 +12,10 @@ from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
                             linear, mix_inputs, store_last, token_shift)
+from kernels.launch import kernel
 
 
-@ti.kernel
+@kernel
 def prepare(w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), a: ti.types.ndarray(),
             kk: ti.types.ndarray(), k_mod: ti.types.ndarray(), v_first: ti.types.ndarray(),
             w0: ti.types.ndarray(), a0: ti.types.ndarray(), v0: ti.types.ndarray(), k_k: ti.types.ndarray(),
@@ -41,7 +42,7 @@ def prepare(w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
             v[t, c] = v[t, c] + (v_first[t, c] - v[t, c]) * gate
 
 
-@ti.kernel
+@kernel
 def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
         kk: ti.types.ndarray(), a: ti.types.ndarray(), S: ti.types.ndarray(), layer: ti.i32,
         start: ti.types.ndarray(), length: ti.types.ndarray(), y: ti.types.ndarray()):
@@ -62,7 +63,7 @@ def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: 
             y[t, h * N + i] = out
 
 
-@ti.kernel
+@kernel
 def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
                 g: ti.types.ndarray(), r_k: ti.types.ndarray(), n_head: ti.i32):
     """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y). One thread per element."""

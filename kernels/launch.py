@@ -1,0 +1,72 @@
+"""Every kernel launch goes through here: run it now, or record it into a `ti.graph`.
+
+A decode step is hundreds of small launches, and each Python-side launch costs 40-100 us of host time
+(anchors.md §3.4). Recording one forward pass and replaying it as a compiled graph costs ~1.4 us (x64) to
+~13 us (Vulkan) per dispatch instead. Kernels are declared with `@kernel` (instead of `@ti.kernel`); their
+arguments are ndarrays and i32/f32 scalars only (graphs take no template arguments: compile-time
+switches are baked in by kernel factories).
+"""
+import functools
+from contextlib import contextmanager
+
+import taichi as ti
+
+_recording = None  # a list of (ti kernel, args) while recording, else None
+
+
+def kernel(fn):
+    """`@ti.kernel` whose launches go through `launch`."""
+    compiled = ti.kernel(fn)
+
+    @functools.wraps(fn)
+    def call(*args):
+        if _recording is not None:
+            _recording.append((compiled, args))
+        else:
+            compiled(*args)
+
+    call.compiled = compiled
+    return call
+
+
+@contextmanager
+def recording():
+    """Inside: launches are recorded, not run. Yields the list of (kernel, args)."""
+    global _recording
+    calls, _recording = [], []
+    try:
+        yield calls
+    finally:
+        calls.extend(_recording)
+        _recording = None
+
+
+class Replay:
+    """A recorded sequence of launches compiled into one graph. Ndarrays named in `roles` may be swapped per run."""
+
+    def __init__(self, calls: list, roles: dict[int, str]):
+        self.arguments: dict[str, object] = {}
+        self.roles = roles  # id(ndarray) -> role name, for the arrays the caller passes anew on every run
+        builder = ti.graph.GraphBuilder()
+        for compiled, args in calls:
+            builder.dispatch(compiled, *(self._symbol(a) for a in args))
+        self.graph = builder.compile()
+
+    def _symbol(self, value):
+        if isinstance(value, ti.Ndarray):
+            name = self.roles.get(id(value), f"nd{id(value)}")
+            self.arguments.setdefault(name, value)
+            return ti.graph.Arg(ti.graph.ArgKind.NDARRAY, name, value.dtype, ndim=len(value.shape))
+        if isinstance(value, bool) or isinstance(value, int):
+            name, dtype = f"i32_{int(value)}", ti.i32
+        elif isinstance(value, float):
+            name, dtype = f"f32_{value!r}".replace(".", "p").replace("-", "m"), ti.f32
+        else:
+            raise TypeError(f"graph arguments must be ndarrays or int/float scalars, not {type(value).__name__}")
+        self.arguments[name] = value
+        return ti.graph.Arg(ti.graph.ArgKind.SCALAR, name, dtype)
+
+    def run(self, **role_arrays) -> None:
+        """Run the graph; `role_arrays` gives this run's array for each role (e.g. the state's fields)."""
+        self.arguments.update(role_arrays)
+        self.graph.run(self.arguments)
