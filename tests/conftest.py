@@ -15,3 +15,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def taichi_arch():
+    """The Taichi arch under test (env AI00REF_TAICHI_ARCH, default cpu), started once: see tests/taichi_arch.py."""
+    import taichi_arch
+
+    return taichi_arch.start()

@@ -1,0 +1,450 @@
+"""The Taichi kernels of `kernels/common.py` and `kernels/v7.py`, each against the reference function it mirrors,
+then the whole RWKV-7 Taichi engine against the reference engine. Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
+
+Tolerances (spec/tolerances.md, "Taichi kernels"):
+- single kernels, fp32: every element's error ≤ 1e-5 × ‖ref‖₂ (the L2 norm of the whole output) + 1e-6 × ‖|terms|‖₂
+  (the same norm with every term taken absolute: what fp32 rounding of a cancelling sum can leave; it is ‖ref‖₂
+  for the kernels without sums). The reference runs in float64 on the very f32 (or f16-rounded) inputs the kernel
+  gets, so the bound is the kernel's own rounding, with an order of magnitude of margin (measured: ≤ 4e-7).
+- whole model: max over rows of ‖Δ‖₂/‖ref‖₂ of the logits and of every state tensor ≤ 1e-4 (fp32 weights) and
+  ≤ 1e-2 (fp16 weights), as the conformance table (`conformance/runner.py` TOLERANCES).
+
+Inputs are drawn from a NumPy generator seeded by hypothesis, with hypothesis choosing every shape (1 to ~70, and
+up to 300 input features for `linear`, so the GPU kernel's 128-wide blocks and 8-token tiles end part-filled),
+the ragged batch plan, the activation, the mixing convention and the weight dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import taichi_arch
+
+ti = taichi_arch.import_taichi()
+
+from ai00ref.model_info import read_model_info  # noqa: E402
+from ai00ref.ref import common as ref
+from ai00ref.ref import v7 as ref_v7
+from ai00ref.ref.model import RefModel
+from ai00ref.ref.state import V7State
+from ai00ref.weights.canonical import canonical_weights
+from ai00ref.weights.convert import pth_to_st_tensors
+from ai00ref.weights.random_model import RandomModelSpec, random_model_tensors, write_random_model
+
+pytestmark = pytest.mark.taichi
+
+RTOL, ATOL = 1e-5, 1e-6  # single kernels, fp32 (see above)
+MODEL_TOL = {"fp32": 1e-4, "fp16": 1e-2}
+SLOW = taichi_arch.ARCH == "vulkan"  # lavapipe: ~20 ms per kernel launch, so fewer whole-model examples
+MODEL_EXAMPLES = settings(max_examples=4 if SLOW else 10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _started(taichi_arch):
+    return taichi_arch
+
+
+# ---- helpers ----
+
+def dev(array, dtype=None):
+    """Host array -> Taichi ndarray (f32, or f16 / i32 by dtype)."""
+    array = np.asarray(array)
+    if dtype is None:
+        dtype = ti.i32 if array.dtype.kind in "iu" else ti.f32
+    host = {ti.f16: np.float16, ti.i32: np.int32}.get(dtype, np.float32)
+    out = ti.ndarray(dtype, array.shape)
+    out.from_numpy(np.ascontiguousarray(array, dtype=host))
+    return out
+
+
+def rng_of(seed):
+    return np.random.default_rng(seed)
+
+
+def normal(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def assert_close(out, expected, terms=None, rtol=RTOL, atol=ATOL):
+    """|out − ref| ≤ rtol‖ref‖₂ + atol‖terms‖₂ everywhere; `terms`: the output with every summand taken absolute."""
+    out, expected = np.asarray(out, np.float64), np.asarray(expected, np.float64)
+    assert out.shape == expected.shape
+    scale = np.linalg.norm(expected)
+    bound = rtol * scale + atol * (scale if terms is None else np.linalg.norm(terms)) + 1e-30
+    err = np.abs(out - expected)
+    assert np.all(np.isfinite(out))
+    assert err.max(initial=0.0) <= bound, f"max error {err.max():.3e} > {bound:.3e} (‖ref‖₂ {scale:.3e})"
+
+
+def plans(max_rows=4, max_len=6):
+    return st.lists(st.integers(1, max_len), min_size=1, max_size=max_rows)
+
+
+def make_plan(lengths):
+    from kernels.engine import Pass
+
+    return Pass.plan(tuple(lengths))
+
+
+def segments(lengths):
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+dims = st.integers(1, 70)
+seeds = st.integers(0, 2**32 - 1)
+
+
+# ---- kernels/common.py ----
+
+@given(T=st.integers(1, 12), C=st.one_of(dims, st.sampled_from([127, 128, 129, 300])), seed=seeds,
+       in_place=st.booleans())
+def test_layer_norm(T, C, seed, in_place):
+    """On a GPU arch one 128-lane workgroup per row: C above 128 takes several strided chunks."""
+    from kernels import common
+
+    rng = rng_of(seed)
+    x, w, b = normal(rng, T, C, scale=3.0) + normal(rng, 1, C), normal(rng, C), normal(rng, C)
+    xd = dev(x)
+    y = xd if in_place else dev(np.zeros_like(x))
+    common.layer_norm(xd, dev(w), dev(b), y, ref.LN_EPS)
+    assert_close(y.to_numpy(), ref.layer_norm(x.astype(np.float64), w, b, ref.LN_EPS))
+
+
+@given(T=st.integers(1, 12), H=st.integers(1, 6), N=st.integers(1, 20), seed=seeds)
+def test_group_norm(T, H, N, seed):
+    from kernels import common
+
+    rng = rng_of(seed)
+    x, w, b = normal(rng, T, H * N, scale=2.0), normal(rng, H * N), normal(rng, H * N)
+    y = dev(np.zeros_like(x))
+    common.group_norm(dev(x), dev(w), dev(b), y, H, ref.GN_EPS)
+    assert_close(y.to_numpy(), ref.group_norm(x.astype(np.float64), H, w, b, ref.GN_EPS))
+
+
+@given(lengths=plans(), L=st.integers(1, 3), C=dims, seed=seeds, data=st.data())
+def test_token_shift(lengths, L, C, seed, data):
+    from kernels import common
+
+    layer = data.draw(st.integers(0, L - 1), label="layer")
+    rng = rng_of(seed)
+    plan = make_plan(lengths)
+    x, shift = normal(rng, plan.T, C), normal(rng, len(lengths), L, C)
+    prev = dev(np.zeros_like(x))
+    common.token_shift(dev(x), dev(shift), layer, plan.row, plan.first, prev)
+    expected = np.concatenate([ref.previous_tokens(x[a:b], shift[r, layer])
+                               for r, (a, b) in enumerate(segments(lengths))])
+    np.testing.assert_array_equal(prev.to_numpy(), expected)  # a copy: exact
+
+
+@given(T=st.integers(1, 12), C=dims, seed=seeds, convention=st.sampled_from(["current", "previous"]))
+def test_mix_inputs(T, C, seed, convention):
+    from kernels import common
+
+    rng = rng_of(seed)
+    x, prev, m = normal(rng, T, C), normal(rng, T, C), rng.uniform(0, 1, C).astype(np.float32)
+    y = dev(np.zeros_like(x))
+    kind = common.MIX_CURRENT if convention == "current" else common.MIX_PREVIOUS
+    common.mix_inputs(dev(x), dev(prev), dev(m), y, kind)
+    lerp = ref.lerp_current if convention == "current" else ref.lerp_previous
+    x64, p64 = x.astype(np.float64), prev.astype(np.float64)
+    expected = lerp(x64, p64, m)
+    terms = np.abs(x64) + np.abs(p64) if convention == "previous" else np.abs(x64 * m) + np.abs(p64 * (1 - m))
+    assert_close(y.to_numpy(), expected, terms)
+
+
+ACTIVATIONS = {"none": (0, lambda s: s), "relu_squared": (1, ref.relu_squared), "sigmoid": (2, ref.sigmoid),
+               "tanh": (3, np.tanh)}
+
+
+@given(T=st.one_of(st.integers(1, 20), st.sampled_from([8, 16, 17])),
+       n_in=st.one_of(dims, st.sampled_from([127, 128, 129, 256, 300])),
+       n_out=dims, act=st.sampled_from(sorted(ACTIVATIONS)), accumulate=st.booleans(),
+       f16=st.booleans(), seed=seeds)
+def test_linear(T, n_in, n_out, act, accumulate, f16, seed):
+    """On cpu this runs `_linear_rows`, on a GPU arch `_linear_blocks` (128-wide blocks, 8-token tiles)."""
+    from kernels import common
+
+    rng = rng_of(seed)
+    x, y0 = normal(rng, T, n_in), normal(rng, T, n_out)
+    W = normal(rng, n_out, n_in, scale=n_in ** -0.5)
+    if f16:
+        W = W.astype(np.float16).astype(np.float32)  # the kernel sees exactly these values
+    y = dev(y0)
+    code, fn = ACTIVATIONS[act]
+    common.linear(dev(x), dev(W, ti.f16 if f16 else ti.f32), y, code, accumulate)
+    s = x.astype(np.float64) @ W.astype(np.float64).T
+    terms = np.abs(x.astype(np.float64)) @ np.abs(W.astype(np.float64)).T
+    if act == "relu_squared":  # d(s²) = 2|s| ds
+        terms = 2 * terms * np.abs(s)
+    expected = fn(s) + (y0 if accumulate else 0)
+    if accumulate:
+        terms = terms + np.abs(y0)
+    assert_close(y.to_numpy(), expected, terms)
+
+
+@given(B=st.integers(1, 5), L=st.integers(1, 3), T=st.integers(1, 10), C=dims, seed=seeds, data=st.data())
+def test_store_last(B, L, T, C, seed, data):
+    from kernels import common
+
+    layer = data.draw(st.integers(0, L - 1), label="layer")
+    last = np.array(data.draw(st.lists(st.integers(-1, T - 1), min_size=B, max_size=B), label="last"), np.int32)
+    rng = rng_of(seed)
+    x, shift = normal(rng, T, C), normal(rng, B, L, C)
+    out = dev(shift)
+    common.store_last(dev(x), dev(last), out, layer)
+    expected = shift.copy()
+    for b in range(B):
+        if last[b] >= 0:
+            expected[b, layer] = x[last[b]]
+    np.testing.assert_array_equal(out.to_numpy(), expected)
+
+
+@given(T=st.integers(1, 12), C=dims, seed=seeds, data=st.data())
+def test_gather_rows(T, C, seed, data):
+    from kernels import common
+
+    index = np.array(data.draw(st.lists(st.integers(0, T - 1), min_size=1, max_size=8), label="index"), np.int32)
+    x = normal(rng_of(seed), T, C)
+    y = dev(np.zeros((len(index), C), np.float32))
+    common.gather_rows(dev(x), dev(index), y)
+    np.testing.assert_array_equal(y.to_numpy(), x[index])
+
+
+# ---- kernels/v7.py ----
+
+@given(T=st.integers(1, 10), H=st.integers(1, 4), N=st.integers(1, 20), first_layer=st.booleans(), seed=seeds)
+def test_v7_prepare(T, H, N, first_layer, seed):
+    from kernels import v7
+
+    rng = rng_of(seed)
+    C = H * N
+    w_in, k, v, a_in, v_first, v_gate = (normal(rng, T, C) for _ in range(6))
+    w0, a0, v0, k_k, k_a = (normal(rng, C) for _ in range(5))
+    bufs = {name: dev(value) for name, value in
+            (("w", w_in), ("k", k), ("v", v), ("a", a_in), ("kk", np.zeros_like(k)), ("k_mod", np.zeros_like(k)),
+             ("v_first", v_first), ("v_gate", v_gate))}
+    v7.prepare(bufs["w"], bufs["k"], bufs["v"], bufs["a"], bufs["kk"], bufs["k_mod"], bufs["v_first"], dev(w0),
+               dev(a0), dev(v0), dev(k_k), dev(k_a), bufs["v_gate"], H, int(first_layer),
+               float(ref_v7.DECAY_SCALE), ref.L2_EPS)
+    f = lambda z: z.astype(np.float64)  # noqa: E731
+    w = np.exp(-ref_v7.DECAY_SCALE * ref.sigmoid(f(w0) + f(w_in)))
+    a = ref.sigmoid(f(a0) + f(a_in))
+    kk = ref.l2_normalize((f(k) * k_k).reshape(T, H, N)).reshape(T, C)
+    k_mod = f(k) * (1 + (a - 1) * k_a)
+    if first_layer:
+        v_out, v_first_out = f(v), f(v)
+    else:
+        v_out, v_first_out = f(v) + (f(v_first) - f(v)) * ref.sigmoid(f(v0) + f(v_gate)), f(v_first)
+    for name, expected in (("w", w), ("a", a), ("kk", kk), ("k_mod", k_mod), ("v", v_out), ("v_first", v_first_out)):
+        assert_close(bufs[name].to_numpy(), expected)
+    np.testing.assert_array_equal(bufs["k"].to_numpy(), k)  # other threads of the head read k: never written
+
+
+@given(lengths=plans(max_len=5), L=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 16), seed=seeds,
+       data=st.data())
+def test_v7_wkv(lengths, L, H, N, seed, data):
+    """vs ref.v7.wkv_step looped over each row of a ragged batch, on a random (not zero) starting state."""
+    from kernels import v7
+
+    layer = data.draw(st.integers(0, L - 1), label="layer")
+    rng = rng_of(seed)
+    plan, B, C = make_plan(lengths), len(lengths), H * N
+    T = plan.T
+    r, k, v = normal(rng, T, C), normal(rng, T, C, scale=0.5), normal(rng, T, C)
+    w = np.exp(-np.exp(-0.5) * rng.uniform(0, 1, (T, C))).astype(np.float32)  # decays in (0.545, 1)
+    a = rng.uniform(0, 1, (T, C)).astype(np.float32)
+    kk = normal(rng, T, H, N)
+    kk = (kk / np.linalg.norm(kk, axis=-1, keepdims=True)).reshape(T, C).astype(np.float32)
+    S0 = normal(rng, B, L, H, N, N, scale=0.5)
+    S, y = dev(S0), dev(np.zeros((T, C), np.float32))
+    v7.wkv(dev(r), dev(w), dev(k), dev(v), dev(kk), dev(a), S, layer, plan.start, plan.length, y)
+    expected_S, expected_y = S0.astype(np.float64), np.zeros((T, C))
+    per_head = lambda z: z.astype(np.float64).reshape(-1, H, N)  # noqa: E731
+    for b, (start, stop) in enumerate(segments(lengths)):
+        state = expected_S[b, layer]
+        for t in range(start, stop):
+            out, state = ref_v7.wkv_step(*(per_head(z)[t] for z in (r, w, k, v, kk, a)), state)
+            expected_y[t] = out.reshape(C)
+        expected_S[b, layer] = state
+    terms_scale = np.abs(expected_y).sum() + 1.0  # the recurrence has no cheap |terms|; see assert_close
+    assert_close(y.to_numpy(), expected_y, terms=np.full_like(expected_y, terms_scale / expected_y.size ** 0.5))
+    assert_close(S.to_numpy(), expected_S)
+
+
+@given(T=st.integers(1, 10), H=st.integers(1, 4), N=st.integers(1, 20), seed=seeds)
+def test_v7_output_gate(T, H, N, seed):
+    from kernels import v7
+
+    rng = rng_of(seed)
+    C = H * N
+    y0, r, k, v, g = (normal(rng, T, C) for _ in range(5))
+    r_k = normal(rng, H, N)
+    y = dev(y0)
+    v7.output_gate(y, dev(r), dev(k), dev(v), dev(g), dev(r_k), H)
+    f = lambda z: z.astype(np.float64).reshape(T, H, N)  # noqa: E731
+    bonus = (f(r) * f(k) * r_k).sum(-1, keepdims=True)
+    expected = ((f(y0) + bonus * f(v)) * f(g)).reshape(T, C)
+    terms = ((np.abs(f(y0)) + np.abs(f(r) * f(k) * r_k).sum(-1, keepdims=True) * np.abs(f(v))) * np.abs(f(g)))
+    assert_close(y.to_numpy(), expected, terms.reshape(T, C))
+
+
+# ---- the whole RWKV-7 engine ----
+
+VOCAB = 64
+SHAPES = {"L2 C32 N8": dict(n_layer=2, n_embd=32, head_size=8), "L1 C48 N16": dict(n_layer=1, n_embd=48, head_size=16)}
+_models: dict = {}
+
+
+def models(shape: str, precision: str):
+    """(reference model, Taichi model) on the same random v7 weights, built once per process."""
+    key = (shape, precision)
+    if key not in _models:
+        from kernels.engine import TaichiModel
+
+        spec = RandomModelSpec("v7", n_vocab=VOCAB, seed=3, **SHAPES[shape])
+        tensors = pth_to_st_tensors(random_model_tensors(spec))
+        weights = canonical_weights(tensors, read_model_info(tensors), dtype="float32")
+        _models[key] = RefModel(weights), TaichiModel(weights, arch=taichi_arch.ARCH, precision=precision)
+    return _models[key]
+
+
+def rel_l2(out, expected) -> float:
+    """Max over rows (last axis) of ‖Δ‖₂/‖ref‖₂, as the conformance runner."""
+    out, expected = np.asarray(out, np.float64), np.asarray(expected, np.float64)
+    assert out.shape == expected.shape
+    num = np.linalg.norm((out - expected).reshape(-1, expected.shape[-1]), axis=-1)
+    den = np.linalg.norm(expected.reshape(-1, expected.shape[-1]), axis=-1)
+    return float(np.max(num / np.maximum(den, 1e-30)))
+
+
+def assert_states_close(state, expected, tol):
+    host = state.to_host() if hasattr(state, "to_host") else state
+    assert type(host) is type(expected)
+    for name, value in expected.arrays().items():
+        got = host.arrays()[name]
+        assert got.shape == value.shape and got.dtype == np.float32
+        assert rel_l2(got, value) <= tol, name
+
+
+token_rows = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=7)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@MODEL_EXAMPLES
+@given(rows=st.lists(token_rows, min_size=1, max_size=3), steps=st.lists(st.integers(0, VOCAB - 1), max_size=3))
+def test_v7_model_matches_reference(shape, precision, rows, steps):
+    """A ragged batch from zero states, then single-token steps for every row, logits and states vs ref."""
+    ref_model, model = models(shape, precision)
+    tol = MODEL_TOL[precision]
+    B = len(rows)
+    logits, state = model.forward(rows, model.new_state(B))
+    ref_logits, ref_state = ref_model.forward(rows, ref_model.new_state(B))
+    assert logits.shape == (B, VOCAB) and logits.dtype == np.float32
+    assert rel_l2(logits, ref_logits) <= tol
+    assert_states_close(state, ref_state, tol)
+    for token in steps:
+        logits, state = model.forward([[token]] * B, state)
+        ref_logits, ref_state = ref_model.forward([[token]] * B, ref_state)
+        assert rel_l2(logits, ref_logits) <= tol
+    assert_states_close(state, ref_state, tol)
+
+
+@MODEL_EXAMPLES
+@given(rows=st.lists(token_rows, min_size=1, max_size=3))
+def test_v7_full_output(rows):
+    ref_model, model = models("L2 C32 N8", "fp32")
+    outputs, state = model.forward(rows, model.new_state(len(rows)), full_output=True)
+    ref_outputs, ref_state = ref_model.forward(rows, ref_model.new_state(len(rows)), full_output=True)
+    assert isinstance(outputs, list) and len(outputs) == len(rows)
+    for out, expected, row in zip(outputs, ref_outputs, rows):
+        assert out.shape == (len(row), VOCAB)
+        assert rel_l2(out, expected) <= MODEL_TOL["fp32"]
+    assert_states_close(state, ref_state, MODEL_TOL["fp32"])
+    last, _ = model.forward(rows, model.new_state(len(rows)))  # full_output's last rows are the usual logits
+    np.testing.assert_allclose(np.stack([o[-1] for o in outputs]), last, rtol=1e-6, atol=1e-6)
+
+
+def test_v7_forward_leaves_its_input_state_alone():
+    from kernels.engine import TaichiState
+
+    ref_model, model = models("L2 C32 N8", "fp32")
+    _, state = model.forward([[1, 2, 3], [4]], model.new_state(2))
+    assert isinstance(state, TaichiState)
+    before = state.to_host()
+    logits, after = model.forward([[5], [6, 7]], state)
+    for name, value in before.arrays().items():
+        np.testing.assert_array_equal(state.to_host().arrays()[name], value)
+    again, _ = model.forward([[5], [6, 7]], state)  # the same input state gives the same output
+    np.testing.assert_array_equal(logits, again)
+    host = before.copy()  # a host state is accepted and left alone too
+    host_logits, _ = model.forward([[5], [6, 7]], host)
+    np.testing.assert_array_equal(host_logits, logits)
+    for name, value in before.arrays().items():
+        np.testing.assert_array_equal(host.arrays()[name], value)
+
+
+def test_v7_state_copy_rows_concat_and_host_round_trip():
+    from kernels.engine import TaichiState
+
+    ref_model, model = models("L2 C32 N8", "fp32")
+    _, state = model.forward([[1, 2, 3], [4], [5, 6]], model.new_state(3))
+    host = state.to_host()
+    assert isinstance(host, V7State) and host.batch == 3 and state.batch == 3
+    assert host.wkv.shape == (3, 2, 4, 8, 8) and host.att_x.shape == host.ffn_x.shape == (3, 2, 32)
+    round_trip = TaichiState.from_host(host).to_host()
+    for name, value in host.arrays().items():
+        np.testing.assert_array_equal(round_trip.arrays()[name], value)
+
+    copy = state.copy()
+    _, advanced = model.forward([[7], [8], [9]], copy)
+    copy.fields["att_x"].from_numpy(np.zeros_like(host.att_x))  # writing the copy leaves the original alone
+    np.testing.assert_array_equal(state.to_host().att_x, host.att_x)
+    np.testing.assert_array_equal(copy.to_host().wkv, host.wkv)
+
+    for index in (1, [2, 0], slice(0, 2)):
+        picked = state.rows(index)
+        expected = host.rows(index)
+        assert isinstance(picked, TaichiState) and picked.batch == expected.batch
+        for name, value in expected.arrays().items():
+            np.testing.assert_array_equal(picked.to_host().arrays()[name], value)
+    joined = TaichiState.concat([state.rows(2), state.rows([0, 1])])
+    for name, value in host.rows([2, 0, 1]).arrays().items():
+        np.testing.assert_array_equal(joined.to_host().arrays()[name], value)
+
+    # a row taken out of a batch continues exactly as it would in the batch
+    alone, _ = model.forward([[8]], state.rows(1))
+    in_batch, _ = model.forward([[7], [8], [9]], state)
+    np.testing.assert_allclose(alone[0], in_batch[1], rtol=1e-6, atol=1e-6)
+    official = state.to_official(2)
+    assert len(official) == 3 * 2
+    np.testing.assert_array_equal(official[1], host.wkv[2, 0])
+
+
+def test_load_model_taichi(tmp_path):
+    import ai00ref
+
+    path = write_random_model(RandomModelSpec("v7", n_layer=1, n_embd=32, head_size=8, n_vocab=VOCAB),
+                              tmp_path / "m.st", dtype="fp16")
+    with pytest.raises(ValueError, match=r"unknown arch 'bogus'.*auto, vulkan, cuda, cpu"):
+        ai00ref.load_model(path, backend="taichi", arch="bogus")
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
+        ai00ref.load_model(path, backend="taichi", arch=taichi_arch.ARCH, precision="fp8")
+    model = ai00ref.load_model(path, backend="taichi", arch=taichi_arch.ARCH, precision="fp16")
+    assert model.backend == "taichi" and model.arch == taichi_arch.ARCH and model.precision == "fp16"
+    reference = ai00ref.load_model(path)
+    logits, _ = model.forward([[1, 2]], model.new_state())
+    expected, _ = reference.forward([[1, 2]], reference.new_state())
+    assert rel_l2(logits, expected) <= MODEL_TOL["fp16"]
+
+
+def test_one_arch_per_process():
+    import kernels
+
+    other = "vulkan" if kernels.current_arch() == "cpu" else "cpu"
+    with pytest.raises(RuntimeError, match="one process uses one arch"):
+        kernels.init(other)
+    assert kernels.init("auto") == kernels.current_arch() == taichi_arch.ARCH
