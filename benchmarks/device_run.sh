@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One device call: Vulkan loader + wheels in, then the Taichi engine checked and timed on Vulkan and CUDA.
 # Carry: .gl (the Vulkan loader debs), .whl (taichi 1.7.4 for cp312 and its pure-Python needs), .peers.
-# Usage on the device: bash benchmarks/device_run.sh [VARIANT] [LAYERS] [EMBD]
+# Usage on the device: bash benchmarks/device_run.sh [SPEED_VARIANTS] [LAYERS] [EMBD]
 set -uo pipefail
-variant=${1:-v7}; layers=${2:-24}; embd=${3:-2048}
+variants=${1:-v7,v6}; layers=${2:-24}; embd=${3:-2048}
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
@@ -15,6 +15,6 @@ python3 -c "from kernels.device import vulkan_devices; print('vulkan devices:', 
 python3 .peers/taichi_bw.py vulkan 2>&1 | grep RESULT | tee "$out/taichi_bw_vulkan.log"
 python3 .peers/taichi_bw.py cuda 2>&1 | grep RESULT | tee "$out/taichi_bw_cuda.log"
 for arch in vulkan cuda; do
-  timeout 270 python3 benchmarks/gpu_bench.py --arch $arch --variant "$variant" --layers "$layers" --embd "$embd" \
-    --precision fp16 2>&1 | grep -v "^\[Taichi\]" | tee "$out/gpu_bench_${arch}_${variant}.log"
+  timeout 280 python3 benchmarks/gpu_bench.py --arch $arch --speed "$variants" --layers "$layers" --embd "$embd" \
+    --precision fp16 2>&1 | grep -v "^\[Taichi\]" | tee "$out/gpu_bench_${arch}.log"
 done

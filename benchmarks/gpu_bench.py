@@ -1,11 +1,12 @@
 """Taichi engine on one arch: a correctness check against the reference, then speed on a real model shape.
 
-    python benchmarks/gpu_bench.py --arch vulkan --variant v7 --layers 24 --embd 2048 --precision fp16
+    python benchmarks/gpu_bench.py --arch vulkan --check v4,v5.0,v5.2,v6,v7 --speed v7,v6 --layers 24 --embd 2048
 
-1. check: a small random model of the same variant, reference vs Taichi on this arch (ragged batch, then steps);
-   prints the relative L2 error of the logits.
-2. speed: a random model of the given shape (written here by the project's generator), prefill of --prefill tokens,
-   --decode greedy steps at batch 1, and --decode steps at batch --batch; prints RESULT lines with tok/s.
+1. check: for each --check variant, a small random model, reference vs Taichi on this arch (ragged batch, then
+   steps), in fp32 and in --precision; prints the relative L2 error of the logits.
+2. speed: for each --speed variant, a random model of the given shape (written by the project's generator into
+   --cache, reused by later runs), prefill of --prefill tokens, --decode greedy steps at batch 1 and at --batch;
+   prints RESULT lines with tok/s.
 One process runs one arch (Taichi's rule); run it once per arch.
 """
 from __future__ import annotations
@@ -66,7 +67,9 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="vulkan")
-    parser.add_argument("--variant", default="v7")
+    parser.add_argument("--check", default="v4,v5.0,v5.2,v6,v7", help="variants to check (comma-separated)")
+    parser.add_argument("--speed", default="v7", help="variants to time (comma-separated)")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/ai00ref-models"))
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--embd", type=int, default=2048)
     parser.add_argument("--vocab", type=int, default=65536)
@@ -74,24 +77,27 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--check-only", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for precision in ("fp32", args.precision):
-            error = check(args.variant, args.arch, precision, Path(tmp))
-            print(f"RESULT check arch={args.arch} variant={args.variant} precision={precision} rel_l2={error:.2e}",
-                  flush=True)
-        if args.check_only:
-            return
-        spec = RandomModelSpec(args.variant, args.layers, args.embd, args.vocab, head_size=64)
+        for variant in filter(None, args.check.split(",")):
+            for precision in ("fp32", args.precision):
+                error = check(variant, args.arch, precision, Path(tmp))
+                print(f"RESULT check arch={args.arch} variant={variant} precision={precision} rel_l2={error:.2e}",
+                      flush=True)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for variant in filter(None, args.speed.split(",")):
+        spec = RandomModelSpec(variant, args.layers, args.embd, args.vocab, head_size=64)
+        path = args.cache / f"{variant}_L{args.layers}_C{args.embd}.st"
         start = time.perf_counter()
-        path = write_random_model(spec, Path(tmp) / "bench.st")
+        if not path.exists():
+            write_random_model(spec, path)
         model = ai00ref.load_model(path, backend="taichi", arch=args.arch, precision=args.precision)
-        print(f"model {args.variant} L{args.layers} C{args.embd} V{args.vocab} ready in "
+        print(f"model {variant} L{args.layers} C{args.embd} V{args.vocab} ready in "
               f"{time.perf_counter() - start:.0f} s on {model.arch}", flush=True)
         for key, value in speed(model, args.prefill, args.decode, args.batch).items():
-            print(f"RESULT speed arch={model.arch} variant={args.variant} L{args.layers} C{args.embd} "
+            print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
                   f"precision={args.precision} {key}={value:.1f}", flush=True)
+        del model
 
 
 if __name__ == "__main__":
