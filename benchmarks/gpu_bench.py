@@ -50,7 +50,7 @@ def timed(fn, *args):
 
 def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
     prompt = np.random.default_rng(0).integers(1, model.info.n_vocab, prefill).tolist()
-    model.forward([prompt[:32]], model.new_state(1))  # compile and warm up
+    model.forward([prompt], model.new_state(1))  # compile the kernels and record this shape's graph
     (logits, state), seconds = timed(model.forward, [prompt], model.new_state(1))
     result = {"prefill_tok_s": prefill / seconds}
     for rows in (1, batch):
@@ -58,10 +58,30 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
         tokens = [[int(np.argmax(logits[0]))] for _ in range(rows)]
         logits_b, state_b = model.forward(tokens, state_b)  # warm-up for this batch size
         start = time.perf_counter()
-        for _ in range(decode):
-            logits_b, state_b = model.forward([[int(t)] for t in np.argmax(logits_b, axis=-1)], state_b)
+        for _ in range(decode):  # inplace: the caller owns the state, as the scheduler will
+            logits_b, state_b = model.forward([[int(t)] for t in np.argmax(logits_b, axis=-1)], state_b, inplace=True)
         result[f"decode_b{rows}_tok_s"] = decode * rows / (time.perf_counter() - start)
     return result
+
+
+def profile(path: Path, arch: str, precision: str, batch: int) -> None:
+    """Per-kernel time of one decode step at batch 1 and at `batch`, every launch synchronized (no graph)."""
+    from kernels.launch import profiling
+
+    model = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision, graph=False)
+    for rows in (1, batch):
+        state = model.new_state(rows)
+        model.forward([[1]] * rows, state, inplace=True)
+        with profiling() as table:
+            start = time.perf_counter()
+            model.forward([[2]] * rows, state, inplace=True)
+            total = time.perf_counter() - start
+        kernel_time = sum(seconds for _, seconds in table.values())
+        print(f"PROFILE batch={rows} step={total * 1e3:.1f} ms, in kernels {kernel_time * 1e3:.1f} ms, "
+              f"launches {sum(n for n, _ in table.values())}", flush=True)
+        for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][1])[:12]:
+            print(f"PROFILE batch={rows}   {name:28s} {n:5d} launches {seconds * 1e3:8.2f} ms "
+                  f"({seconds / n * 1e6:7.1f} us each)", flush=True)
 
 
 def main() -> None:
@@ -77,6 +97,7 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="also time every kernel of one decode step")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for variant in filter(None, args.check.split(",")):
@@ -98,6 +119,8 @@ def main() -> None:
             print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
                   f"precision={args.precision} {key}={value:.1f}", flush=True)
         del model
+        if args.profile:
+            profile(path, args.arch, args.precision, args.batch)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@ arguments are ndarrays and i32/f32 scalars only (graphs take no template argumen
 switches are baked in by kernel factories).
 """
 import functools
+import time
+from collections import defaultdict
 from contextlib import contextmanager
 
 import taichi as ti
 
 _recording = None  # a list of (ti kernel, args) while recording, else None
+_profile = None  # kernel name -> [launches, seconds] while profiling, else None
 
 
 def kernel(fn):
@@ -22,6 +25,15 @@ def kernel(fn):
     def call(*args):
         if _recording is not None:
             _recording.append((compiled, args))
+        elif _profile is not None:
+            ti.sync()
+            start = time.perf_counter()
+            compiled(*args)
+            ti.sync()
+            entry = _profile[fn.__qualname__.split(".<locals>")[0] + "." + fn.__name__
+                             if "<locals>" in fn.__qualname__ else fn.__name__]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
         else:
             compiled(*args)
 
@@ -39,6 +51,17 @@ def recording():
     finally:
         calls.extend(_recording)
         _recording = None
+
+
+@contextmanager
+def profiling():
+    """Inside: every launch is synchronized and timed. Yields {kernel name: [launches, seconds]}."""
+    global _profile
+    _profile = defaultdict(lambda: [0, 0.0])
+    try:
+        yield _profile
+    finally:
+        _profile = None
 
 
 class Replay:
