@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test conformance bench clean
+.PHONY: serve test conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan system-libs conformance bench clean
+
+# taichi links libX11; the Vulkan run needs the loader and Mesa's lavapipe (a software Vulkan device on the CPU)
+SYSTEM_LIBS := mesa-vulkan-drivers libvulkan1 libx11-6
+LDCONFIG := $(shell command -v ldconfig || echo /sbin/ldconfig)
+PYTEST := HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +21,34 @@ $(VENV)/.installed-%: setup.cfg pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-test
 	$(BIN)/python -m ai00ref serve
 
-test: $(VENV)/.installed-test
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q
+# Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest
+test: test-ref test-taichi-cpu test-taichi-vulkan
+
+test-ref: $(VENV)/.installed-test
+	$(PYTEST) -m "not taichi"
+
+test-taichi-cpu: $(VENV)/.installed-test system-libs
+	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -m taichi
+
+test-taichi-vulkan: $(VENV)/.installed-test system-libs
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -m taichi
+
+# Debian packages, installed (as root) only when missing; without root it says what to install and goes on
+# (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)
+system-libs:
+	@if $(LDCONFIG) -p | grep -q 'libvulkan\.so\.1 ' && $(LDCONFIG) -p | grep -q 'libX11\.so\.6 ' \
+	    && ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(SYSTEM_LIBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_LIBS) >/dev/null; \
+	else echo "WARNING: missing Vulkan/X11 libraries: apt-get install $(SYSTEM_LIBS) (as root)" >&2; fi
 
 conformance: $(VENV)/.installed-test
 	$(BIN)/python -m conformance --backend ref
+
+conformance-taichi: $(VENV)/.installed-test system-libs
+	$(BIN)/python -m conformance --backend taichi --arch cpu
+	$(BIN)/python -m conformance --backend taichi --arch cpu --precision fp16
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/bench_*.py --benchmark-enable -q

@@ -1,4 +1,4 @@
-"""`python -m conformance --backend ref [--dtype float32] [--variant v7 ...] [--files pth-fp32 st-fp16] [--arch x64 ...]`
+"""`python -m conformance --backend ref [--dtype float32] [--variant v7 ...] [--files pth-fp32 st-fp16] [--arch cpu ...]`
 
 Prints one table row per (fixture, file type, check); exits 0 only if every check passes (a skip
 is not a pass). Options the runner
@@ -13,7 +13,7 @@ from conformance import runner
 
 
 def parse_extra(extra: list[str]) -> dict[str, str]:
-    """`--arch x64 --precision fp16` -> {"arch": "x64", "precision": "fp16"}."""
+    """`--arch cpu --precision fp16` -> {"arch": "cpu", "precision": "fp16"}."""
     if len(extra) % 2 or not all(k.startswith("--") for k in extra[::2]):
         sys.exit(f"extra load_model options must come as `--name value` pairs, got {extra}")
     return {k[2:].replace("-", "_"): v for k, v in zip(extra[::2], extra[1::2])}
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     n_a = [r for r in rows if r.not_applicable]
     print(f"\n{len(rows) - len(failed) - len(skipped) - len(n_a)} passed, {len(failed)} failed, "
           f"{len(skipped)} skipped, {len(n_a)} n/a "
-          f"(backend {args.backend}, dtype {args.dtype}); metric: max over rows of |Δ|₂/|ref|₂")
+          f"(backend {args.backend}, dtype {args.dtype}{''.join(f', {k} {v}' for k, v in kwargs.items())}); "
+          f"metric: max over rows of |Δ|₂/|ref|₂")
     for e in errors:
         print("ERROR:", e, file=sys.stderr)
     return 1 if failed or skipped or errors or not rows else 0

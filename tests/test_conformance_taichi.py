@@ -1,0 +1,53 @@
+"""Conformance of the Taichi engine: the official `rwkv` 0.8.32 fixtures replayed with `backend="taichi"`.
+
+The arch is the one under test (env AI00REF_TAICHI_ARCH, tests/taichi_arch.py). One fixture per variant (the small
+L2 C64 shapes; v7 also the C128 one, whose 128 channels fill whole GPU workgroups), each written as every file type,
+at precision fp32 (tolerance 1e-4) and fp16 (1e-2): `conformance/runner.py` TOLERANCES. The full table:
+`python -m conformance --backend taichi --arch cpu` (conformance/README.md).
+"""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import taichi_arch
+from conformance import runner
+
+pytestmark = [pytest.mark.taichi, pytest.mark.conformance]
+
+FIXTURES = [p for p in runner.fixture_paths() if "_L2_" in p.stem]
+# lavapipe is slow (a software device): fp16 there checks one file type, fp16 .pth (v5.0's .st is n/a)
+FP16_FILES = ("pth-fp16",) if taichi_arch.ARCH == "vulkan" else runner.FILE_TYPES
+
+
+def test_one_fixture_per_variant():
+    variants = {runner.load_fixture(p).spec.variant for p in FIXTURES}
+    assert variants == {"v4", "v5.0", "v5.1", "v5.2", "v6", "v7"}
+
+
+def kernel_module(variant: str):
+    """kernels/v4.py ... v7.py; a module not written yet skips its fixtures, except under CI."""
+    name = f"kernels.{variant[:2]}"
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        if taichi_arch.IN_CI:
+            raise
+        pytest.skip(f"{name} does not import yet: {e}")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_taichi_matches_official(path, precision, taichi_arch):
+    fixture = runner.load_fixture(path)
+    kernel_module(fixture.spec.variant)
+    files = runner.FILE_TYPES if precision == "fp32" else FP16_FILES
+    rows = runner.check_fixture(fixture, backend="taichi", dtype="float32", file_types=files, arch=taichi_arch,
+                                precision=precision)
+    assert rows and all(r.tol == runner.TOLERANCES[f"taichi-{precision}"] for r in rows)
+    failed = [r for r in rows if not r.passed]
+    assert not failed, "\n" + runner.format_table(failed)
+    skipped = [r for r in rows if r.skipped]  # a skip here means a missing engine API: not acceptable
+    assert not skipped, "\n" + runner.format_table(skipped)
+    assert any(r.check == "init_state" for r in rows) == (fixture.spec.variant != "v4")
