@@ -13,6 +13,7 @@ from kernels.launch import kernel
 
 ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH = 0, 1, 2, 3
 MIX_CURRENT, MIX_PREVIOUS = 0, 1  # v4/v5: x*m + prev*(1-m); v6/v7: x + (prev-x)*m (spec/common.md §3)
+NO_MIX = -1  # linear kernels: the input is x itself
 BLOCK = 128  # GPU workgroup size of the matrix kernels
 TOKENS_PER_BLOCK = 8  # GPU: positions sharing one read of a weight row
 
@@ -169,18 +170,30 @@ def mix_inputs(x, prev, m, y, convention: int) -> None:
 
 
 # ---- y = act(W x) [+ y]: must match ref.common.linear ----
+# The input may be mixed on the fly: x_in = mix(x, prev; m) (ref: linear(lerp_*(x, prev, m), W)), which saves a
+# launch and a buffer per token-shifted projection. With NO_MIX, `prev` and `m` are not read.
+
+@ti.func
+def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i32, i: ti.i32,
+               convention: ti.template()) -> ti.f32:
+    value = x[t, i]
+    if ti.static(convention != NO_MIX):
+        value = mix(x[t, i], prev[t, i], ti.cast(m[i], ti.f32), convention)
+    return value
+
 
 @functools.cache
-def _linear_rows(act: int, accumulate: bool):
+def _linear_rows(act: int, accumulate: bool, convention: int):
     """CPU: one thread per output row o, every position t reusing the cached row W[o]."""
 
     @kernel
-    def linear_rows(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray()):
+    def linear_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(),
+                    W: ti.types.ndarray(), y: ti.types.ndarray()):
         for o in range(W.shape[0]):
             for t in range(x.shape[0]):
                 s = 0.0
                 for i in range(W.shape[1]):
-                    s += x[t, i] * ti.cast(W[o, i], ti.f32)
+                    s += read_input(x, prev, m, t, i, convention) * ti.cast(W[o, i], ti.f32)
                 s = activate(s, act)
                 if ti.static(accumulate):
                     y[t, o] += s
@@ -190,11 +203,12 @@ def _linear_rows(act: int, accumulate: bool):
 
 
 @functools.cache
-def _linear_blocks(act: int, accumulate: bool, tile: int):
+def _linear_blocks(act: int, accumulate: bool, convention: int, tile: int):
     """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
 
     @kernel
-    def linear_blocks(x: ti.types.ndarray(), W: ti.types.ndarray(), y: ti.types.ndarray()):
+    def linear_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(),
+                      W: ti.types.ndarray(), y: ti.types.ndarray()):
         n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
         n_tiles = (T + tile - 1) // tile
         ti.loop_config(block_dim=BLOCK)
@@ -208,7 +222,7 @@ def _linear_blocks(act: int, accumulate: bool, tile: int):
                     w = ti.cast(W[o, i], ti.f32)
                     for u in ti.static(range(tile)):
                         if first_t + u < T:
-                            acc[u] += w * x[first_t + u, i]
+                            acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
             ti.simt.block.sync()
@@ -230,9 +244,15 @@ def _linear_blocks(act: int, accumulate: bool, tile: int):
     return linear_blocks
 
 
+def linear_mixed(x, prev, m, W, y, convention: int, act: int = ACT_NONE, accumulate: bool = False) -> None:
+    """y (T, out) = act(mix(x, prev; m) (T, in) @ W (out, in)ᵀ), or y += that; NO_MIX: the input is x."""
+    if not kernels.is_gpu():
+        _linear_rows(act, accumulate, convention)(x, prev, m, W, y)
+    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
+        tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
+        _linear_blocks(act, accumulate, convention, tile)(x, prev, m, W, y)
+
+
 def linear(x, W, y, act: int = ACT_NONE, accumulate: bool = False) -> None:
     """y (T, out) = act(x (T, in) @ W (out, in)ᵀ), or y += that. The GPU kernel needs workgroup shared memory."""
-    if not kernels.is_gpu():
-        _linear_rows(act, accumulate)(x, W, y)
-    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
-        _linear_blocks(act, accumulate, 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK)(x, W, y)
+    linear_mixed(x, x, x, W, y, NO_MIX, act, accumulate)  # prev and m are unused placeholders

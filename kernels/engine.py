@@ -14,7 +14,7 @@ import taichi as ti
 
 import kernels
 from ai00ref.ref.model import check_tokens
-from ai00ref.ref.state import RecurrentState, STATE_CLASSES, to_official, zero_state
+from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
 from kernels import common
 from kernels.launch import Replay, recording
@@ -100,6 +100,15 @@ def _upload(array: np.ndarray) -> ti.Ndarray:
     return device
 
 
+# Fields stored on the device with their last two axes swapped, for coalesced access (kernels/v7.py: wkv).
+DEVICE_TRANSPOSED = {V7State: ("wkv",)}
+
+
+def _device_layout(host_class, name: str, array: np.ndarray) -> np.ndarray:
+    """Host layout <-> device layout (the swap is its own inverse)."""
+    return np.swapaxes(array, -1, -2) if name in DEVICE_TRANSPOSED.get(host_class, ()) else array
+
+
 class TaichiState:
     """A batch of states on the device, with the reference state's fields (ai00ref/ref/state.py)."""
 
@@ -113,12 +122,14 @@ class TaichiState:
     def from_host(cls, state: RecurrentState) -> "TaichiState":
         arrays = {}
         for name, value in state.arrays().items():
+            value = np.ascontiguousarray(_device_layout(type(state), name, value), dtype=np.float32)
             arrays[name] = ti.ndarray(ti.f32, value.shape)
-            arrays[name].from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            arrays[name].from_numpy(value)
         return cls(type(state), arrays)
 
     def to_host(self) -> RecurrentState:
-        return self.host_class(**{name: a.to_numpy() for name, a in self.fields.items()})
+        return self.host_class(**{name: np.ascontiguousarray(_device_layout(self.host_class, name, a.to_numpy()))
+                                  for name, a in self.fields.items()})
 
     @property
     def batch(self) -> int:

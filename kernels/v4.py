@@ -9,7 +9,7 @@ gated_add         channel_mix: x += r ⊙ (Wv relu²(Wk xk))     per (t, c)
 import taichi as ti
 
 from ai00ref.ref.common import LN_EPS
-from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, MIX_CURRENT, layer_norm, linear, mix_inputs,
+from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, MIX_CURRENT, layer_norm, linear, linear_mixed,
                             store_last, token_shift)
 from kernels.launch import kernel
 
@@ -46,22 +46,21 @@ def gated_add(x: ti.types.ndarray(), r: ti.types.ndarray(), y: ti.types.ndarray(
         x[t, c] += r[t, c] * y[t, c]
 
 
-def project(xa, prev, mixed, mix, weight, out, act=ACT_NONE, convention=MIX_CURRENT):
+def project(xa, prev, mix, weight, out, act=ACT_NONE, convention=MIX_CURRENT):
     """out = act(W · mix(x, prev; m)): the token-shifted projections (ref: linear(lerp_*(x, prev, m), W))."""
-    mix_inputs(xa, prev, mix, mixed, convention)
-    linear(mixed, weight, out, act)
+    linear_mixed(xa, prev, mix, weight, out, convention, act)
 
 
 def time_mix(i: int, p, x, state, plan, ws):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed", "r", "k", "v", "y")}
-    xa, prev, mixed, att = buf["xa"], buf["prev"], buf["mixed"], p.att
+    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "k", "v", "y")}
+    xa, prev, att = buf["xa"], buf["prev"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
     token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
-    project(xa, prev, mixed, att.mix_r, att.receptance, buf["r"], ACT_SIGMOID)
-    project(xa, prev, mixed, att.mix_k, att.key, buf["k"])
-    project(xa, prev, mixed, att.mix_v, att.value, buf["v"])
+    project(xa, prev, att.mix_r, att.receptance, buf["r"], ACT_SIGMOID)
+    project(xa, prev, att.mix_k, att.key, buf["k"])
+    project(xa, prev, att.mix_v, att.value, buf["v"])
     wkv(buf["r"], buf["k"], buf["v"], state.aa, state.bb, state.pp, att.decay, att.bonus, i, plan.start,
         plan.length, buf["y"])
     linear(buf["y"], att.output, x, accumulate=True)
@@ -71,13 +70,13 @@ def time_mix(i: int, p, x, state, plan, ws):
 def channel_mix(i: int, p, x, state, plan, ws, convention=MIX_CURRENT):
     """v4/v5 channel mix (v6 passes MIX_PREVIOUS): x += σ(Wr·xr) ⊙ Wv·relu²(Wk·xk)."""
     T, C, ffn = plan.T, x.shape[1], p.ffn
-    xf, prev, mixed, r, kv = (ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed", "r", "ffn_kv"))
+    xf, prev, r, kv = (ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "ffn_kv"))
     hidden = ws.buffer("ffn_hidden", (T, ffn.key.shape[0]))
     layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
     token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
-    project(xf, prev, mixed, ffn.mix_k, ffn.key, hidden, ACT_RELU_SQUARED, convention)
+    project(xf, prev, ffn.mix_k, ffn.key, hidden, ACT_RELU_SQUARED, convention)
     linear(hidden, ffn.value, kv)
-    project(xf, prev, mixed, ffn.mix_r, ffn.receptance, r, ACT_SIGMOID, convention)
+    project(xf, prev, ffn.mix_r, ffn.receptance, r, ACT_SIGMOID, convention)
     gated_add(x, r, kv)
     store_last(xf, plan.last, state.ffn_x, i)
 

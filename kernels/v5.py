@@ -65,15 +65,15 @@ def mix_output(i: int, att, x, state, plan, buf, n_head: int) -> None:
 def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed", "r", "k", "v", "w", "g", "y", "gn")}
-    xa, prev, mixed, att = buf["xa"], buf["prev"], buf["mixed"], p.att
+    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "k", "v", "w", "g", "y", "gn")}
+    xa, prev, att = buf["xa"], buf["prev"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
     token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
-    project(xa, prev, mixed, att.mix_r, att.receptance, buf["r"])
-    project(xa, prev, mixed, att.mix_k, att.key, buf["k"])
-    project(xa, prev, mixed, att.mix_v, att.value, buf["v"])
+    project(xa, prev, att.mix_r, att.receptance, buf["r"])
+    project(xa, prev, att.mix_k, att.key, buf["k"])
+    project(xa, prev, att.mix_v, att.value, buf["v"])
     if att.gate is not None:  # v5.1 and v5.2
-        project(xa, prev, mixed, att.mix_g, att.gate, buf["g"])
+        project(xa, prev, att.mix_g, att.gate, buf["g"])
     fill_decay(att.decay, buf["w"])
     mix_output(i, att, x, state, plan, buf, n_head)
     store_last(xa, plan.last, state.att_x, i)

@@ -2,7 +2,9 @@
 
 Kernel            must match (ref/v7.py)            shapes
 prepare           time_mix: w, a, kk, k, v lines     per (t, h): (T, C) buffers
-wkv               wkv_step over each row's tokens    per (b, h, i): S (B, L, H, N, N) [value i, key j]
+wkv               wkv_step over each row's tokens    per (b, h, i): S (B, L, H, N, N) [key j, value i] on the
+                                                     device (the transpose of the reference's, so that the
+                                                     threads of a warp read neighbouring addresses)
 output_gate       time_mix: (GN(y) + bonus) * g      per (t, h)
 """
 
@@ -11,7 +13,7 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
-                            linear, mix_inputs, store_last, token_shift)
+                            linear, linear_mixed, store_last, token_shift)
 from kernels.launch import kernel
 
 
@@ -46,19 +48,22 @@ def prepare(w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
 def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
         kk: ti.types.ndarray(), a: ti.types.ndarray(), S: ti.types.ndarray(), layer: ti.i32,
         start: ti.types.ndarray(), length: ti.types.ndarray(), y: ti.types.ndarray()):
-    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)^T + v k^T; y = S r."""
+    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)^T + v k^T; y = S r.
+
+    Thread (b, h, i) owns value row i; the device stores S[..., j, i], so at each j a warp reads one contiguous run.
+    """
     H, N = S.shape[2], S.shape[3]
     for b, h, i in ti.ndrange(S.shape[0], H, N):
         for step in range(length[b]):
             t = start[b] + step
             removed = 0.0
             for j in range(N):
-                removed -= S[b, layer, h, i, j] * kk[t, h * N + j]
+                removed -= S[b, layer, h, j, i] * kk[t, h * N + j]
             out = 0.0
             for j in range(N):
                 c = h * N + j
-                s = S[b, layer, h, i, j] * w[t, c] + removed * kk[t, c] * a[t, c] + v[t, h * N + i] * k[t, c]
-                S[b, layer, h, i, j] = s
+                s = S[b, layer, h, j, i] * w[t, c] + removed * kk[t, c] * a[t, c] + v[t, h * N + i] * k[t, c]
+                S[b, layer, h, j, i] = s
                 out += s * r[t, c]
             y[t, h * N + i] = out
 
@@ -76,10 +81,10 @@ def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarra
         y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
 
 
-def low_rank(ws, name, x, first, second, out, act_inside=ACT_NONE):
-    """out = second · act(first · x): the small two-matrix projections."""
-    hidden = ws.buffer(name, (x.shape[0], first.shape[0]))
-    linear(x, first, hidden, act_inside)
+def low_rank(ws, name, xa, prev, mix, first, second, out, act_inside=ACT_NONE):
+    """out = second · act(first · mix(xa, prev; m)): the small two-matrix projections."""
+    hidden = ws.buffer(name, (xa.shape[0], first.shape[0]))
+    linear_mixed(xa, prev, mix, first, hidden, MIX_PREVIOUS, act_inside)
     linear(hidden, second, out)
 
 
@@ -87,23 +92,19 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
     buf = {name: ws.buffer(name, (T, C)) for name in
-           ("xa", "prev", "mixed", "r", "w", "k", "v", "a", "g", "kk", "k_mod", "v_gate", "y", "gn", "v_first")}
+           ("xa", "prev", "r", "w", "k", "v", "a", "g", "kk", "k_mod", "v_gate", "y", "gn", "v_first")}
     layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
     token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
     att = p.att
+    xa, prev = buf["xa"], buf["prev"]
     for mix, weight, out in ((att.x_r, att.receptance, "r"), (att.x_k, att.key, "k"), (att.x_v, att.value, "v")):
-        mix_inputs(buf["xa"], buf["prev"], mix, buf["mixed"], MIX_PREVIOUS)
-        linear(buf["mixed"], weight, buf[out])
-    mix_inputs(buf["xa"], buf["prev"], att.x_w, buf["mixed"], MIX_PREVIOUS)
-    low_rank(ws, "lora_w", buf["mixed"], att.w1, att.w2, buf["w"], ACT_TANH)
-    mix_inputs(buf["xa"], buf["prev"], att.x_a, buf["mixed"], MIX_PREVIOUS)
-    low_rank(ws, "lora_a", buf["mixed"], att.a1, att.a2, buf["a"])
-    mix_inputs(buf["xa"], buf["prev"], att.x_g, buf["mixed"], MIX_PREVIOUS)
-    low_rank(ws, "lora_g", buf["mixed"], att.g1, att.g2, buf["g"], ACT_SIGMOID)
+        linear_mixed(xa, prev, mix, weight, buf[out], MIX_PREVIOUS)
+    low_rank(ws, "lora_w", xa, prev, att.x_w, att.w1, att.w2, buf["w"], ACT_TANH)
+    low_rank(ws, "lora_a", xa, prev, att.x_a, att.a1, att.a2, buf["a"])
+    low_rank(ws, "lora_g", xa, prev, att.x_g, att.g1, att.g2, buf["g"], ACT_SIGMOID)
     first_layer = att.v1 is None
     if not first_layer:
-        mix_inputs(buf["xa"], buf["prev"], att.x_v, buf["mixed"], MIX_PREVIOUS)
-        low_rank(ws, "lora_v", buf["mixed"], att.v1, att.v2, buf["v_gate"])
+        low_rank(ws, "lora_v", xa, prev, att.x_v, att.v1, att.v2, buf["v_gate"])
     v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
     prepare(buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["k_mod"], buf["v_first"], att.w0, att.a0, v0,
             att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
@@ -117,12 +118,11 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
 
 def channel_mix(i: int, p, x, state, plan, ws):
     T, C = plan.T, x.shape[1]
-    xf, prev, mixed = (ws.buffer(name, (T, C)) for name in ("xa", "prev", "mixed"))
+    xf, prev = (ws.buffer(name, (T, C)) for name in ("xa", "prev"))
     hidden = ws.buffer("ffn_hidden", (T, p.ffn.key.shape[0]))
     layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
     token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
-    mix_inputs(xf, prev, p.ffn.mix_k, mixed, MIX_PREVIOUS)
-    linear(mixed, p.ffn.key, hidden, ACT_RELU_SQUARED)
+    linear_mixed(xf, prev, p.ffn.mix_k, p.ffn.key, hidden, MIX_PREVIOUS, ACT_RELU_SQUARED)
     linear(hidden, p.ffn.value, x, accumulate=True)
     store_last(xf, plan.last, state.ffn_x, i)
 

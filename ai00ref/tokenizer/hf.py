@@ -4,7 +4,6 @@ A thin wrapper over `tokenizers.Tokenizer.from_file`; no special tokens are adde
 """
 from __future__ import annotations
 
-import codecs
 from os import PathLike
 
 from tokenizers import Tokenizer
