@@ -69,13 +69,37 @@ class Pass:
 
     @classmethod
     def plan(cls, lengths: tuple[int, ...]) -> "Pass":
+        """Rows may have no tokens in a pass (a chunk that others fill): their `last` is -1."""
         lengths = np.array(lengths, np.int32)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
         row = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
         first = np.zeros(int(lengths.sum()), np.int32)
-        first[starts] = 1
-        return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, starts + lengths - 1)),
+        first[starts[lengths > 0]] = 1
+        last = np.where(lengths > 0, starts + lengths - 1, -1).astype(np.int32)
+        return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, last)),
                    tuple(int(n) for n in lengths))
+
+
+def split_passes(lengths: Sequence[int], chunk: int) -> list[tuple[int, ...]]:
+    """Token counts per row for each pass of at most `chunk` tokens, sharing each pass fairly among the rows
+    that still have tokens (as web-rwkv's RnnIter does), so long prompts interleave with short ones."""
+    remaining, passes = list(lengths), []
+    while any(remaining):
+        take, budget = [0] * len(remaining), chunk
+        while budget > 0:
+            active = [b for b, left in enumerate(remaining) if left > take[b]]
+            if not active:
+                break
+            share = max(1, budget // len(active))
+            for b in active:
+                n = min(share, remaining[b] - take[b], budget)
+                take[b] += n
+                budget -= n
+                if budget == 0:
+                    break
+        passes.append(tuple(take))
+        remaining = [left - n for left, n in zip(remaining, take)]
+    return passes
 
 
 class PassCache:
@@ -162,15 +186,19 @@ class TaichiModel:
     """The fast engine. `arch`: auto | vulkan | cuda | cpu; `precision`: fp32 | fp16 (weights; f32 arithmetic).
 
     `graph=True` records each pass shape once and replays it as a compiled `ti.graph` (kernels/launch.py);
-    `graph=False` launches every kernel from Python (slower, same results).
+    `graph=False` launches every kernel from Python (slower, same results). A forward runs in passes of at most
+    `token_chunk_size` tokens over all rows together (`split_passes`).
     """
 
     backend = "taichi"
 
     def __init__(self, weights: Weights, arch: str = "auto", precision: str = "fp32",
-                 initial_state: RecurrentState | None = None, graph: bool = True):
+                 initial_state: RecurrentState | None = None, graph: bool = True, token_chunk_size: int = 256):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if token_chunk_size < 1:
+            raise ValueError(f"token_chunk_size must be positive, got {token_chunk_size}")
+        self.token_chunk_size = token_chunk_size
         self.arch = kernels.init(arch)
         self.precision = precision
         self.info = weights.info
@@ -197,16 +225,31 @@ class TaichiModel:
         elif not inplace:
             state = state.copy()
         rows = check_tokens(tokens, state.batch, self.info.n_vocab)
-        lengths = tuple(len(r) for r in rows)
-        plan = self.passes.get(lengths)
-        ws, C = self.workspace, self.info.n_embd
-        x = ws.buffer("x", (plan.T, C))
-        x.from_numpy(self.emb[np.concatenate(rows)])
-        logits = (self.replay_pass if self.graph else self.launch_pass)(x, state, plan, full_output).to_numpy()
+        done = [0] * len(rows)  # tokens of each row consumed so far
+        last_logits = np.zeros((len(rows), self.info.n_vocab), np.float32)
+        every_logits = [[] for _ in rows]
+        for take in split_passes([len(r) for r in rows], self.token_chunk_size):
+            plan = self.passes.get(take)
+            ids = np.concatenate([r[d:d + n] for r, d, n in zip(rows, done, take)])
+            done = [d + n for d, n in zip(done, take)]
+            finishing = [b for b, n in enumerate(take) if n and done[b] == len(rows[b])]
+            logits = self.run_pass(ids, state, plan, full_output)
+            if full_output:
+                host, bounds = logits.to_numpy(), np.cumsum((0,) + take)
+                for b, (a, z) in enumerate(zip(bounds[:-1], bounds[1:])):
+                    every_logits[b].append(host[a:z])
+            elif finishing:
+                host = logits.to_numpy()
+                last_logits[finishing] = host[finishing]
         if full_output:
-            bounds = np.cumsum([0] + [len(r) for r in rows])
-            return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])], state
-        return logits, state
+            return [np.concatenate(parts) for parts in every_logits], state
+        return last_logits, state
+
+    def run_pass(self, ids: np.ndarray, state, plan: Pass, full_output: bool):
+        """One pass over `plan.T` positions: upload the embeddings, run every kernel. Returns the logits buffer."""
+        x = self.workspace.buffer("x", (plan.T, self.info.n_embd))
+        x.from_numpy(self.emb[ids])
+        return (self.replay_pass if self.graph else self.launch_pass)(x, state, plan, full_output)
 
     def replay_pass(self, x, state, plan: Pass, full_output: bool):
         """`launch_pass` recorded once per (row lengths, full_output) and replayed as a graph."""

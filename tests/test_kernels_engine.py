@@ -59,3 +59,32 @@ def test_inplace_forward_updates_the_given_state(models):
     logits, same = graph.forward([[3, 4]], state, inplace=True)
     assert same is state and np.any(state.to_host().att_x)
     np.testing.assert_array_equal(logits, copy_logits)
+
+
+@pytest.mark.parametrize("lengths, chunk", [((5, 1, 3), 4), ((1,) * 10, 4), ((40, 2), 8), ((7,), 256), ((3, 0, 2), 2)])
+def test_split_passes_shares_each_chunk_and_consumes_every_token(lengths, chunk):
+    from kernels.engine import split_passes
+
+    passes = split_passes(lengths, chunk)
+    assert all(sum(take) <= chunk for take in passes)
+    assert tuple(map(sum, zip(*passes))) == tuple(lengths)
+    assert all(any(take) for take in passes)
+
+
+@pytest.mark.parametrize("variant", ["v4", "v6", "v7"])
+def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant):
+    path = write_random_model(RandomModelSpec(variant, n_layer=2, n_embd=32, n_vocab=64, head_size=16),
+                              tmp_path / "m.st")
+    whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=256)
+    chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=3)
+    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 10, 11, 12]]
+    lw, sw = whole.forward(rows, whole.new_state(3))
+    lc, sc = chunked.forward(rows, chunked.new_state(3))
+    np.testing.assert_allclose(lc, lw, rtol=1e-5, atol=1e-5)
+    fw, _ = whole.forward(rows, whole.new_state(3), full_output=True)
+    fc, _ = chunked.forward(rows, chunked.new_state(3), full_output=True)
+    for a, b in zip(fc, fw):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for b in range(3):
+        for x, y in zip(sc.to_official(b), sw.to_official(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
