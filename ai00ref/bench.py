@@ -2,6 +2,7 @@
 
     python -m ai00ref bench --random v7:L12:C768:V65536 --prefill 128 --decode 16 --batch 4
     python -m ai00ref bench --model assets/models/x.st --backend ref
+    python -m ai00ref bench --random v7:L12:C768:V65536 --backend taichi --arch cpu --precision fp16
 
 Prefill: one row of N tokens from a zero state. Decode: greedy single-token steps at batch 1, then at batch B.
 Peak memory is the process's maximum resident set size. Prints one `RESULT key=value` line per figure.
@@ -65,7 +66,10 @@ def add_bench_command(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a .st or .pth model file")
     source.add_argument("--random", help="a random model VARIANT:L<layers>:C<embd>:V<vocab>[:N<head size>]")
-    parser.add_argument("--backend", default="ref")
+    parser.add_argument("--backend", default="ref", choices=["ref", "taichi"])
+    parser.add_argument("--arch", help="taichi: auto, vulkan, cuda or cpu (default auto)")
+    parser.add_argument("--precision", help="taichi: fp32 or fp16 (default fp32)")
+    parser.add_argument("--token-chunk-size", type=int, help="taichi: tokens per pass (default 256)")
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--decode", type=int, default=16, help="decode steps (default 16)")
     parser.add_argument("--batch", type=int, default=4, help="rows for the batched decode (default 4)")
@@ -78,10 +82,14 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model or write_random_model(parse_random(args.random), Path(tmp) / "random.st")
-        model = ai00ref.load_model(path, backend=args.backend)
+        options = {k: v for k, v in (("arch", args.arch), ("precision", args.precision),
+                                      ("token_chunk_size", args.token_chunk_size)) if v is not None}
+        model = ai00ref.load_model(path, backend=args.backend, **options)
     info = model.info
-    print(f"model: {args.model or args.random} ({info.variant}, L{info.n_layer} C{info.n_embd} V{info.n_vocab}), "
-          f"backend {args.backend}")
+    where = f"backend {args.backend}" + (f" on {model.arch}, {model.precision}" if args.backend == "taichi" else "")
+    print(f"model: {args.model or args.random} ({info.variant}, L{info.n_layer} C{info.n_embd} V{info.n_vocab}), {where}")
+    if args.backend == "taichi":  # compile the kernels and record the graphs of the shapes timed below
+        run_bench(model, args.prefill, 1, args.batch)
     result = run_bench(model, args.prefill, args.decode, args.batch)
     print(f"RESULT prefill_tok_s={result.prefill_tok_s:.1f} tokens={args.prefill}")
     print(f"RESULT decode_tok_s={result.decode_tok_s:.1f} batch=1 steps={args.decode}")

@@ -66,7 +66,7 @@ def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "floa
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if options and backend == "ref":
-        raise TypeError(f"backend 'ref' takes no options {sorted(options)}")
+        raise ValueError(f"backend 'ref' takes no options {sorted(options)} (they are for backend='taichi')")
     path = os.fspath(path)
     tensors, log_bonus = read_tensors(path)
     for adapter in lora:
