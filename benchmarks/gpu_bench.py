@@ -65,23 +65,22 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
 
 
 def profile(path: Path, arch: str, precision: str, batch: int) -> None:
-    """Per-kernel time of one decode step at batch 1 and at `batch`, every launch synchronized (no graph)."""
-    from kernels.launch import profiling
+    """Device time per kernel of one decode pass at batch 1 and at `batch` (each kernel replayed in a graph)."""
+    from kernels.launch import recording, time_recorded
 
     model = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision, graph=False)
     for rows in (1, batch):
         state = model.new_state(rows)
         model.forward([[1]] * rows, state, inplace=True)
-        with profiling() as table:
-            start = time.perf_counter()
-            model.forward([[2]] * rows, state, inplace=True)
-            total = time.perf_counter() - start
-        kernel_time = sum(seconds for _, seconds in table.values())
-        print(f"PROFILE batch={rows} step={total * 1e3:.1f} ms, in kernels {kernel_time * 1e3:.1f} ms, "
-              f"launches {sum(n for n, _ in table.values())}", flush=True)
-        for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][1])[:12]:
-            print(f"PROFILE batch={rows}   {name:28s} {n:5d} launches {seconds * 1e3:8.2f} ms "
-                  f"({seconds / n * 1e6:7.1f} us each)", flush=True)
+        plan = model.passes.get((1,) * rows)
+        with recording() as calls:
+            model.launch_pass(model.workspace.buffer("x", (plan.T, model.info.n_embd)), state, plan, False)
+        table = time_recorded(calls)
+        total = sum(n * seconds for n, seconds in table.values())
+        print(f"PROFILE batch={rows} launches {len(calls)}, sum of kernel times {total * 1e3:.2f} ms", flush=True)
+        for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:16]:
+            print(f"PROFILE batch={rows}   {name:52s} {n:4d} x {seconds * 1e6:7.1f} us = {n * seconds * 1e3:6.2f} ms",
+                  flush=True)
 
 
 def main() -> None:

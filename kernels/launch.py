@@ -64,6 +64,34 @@ def profiling():
         _profile = None
 
 
+def kernel_name(compiled) -> str:
+    return getattr(compiled, "func", compiled).__qualname__.replace(".<locals>", "")
+
+
+def time_recorded(calls: list, repeats: int = 30) -> dict[str, tuple[int, float]]:
+    """Device time per kernel of a recorded pass: {name: (launches in the pass, seconds per launch)}.
+
+    Each distinct kernel's first call is replayed `repeats` times in one graph, so the figure includes the
+    graph's per-dispatch cost but neither Python launch overhead nor a sync per launch.
+    """
+    first, counts = {}, defaultdict(int)
+    for compiled, args in calls:  # one entry per kernel and argument shapes: the head is not a layer matrix
+        shapes = [tuple(a.shape) for a in args if isinstance(a, ti.Ndarray)]
+        name = f"{kernel_name(compiled)} {max(shapes, key=lambda s: (len(s), s), default=())}"
+        counts[name] += 1
+        first.setdefault(name, (compiled, args))
+    table = {}
+    for name, (compiled, args) in first.items():
+        replay = Replay([(compiled, args)] * repeats, {})
+        replay.run()
+        ti.sync()
+        start = time.perf_counter()
+        replay.run()
+        ti.sync()
+        table[name] = (counts[name], (time.perf_counter() - start) / repeats)
+    return table
+
+
 class Replay:
     """A recorded sequence of launches compiled into one graph. Ndarrays named in `roles` may be swapped per run."""
 
