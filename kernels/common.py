@@ -16,6 +16,7 @@ MIX_CURRENT, MIX_PREVIOUS = 0, 1  # v4/v5: x*m + prev*(1-m); v6/v7: x + (prev-x)
 NO_MIX = -1  # linear kernels: the input is x itself
 BLOCK = 128  # GPU workgroup size of the matrix kernels
 TOKENS_PER_BLOCK = 8  # GPU: positions sharing one read of a weight row
+UNROLL = 4  # GPU: weight loads each lane issues before it waits for the first
 
 
 @ti.func
@@ -218,13 +219,14 @@ def _linear_blocks(act: int, accumulate: bool, convention: int, tile: int):
             lane, o, first_t = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out * tile
             pad = ti.simt.block.SharedArray((tile * BLOCK,), ti.f32)
             acc = ti.Vector([0.0] * tile)
-            for chunk in range((n_in + BLOCK - 1) // BLOCK):
-                i = chunk * BLOCK + lane
-                if i < n_in:
-                    w = ti.cast(W[o, i], ti.f32)
-                    for u in ti.static(range(tile)):
-                        if first_t + u < T:
-                            acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
+            for group in range((n_in + BLOCK * UNROLL - 1) // (BLOCK * UNROLL)):
+                for q in ti.static(range(UNROLL)):  # UNROLL independent loads in flight per lane
+                    i = (group * UNROLL + q) * BLOCK + lane
+                    if i < n_in:
+                        w = ti.cast(W[o, i], ti.f32)
+                        for u in ti.static(range(tile)):
+                            if first_t + u < T:
+                                acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
             ti.simt.block.sync()
