@@ -159,24 +159,36 @@ ACTIVATIONS = {"none": (0, lambda s: s), "relu_squared": (1, ref.relu_squared), 
                "tanh": (3, np.tanh)}
 
 
-@given(T=st.one_of(st.integers(1, 20), st.sampled_from([8, 16, 17])),
+@given(T=st.one_of(st.integers(1, 20), st.sampled_from([4, 5, 8, 16, 17])),
        n_in=st.one_of(dims, st.sampled_from([127, 128, 129, 256, 300])),
        n_out=dims, act=st.sampled_from(sorted(ACTIVATIONS)), accumulate=st.booleans(),
-       f16=st.booleans(), seed=seeds)
-def test_linear(T, n_in, n_out, act, accumulate, f16, seed):
-    """On cpu this runs `_linear_rows`, on a GPU arch `_linear_blocks` (128-wide blocks, 8-token tiles)."""
+       f16=st.booleans(), mixing=st.sampled_from(["none", "current", "previous"]), seed=seeds)
+def test_linear(T, n_in, n_out, act, accumulate, f16, mixing, seed):
+    """`linear` (mixing none) and `linear_mixed` (the token-shift mix fused into the input read), vs
+    act(lerp(x, prev; m) Wᵀ) [+ y]. On cpu `_linear_rows`; on a GPU arch `_linear_blocks` (128-lane blocks,
+    1-position tiles up to T = 4, then 8-position tiles)."""
     from kernels import common
 
     rng = rng_of(seed)
-    x, y0 = normal(rng, T, n_in), normal(rng, T, n_out)
+    x, prev, y0 = normal(rng, T, n_in), normal(rng, T, n_in), normal(rng, T, n_out)
+    m = rng.uniform(0, 1, n_in).astype(np.float32)
     W = normal(rng, n_out, n_in, scale=n_in ** -0.5)
     if f16:
         W = W.astype(np.float16).astype(np.float32)  # the kernel sees exactly these values
     y = dev(y0)
     code, fn = ACTIVATIONS[act]
-    common.linear(dev(x), dev(W, ti.f16 if f16 else ti.f32), y, code, accumulate)
-    s = x.astype(np.float64) @ W.astype(np.float64).T
-    terms = np.abs(x.astype(np.float64)) @ np.abs(W.astype(np.float64)).T
+    W_dev = dev(W, ti.f16 if f16 else ti.f32)
+    x64, p64 = x.astype(np.float64), prev.astype(np.float64)
+    if mixing == "none":
+        common.linear(dev(x), W_dev, y, code, accumulate)
+        inputs, abs_inputs = x64, np.abs(x64)
+    else:
+        convention = common.MIX_CURRENT if mixing == "current" else common.MIX_PREVIOUS
+        common.linear_mixed(dev(x), dev(prev), dev(m), W_dev, y, convention, code, accumulate)
+        inputs = (ref.lerp_current if mixing == "current" else ref.lerp_previous)(x64, p64, m)
+        abs_inputs = np.abs(x64) + np.abs(p64)
+    s = inputs @ W.astype(np.float64).T
+    terms = abs_inputs @ np.abs(W.astype(np.float64)).T
     if act == "relu_squared":  # d(s²) = 2|s| ds
         terms = 2 * terms * np.abs(s)
     expected = fn(s) + (y0 if accumulate else 0)
