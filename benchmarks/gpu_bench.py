@@ -65,21 +65,22 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
 
 
 def profile(path: Path, arch: str, precision: str, batch: int) -> None:
-    """Device time per kernel of one decode pass at batch 1 and at `batch` (each kernel replayed in a graph)."""
+    """Device time per kernel of one pass: decode at batch 1 and at `batch`, and a 256-token prefill chunk
+    (each kernel replayed in a graph)."""
     from kernels.launch import recording, time_recorded
 
     model = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision, graph=False)
-    for rows in (1, batch):
-        state = model.new_state(rows)
-        model.forward([[1]] * rows, state, inplace=True)
-        plan = model.passes.get((1,) * rows)
+    for label, lengths in (("decode b1", (1,)), (f"decode b{batch}", (1,) * batch), ("prefill 256", (256,))):
+        state = model.new_state(len(lengths))
+        plan = model.passes.get(lengths)
+        model.run_pass(np.ones(plan.T, np.int64), state, plan, False)  # compile
         with recording() as calls:
             model.launch_pass(model.workspace.buffer("x", (plan.T, model.info.n_embd)), state, plan, False)
-        table = time_recorded(calls)
+        table = time_recorded(calls, repeats=10)
         total = sum(n * seconds for n, seconds in table.values())
-        print(f"PROFILE batch={rows} launches {len(calls)}, sum of kernel times {total * 1e3:.2f} ms", flush=True)
-        for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:16]:
-            print(f"PROFILE batch={rows}   {name:52s} {n:4d} x {seconds * 1e6:7.1f} us = {n * seconds * 1e3:6.2f} ms",
+        print(f"PROFILE {label}: launches {len(calls)}, sum of kernel times {total * 1e3:.2f} ms", flush=True)
+        for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:10]:
+            print(f"PROFILE {label}   {name:52s} {n:4d} x {seconds * 1e6:8.1f} us = {n * seconds * 1e3:7.2f} ms",
                   flush=True)
 
 
