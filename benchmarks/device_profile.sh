@@ -10,6 +10,6 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 for arch in vulkan cuda; do
   timeout 280 python3 benchmarks/gpu_bench.py --arch $arch --check "" --speed "$variant" --layers "$layers" \
-    --embd "$embd" --precision fp16 --profile 2>&1 | grep -v "^\[Taichi\]\|SyntaxWarning\|Save a field" \
+    --embd "$embd" --precision fp16 --batch 32 --profile 2>&1 | grep -v "^\[Taichi\]\|SyntaxWarning\|Save a field" \
     | tee "$out/profile_${arch}_${variant}.log"
 done
