@@ -185,48 +185,90 @@ def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i3
     return value
 
 
-@functools.cache
-def _linear_rows(act: int, accumulate: bool, convention: int):
-    """CPU: one thread per output row o, every position t reusing the cached row W[o]."""
+SLOTS = 4  # matrices one projection launch can take
 
-    @kernel
-    def linear_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(),
-                    W: ti.types.ndarray(), y: ti.types.ndarray()):
-        for o in range(W.shape[0]):
-            for t in range(x.shape[0]):
-                s = 0.0
-                for i in range(W.shape[1]):
-                    s += read_input(x, prev, m, t, i, convention) * ti.cast(W[o, i], ti.f32)
-                s = activate(s, act)
-                if ti.static(accumulate):
-                    y[t, o] += s
-                else:
-                    y[t, o] = s
-    return linear_rows
+
+def _slots(x, segments):
+    """(m, W, y) per segment, padded to SLOTS with the first segment's arrays (their code is never compiled)."""
+    padded = list(segments) + [segments[0]] * (SLOTS - len(segments))
+    return [array for segment in padded for array in segment]
 
 
 @functools.cache
-def _linear_blocks(act: int, accumulate: bool, convention: int, tile: int):
-    """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
+def _projections_rows(acts: tuple, accumulate: bool, convention: int):
+    """CPU: one thread per output row o of all segments, every position t reusing the cached row W[o]."""
+    n = len(acts)
 
     @kernel
-    def linear_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(),
-                      W: ti.types.ndarray(), y: ti.types.ndarray()):
-        n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
+    def projections_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(),
+                         m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
+                         m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
+                         m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
+                         m3: ti.types.ndarray(), W3: ti.types.ndarray(), y3: ti.types.ndarray()):
+        ms, Ws, ys = ti.static((m0, m1, m2, m3)[:n], (W0, W1, W2, W3)[:n], (y0, y1, y2, y3)[:n])
+        total = 0
+        for s in ti.static(range(n)):
+            total += Ws[s].shape[0]
+        for g in range(total):
+            o = g  # becomes the row within its segment as the segments before it are passed
+            for s in ti.static(range(n)):
+                if 0 <= o < Ws[s].shape[0]:
+                    for t in range(x.shape[0]):
+                        acc = 0.0
+                        for i in range(Ws[s].shape[1]):
+                            acc += read_input(x, prev, ms[s], t, i, convention) * ti.cast(Ws[s][o, i], ti.f32)
+                        acc = activate(acc, acts[s])
+                        if ti.static(accumulate):
+                            ys[s][t, o] += acc
+                        else:
+                            ys[s][t, o] = acc
+                o -= Ws[s].shape[0]
+    return projections_rows
+
+
+@ti.func
+def block_dot(x: ti.template(), prev: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32,
+              first_t: ti.i32, convention: ti.template(), tile: ti.template()):
+    """This lane's share of W[o]·input[t] for `tile` positions from first_t: lanes stride the input."""
+    acc = ti.Vector([0.0] * tile)
+    n_in, T = W.shape[1], x.shape[0]
+    for group in range((n_in + BLOCK * UNROLL - 1) // (BLOCK * UNROLL)):
+        for q in ti.static(range(UNROLL)):  # UNROLL independent loads in flight per lane
+            i = (group * UNROLL + q) * BLOCK + lane
+            if i < n_in:
+                w = ti.cast(W[o, i], ti.f32)
+                for u in ti.static(range(tile)):
+                    if first_t + u < T:
+                        acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
+    return acc
+
+
+@functools.cache
+def _projections_blocks(acts: tuple, accumulate: bool, convention: int, tile: int):
+    """GPU: one workgroup per (output row of any segment, `tile` positions), then a shared-memory sum."""
+    n = len(acts)
+
+    @kernel
+    def projections_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(),
+                           m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
+                           m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
+                           m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
+                           m3: ti.types.ndarray(), W3: ti.types.ndarray(), y3: ti.types.ndarray()):
+        ms, Ws, ys = ti.static((m0, m1, m2, m3)[:n], (W0, W1, W2, W3)[:n], (y0, y1, y2, y3)[:n])
+        total = 0
+        for s in ti.static(range(n)):
+            total += Ws[s].shape[0]
+        T = x.shape[0]
         n_tiles = (T + tile - 1) // tile
         ti.loop_config(block_dim=BLOCK)
-        for g in range(n_out * n_tiles * BLOCK):
-            lane, o, first_t = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out * tile
+        for g in range(total * n_tiles * BLOCK):
+            lane, o, first_t = g % BLOCK, (g // BLOCK) % total, g // BLOCK // total * tile
             pad = ti.simt.block.SharedArray((tile * BLOCK,), ti.f32)
             acc = ti.Vector([0.0] * tile)
-            for group in range((n_in + BLOCK * UNROLL - 1) // (BLOCK * UNROLL)):
-                for q in ti.static(range(UNROLL)):  # UNROLL independent loads in flight per lane
-                    i = (group * UNROLL + q) * BLOCK + lane
-                    if i < n_in:
-                        w = ti.cast(W[o, i], ti.f32)
-                        for u in ti.static(range(tile)):
-                            if first_t + u < T:
-                                acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
+            for s in ti.static(range(n)):  # the whole workgroup takes the same branch
+                if 0 <= o < Ws[s].shape[0]:
+                    acc = block_dot(x, prev, ms[s], Ws[s], o, lane, first_t, convention, tile)
+                o -= Ws[s].shape[0]
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
             ti.simt.block.sync()
@@ -237,24 +279,34 @@ def _linear_blocks(act: int, accumulate: bool, convention: int, tile: int):
                         pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
                 ti.simt.block.sync()
                 half //= 2
-            if lane < tile:
-                t = first_t + lane
-                if t < T:
-                    s = activate(pad[lane * BLOCK], act)
+            o = (g // BLOCK) % total
+            for s in ti.static(range(n)):
+                if 0 <= o < Ws[s].shape[0] and lane < tile and first_t + lane < T:
+                    value = activate(pad[lane * BLOCK], acts[s])
                     if ti.static(accumulate):
-                        y[t, o] += s
+                        ys[s][first_t + lane, o] += value
                     else:
-                        y[t, o] = s
-    return linear_blocks
+                        ys[s][first_t + lane, o] = value
+                o -= Ws[s].shape[0]
+    return projections_blocks
+
+
+def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False) -> None:
+    """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s), up to SLOTS, in one launch.
+
+    Each segment must match ref.common.linear(lerp_*(x, prev, m_s), W_s); NO_MIX reads x itself.
+    """
+    assert 1 <= len(segments) <= SLOTS and len(acts) == len(segments)
+    if not kernels.is_gpu():
+        _projections_rows(tuple(acts), accumulate, convention)(x, prev, *_slots(x, segments))
+    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
+        tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
+        _projections_blocks(tuple(acts), accumulate, convention, tile)(x, prev, *_slots(x, segments))
 
 
 def linear_mixed(x, prev, m, W, y, convention: int, act: int = ACT_NONE, accumulate: bool = False) -> None:
     """y (T, out) = act(mix(x, prev; m) (T, in) @ W (out, in)ᵀ), or y += that; NO_MIX: the input is x."""
-    if not kernels.is_gpu():
-        _linear_rows(act, accumulate, convention)(x, prev, m, W, y)
-    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
-        tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
-        _linear_blocks(act, accumulate, convention, tile)(x, prev, m, W, y)
+    projections(x, prev, [(m, W, y)], convention, (act,), accumulate)
 
 
 def linear(x, W, y, act: int = ACT_NONE, accumulate: bool = False) -> None:

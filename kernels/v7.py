@@ -13,7 +13,7 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
-                            linear, linear_mixed, store_last, token_shift)
+                            linear, linear_mixed, projections, store_last, token_shift)
 from kernels.launch import kernel
 
 
@@ -81,11 +81,24 @@ def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarra
         y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
 
 
-def low_rank(ws, name, xa, prev, mix, first, second, out, act_inside=ACT_NONE):
-    """out = second · act(first · mix(xa, prev; m)): the small two-matrix projections."""
-    hidden = ws.buffer(name, (xa.shape[0], first.shape[0]))
-    linear_mixed(xa, prev, mix, first, hidden, MIX_PREVIOUS, act_inside)
-    linear(hidden, second, out)
+def projections_of(i: int, att, xa, prev, buf, ws) -> bool:
+    """r, k, v and the low-rank w, a, g (and v-residual) terms: all first stages in two launches.
+
+    ref.v7.time_mix: r = Wr x_r, k = Wk x_k, v = Wv x_v; w2·tanh(w1 x_w); a2·(a1 x_a); g2·σ(g1 x_g); v2·(v1 x_v).
+    """
+    T, first_layer = xa.shape[0], att.v1 is None
+    lora = [("w", att.x_w, att.w1, att.w2, ACT_TANH, "w"), ("a", att.x_a, att.a1, att.a2, ACT_NONE, "a"),
+            ("g", att.x_g, att.g1, att.g2, ACT_SIGMOID, "g")]
+    if not first_layer:  # layer 0 has no value residual: its values become v_first
+        lora.append(("v", att.x_v, att.v1, att.v2, ACT_NONE, "v_gate"))
+    hidden = {name: ws.buffer(f"lora_{name}", (T, first.shape[0])) for name, _, first, _, _, _ in lora}
+    projections(xa, prev, [(att.x_r, att.receptance, buf["r"]), (att.x_k, att.key, buf["k"]),
+                           (att.x_v, att.value, buf["v"])], MIX_PREVIOUS, (ACT_NONE,) * 3)
+    projections(xa, prev, [(mix, first, hidden[name]) for name, mix, first, _, _, _ in lora], MIX_PREVIOUS,
+                tuple(act for _, _, _, _, act, _ in lora))
+    for name, _, _, second, _, out in lora:  # each reads its own hidden vector: one launch each
+        linear(hidden[name], second, buf[out])
+    return first_layer
 
 
 def time_mix(i: int, p, x, state, plan, ws, n_head: int):
@@ -96,15 +109,7 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
     token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
     att = p.att
-    xa, prev = buf["xa"], buf["prev"]
-    for mix, weight, out in ((att.x_r, att.receptance, "r"), (att.x_k, att.key, "k"), (att.x_v, att.value, "v")):
-        linear_mixed(xa, prev, mix, weight, buf[out], MIX_PREVIOUS)
-    low_rank(ws, "lora_w", xa, prev, att.x_w, att.w1, att.w2, buf["w"], ACT_TANH)
-    low_rank(ws, "lora_a", xa, prev, att.x_a, att.a1, att.a2, buf["a"])
-    low_rank(ws, "lora_g", xa, prev, att.x_g, att.g1, att.g2, buf["g"], ACT_SIGMOID)
-    first_layer = att.v1 is None
-    if not first_layer:
-        low_rank(ws, "lora_v", xa, prev, att.x_v, att.v1, att.v2, buf["v_gate"])
+    first_layer = projections_of(i, att, buf["xa"], buf["prev"], buf, ws)
     v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
     prepare(buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["k_mod"], buf["v_first"], att.w0, att.a0, v0,
             att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
