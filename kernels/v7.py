@@ -5,14 +5,14 @@ prepare           time_mix: w, a, kk, k, v lines     per (t, h): (T, C) buffers
 wkv               wkv_step over each row's tokens    per (b, h, i): S (B, L, H, N, N) [key j, value i] on the
                                                      device (the transpose of the reference's, so that the
                                                      threads of a warp read neighbouring addresses)
-output_gate       time_mix: (GN(y) + bonus) * g      per (t, h)
+output_gate       time_mix: (GN(y) + bonus) * g      per (t, c), GroupNorm included
 """
 
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
-from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
+from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, layer_norm,
                             linear, linear_mixed, projections, store_last, token_shift)
 from kernels.launch import kernel
 
@@ -70,15 +70,23 @@ def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: 
 
 @kernel
 def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
-                g: ti.types.ndarray(), r_k: ti.types.ndarray(), n_head: ti.i32):
-    """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y). One thread per element."""
+                g: ti.types.ndarray(), r_k: ti.types.ndarray(), ln_w: ti.types.ndarray(), ln_b: ti.types.ndarray(),
+                out: ti.types.ndarray(), n_head: ti.i32, eps: ti.f32):
+    """out = (GN(y) + (Σ_j r k r_k) v) * g per head (ref.v7.time_mix, ref.common.group_norm); one thread per
+    element, each recomputing its head's statistics and bonus (N cached reads)."""
     for t, c in ti.ndrange(y.shape[0], y.shape[1]):
         N = y.shape[1] // n_head
         h = c // N
-        bonus = 0.0
+        mean, bonus = 0.0, 0.0
         for n in range(N):
+            mean += y[t, h * N + n]
             bonus += r[t, h * N + n] * k[t, h * N + n] * ti.cast(r_k[h, n], ti.f32)
-        y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
+        mean /= N
+        var = 0.0
+        for n in range(N):
+            var += (y[t, h * N + n] - mean) ** 2
+        normed = (y[t, c] - mean) / ti.sqrt(var / N + eps) * ti.cast(ln_w[c], ti.f32) + ti.cast(ln_b[c], ti.f32)
+        out[t, c] = (normed + bonus * v[t, c]) * g[t, c]
 
 
 def projections_of(i: int, att, xa, prev, buf, ws) -> bool:
@@ -115,8 +123,8 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
             att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
     wkv(buf["r"], buf["w"], buf["k_mod"], buf["v"], buf["kk"], buf["a"], state.wkv, i, plan.start, plan.length,
         buf["y"])
-    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["gn"], n_head, GN_EPS)
-    output_gate(buf["gn"], buf["r"], buf["k_mod"], buf["v"], buf["g"], att.r_k, n_head)
+    output_gate(buf["y"], buf["r"], buf["k_mod"], buf["v"], buf["g"], att.r_k, att.ln_x.weight, att.ln_x.bias,
+                buf["gn"], n_head, GN_EPS)
     linear(buf["gn"], att.output, x, accumulate=True)
     store_last(buf["xa"], plan.last, state.att_x, i)
 
