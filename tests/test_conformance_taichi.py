@@ -2,8 +2,8 @@
 
 The arch is the one under test (env AI00REF_TAICHI_ARCH, tests/taichi_arch.py). One fixture per variant (the small
 L2 C64 shapes; v7 also the C128 one, whose 128 channels fill whole GPU workgroups), each written as every file type
-(fewer on lavapipe: FP32_FILES, FP16_FILES), at precision fp32 (tolerance 1e-4) and fp16 (1e-2): `conformance/runner.py` TOLERANCES. The full table:
-`python -m conformance --backend taichi --arch cpu` (conformance/README.md).
+(fewer on lavapipe: FP32_FILES, FP16_FILES), at precision fp32 (tolerance 1e-4) and fp16 (1e-2): `conformance/runner.py`
+TOLERANCES. The full table: `python -m conformance --backend taichi --arch cpu` (conformance/README.md).
 """
 from __future__ import annotations
 
