@@ -5,6 +5,7 @@ of position t and `first[t]` is 1 where t starts its row's segment. Weights may 
 """
 
 import functools
+from dataclasses import dataclass
 
 import taichi as ti
 
@@ -177,12 +178,31 @@ def mix_inputs(x, prev, m, y, convention: int) -> None:
 # launch and a buffer per token-shifted projection. With NO_MIX, `prev` and `m` are not read.
 
 @ti.func
-def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i32, i: ti.i32,
-               convention: ti.template()) -> ti.f32:
+def read_input(x: ti.template(), prev: ti.template(), shift: ti.template(), layer: ti.i32, row: ti.template(),
+               first: ti.template(), m: ti.template(), t: ti.i32, i: ti.i32, convention: ti.template(),
+               from_state: ti.template()) -> ti.f32:
+    """The input of position t, channel i: x itself (NO_MIX), or mix(x, prev; m) with the previous token taken
+    from a `prev` buffer, or (from_state) from x[t-1] and the row's state at its first position (token_shift)."""
     value = x[t, i]
     if ti.static(convention != NO_MIX):
-        value = mix(x[t, i], prev[t, i], ti.cast(m[i], ti.f32), convention)
+        previous = 0.0
+        if ti.static(from_state):
+            if first[t] == 1:
+                previous = shift[row[t], layer, i]
+            else:
+                previous = x[t - 1, i]
+        else:
+            previous = prev[t, i]
+        value = mix(x[t, i], previous, ti.cast(m[i], ti.f32), convention)
     return value
+
+
+@dataclass(frozen=True)
+class StateShift:
+    """The previous token of each position comes from x itself and, at a row's first position, from this state."""
+    shift: object  # (B, L, C) ndarray: state.att_x or state.ffn_x
+    layer: int
+    plan: object  # kernels.engine.Pass
 
 
 SLOTS = 4  # matrices one projection launch can take
@@ -195,12 +215,13 @@ def _slots(x, segments):
 
 
 @functools.cache
-def _projections_rows(acts: tuple, accumulate: bool, convention: int):
+def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state: bool):
     """CPU: one thread per output row o of all segments, every position t reusing the cached row W[o]."""
     n = len(acts)
 
     @kernel
-    def projections_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(),
+    def projections_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
+                         row: ti.types.ndarray(), first: ti.types.ndarray(),
                          m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
                          m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
                          m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
@@ -216,7 +237,8 @@ def _projections_rows(acts: tuple, accumulate: bool, convention: int):
                     for t in range(x.shape[0]):
                         acc = 0.0
                         for i in range(Ws[s].shape[1]):
-                            acc += read_input(x, prev, ms[s], t, i, convention) * ti.cast(Ws[s][o, i], ti.f32)
+                            acc += read_input(x, prev, shift, layer, row, first, ms[s], t, i, convention,
+                                              from_state) * ti.cast(Ws[s][o, i], ti.f32)
                         acc = activate(acc, acts[s])
                         if ti.static(accumulate):
                             ys[s][t, o] += acc
@@ -227,8 +249,9 @@ def _projections_rows(acts: tuple, accumulate: bool, convention: int):
 
 
 @ti.func
-def block_dot(x: ti.template(), prev: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32,
-              first_t: ti.i32, convention: ti.template(), tile: ti.template()):
+def block_dot(x: ti.template(), prev: ti.template(), shift: ti.template(), layer: ti.i32, row: ti.template(),
+              first: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32, first_t: ti.i32,
+              convention: ti.template(), from_state: ti.template(), tile: ti.template()):
     """This lane's share of W[o]·input[t] for `tile` positions from first_t: lanes stride the input."""
     acc = ti.Vector([0.0] * tile)
     n_in, T = W.shape[1], x.shape[0]
@@ -239,17 +262,19 @@ def block_dot(x: ti.template(), prev: ti.template(), m: ti.template(), W: ti.tem
                 w = ti.cast(W[o, i], ti.f32)
                 for u in ti.static(range(tile)):
                     if first_t + u < T:
-                        acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
+                        acc[u] += w * read_input(x, prev, shift, layer, row, first, m, first_t + u, i, convention,
+                                                 from_state)
     return acc
 
 
 @functools.cache
-def _projections_blocks(acts: tuple, accumulate: bool, convention: int, tile: int):
+def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_state: bool, tile: int):
     """GPU: one workgroup per (output row of any segment, `tile` positions), then a shared-memory sum."""
     n = len(acts)
 
     @kernel
-    def projections_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(),
+    def projections_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
+                           row: ti.types.ndarray(), first: ti.types.ndarray(),
                            m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
                            m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
                            m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
@@ -267,7 +292,8 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, tile: in
             acc = ti.Vector([0.0] * tile)
             for s in ti.static(range(n)):  # the whole workgroup takes the same branch
                 if 0 <= o < Ws[s].shape[0]:
-                    acc = block_dot(x, prev, ms[s], Ws[s], o, lane, first_t, convention, tile)
+                    acc = block_dot(x, prev, shift, layer, row, first, ms[s], Ws[s], o, lane, first_t, convention,
+                                    from_state, tile)
                 o -= Ws[s].shape[0]
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
@@ -294,14 +320,21 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, tile: in
 def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False) -> None:
     """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s), up to SLOTS, in one launch.
 
+    `prev`: a (T, C) buffer of previous tokens, or a `StateShift` (read on the fly, no token_shift launch).
     Each segment must match ref.common.linear(lerp_*(x, prev, m_s), W_s); NO_MIX reads x itself.
     """
     assert 1 <= len(segments) <= SLOTS and len(acts) == len(segments)
+    from_state = isinstance(prev, StateShift)
+    if from_state:  # placeholders fill the unused arguments; their code is not compiled
+        sources = (x, prev.shift, prev.layer, prev.plan.row, prev.plan.first)
+    else:
+        sources = (prev, x, 0, x, x)
     if not kernels.is_gpu():
-        _projections_rows(tuple(acts), accumulate, convention)(x, prev, *_slots(x, segments))
+        launch = _projections_rows(tuple(acts), accumulate, convention, from_state)
     else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
         tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
-        _projections_blocks(tuple(acts), accumulate, convention, tile)(x, prev, *_slots(x, segments))
+        launch = _projections_blocks(tuple(acts), accumulate, convention, from_state, tile)
+    launch(x, *sources, *_slots(x, segments))
 
 
 def linear_mixed(x, prev, m, W, y, convention: int, act: int = ACT_NONE, accumulate: bool = False) -> None:
