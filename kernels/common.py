@@ -215,7 +215,7 @@ def _slots(x, segments):
 
 
 @functools.cache
-def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state: bool):
+def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state: bool, offsets: tuple):
     """CPU: one thread per output row o of all segments, every position t reusing the cached row W[o]."""
     n = len(acts)
 
@@ -237,13 +237,13 @@ def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state
                     for t in range(x.shape[0]):
                         acc = 0.0
                         for i in range(Ws[s].shape[1]):
-                            acc += read_input(x, prev, shift, layer, row, first, ms[s], t, i, convention,
-                                              from_state) * ti.cast(Ws[s][o, i], ti.f32)
+                            acc += read_input(x, prev, shift, layer, row, first, ms[s], t, offsets[s][0] + i,
+                                              convention, from_state) * ti.cast(Ws[s][o, i], ti.f32)
                         acc = activate(acc, acts[s])
                         if ti.static(accumulate):
-                            ys[s][t, o] += acc
+                            ys[s][t, offsets[s][1] + o] += acc
                         else:
-                            ys[s][t, o] = acc
+                            ys[s][t, offsets[s][1] + o] = acc
                 o -= Ws[s].shape[0]
     return projections_rows
 
@@ -251,7 +251,7 @@ def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state
 @ti.func
 def block_dot(x: ti.template(), prev: ti.template(), shift: ti.template(), layer: ti.i32, row: ti.template(),
               first: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32, first_t: ti.i32,
-              convention: ti.template(), from_state: ti.template(), tile: ti.template()):
+              convention: ti.template(), from_state: ti.template(), tile: ti.template(), in_offset: ti.template()):
     """This lane's share of W[o]·input[t] for `tile` positions from first_t: lanes stride the input."""
     acc = ti.Vector([0.0] * tile)
     n_in, T = W.shape[1], x.shape[0]
@@ -262,13 +262,14 @@ def block_dot(x: ti.template(), prev: ti.template(), shift: ti.template(), layer
                 w = ti.cast(W[o, i], ti.f32)
                 for u in ti.static(range(tile)):
                     if first_t + u < T:
-                        acc[u] += w * read_input(x, prev, shift, layer, row, first, m, first_t + u, i, convention,
-                                                 from_state)
+                        acc[u] += w * read_input(x, prev, shift, layer, row, first, m, first_t + u, in_offset + i,
+                                                 convention, from_state)
     return acc
 
 
 @functools.cache
-def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_state: bool, tile: int):
+def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_state: bool, offsets: tuple,
+                        tile: int):
     """GPU: one workgroup per (output row of any segment, `tile` positions), then a shared-memory sum."""
     n = len(acts)
 
@@ -293,7 +294,7 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_sta
             for s in ti.static(range(n)):  # the whole workgroup takes the same branch
                 if 0 <= o < Ws[s].shape[0]:
                     acc = block_dot(x, prev, shift, layer, row, first, ms[s], Ws[s], o, lane, first_t, convention,
-                                    from_state, tile)
+                                    from_state, tile, offsets[s][0])
                 o -= Ws[s].shape[0]
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
@@ -310,30 +311,34 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_sta
                 if 0 <= o < Ws[s].shape[0] and lane < tile and first_t + lane < T:
                     value = activate(pad[lane * BLOCK], acts[s])
                     if ti.static(accumulate):
-                        ys[s][first_t + lane, o] += value
+                        ys[s][first_t + lane, offsets[s][1] + o] += value
                     else:
-                        ys[s][first_t + lane, o] = value
+                        ys[s][first_t + lane, offsets[s][1] + o] = value
                 o -= Ws[s].shape[0]
     return projections_blocks
 
 
-def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False) -> None:
+def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False,
+                offsets: tuple | None = None) -> None:
     """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s), up to SLOTS, in one launch.
 
     `prev`: a (T, C) buffer of previous tokens, or a `StateShift` (read on the fly, no token_shift launch).
+    `offsets`: per segment (input column, output column) where its slice of x and of y_s begin (default 0, 0), so
+    that segments can share one input or one output buffer side by side.
     Each segment must match ref.common.linear(lerp_*(x, prev, m_s), W_s); NO_MIX reads x itself.
     """
     assert 1 <= len(segments) <= SLOTS and len(acts) == len(segments)
+    offsets = tuple(offsets or ((0, 0),) * len(segments))
     from_state = isinstance(prev, StateShift)
     if from_state:  # placeholders fill the unused arguments; their code is not compiled
         sources = (x, prev.shift, prev.layer, prev.plan.row, prev.plan.first)
     else:
         sources = (prev, x, 0, x, x)
     if not kernels.is_gpu():
-        launch = _projections_rows(tuple(acts), accumulate, convention, from_state)
+        launch = _projections_rows(tuple(acts), accumulate, convention, from_state, offsets)
     else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
         tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
-        launch = _projections_blocks(tuple(acts), accumulate, convention, from_state, tile)
+        launch = _projections_blocks(tuple(acts), accumulate, convention, from_state, offsets, tile)
     launch(x, *sources, *_slots(x, segments))
 
 

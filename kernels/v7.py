@@ -12,7 +12,7 @@ import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
-from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, layer_norm,
+from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, NO_MIX, layer_norm,
                             StateShift, linear, linear_mixed, projections, store_last)
 from kernels.launch import kernel
 
@@ -90,22 +90,26 @@ def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarra
 
 
 def projections_of(i: int, att, xa, prev, buf, ws) -> bool:
-    """r, k, v and the low-rank w, a, g (and v-residual) terms: all first stages in two launches.
+    """r, k, v and the low-rank w, a, g (and v-residual) terms in three launches. Returns whether i is layer 0.
 
     ref.v7.time_mix: r = Wr x_r, k = Wk x_k, v = Wv x_v; w2·tanh(w1 x_w); a2·(a1 x_a); g2·σ(g1 x_g); v2·(v1 x_v).
+    The first stages write side by side into one hidden buffer, which the second stages read by column offset.
     """
-    T, first_layer = xa.shape[0], att.v1 is None
-    lora = [("w", att.x_w, att.w1, att.w2, ACT_TANH, "w"), ("a", att.x_a, att.a1, att.a2, ACT_NONE, "a"),
-            ("g", att.x_g, att.g1, att.g2, ACT_SIGMOID, "g")]
+    first_layer = att.v1 is None
+    lora = [(att.x_w, att.w1, att.w2, ACT_TANH, buf["w"]), (att.x_a, att.a1, att.a2, ACT_NONE, buf["a"]),
+            (att.x_g, att.g1, att.g2, ACT_SIGMOID, buf["g"])]
     if not first_layer:  # layer 0 has no value residual: its values become v_first
-        lora.append(("v", att.x_v, att.v1, att.v2, ACT_NONE, "v_gate"))
-    hidden = {name: ws.buffer(f"lora_{name}", (T, first.shape[0])) for name, _, first, _, _, _ in lora}
+        lora.append((att.x_v, att.v1, att.v2, ACT_NONE, buf["v_gate"]))
+    columns = [0]
+    for _, first, *_ in lora:
+        columns.append(columns[-1] + first.shape[0])
+    hidden = ws.buffer(f"lora_hidden_{len(lora)}", (xa.shape[0], columns[-1]))
     projections(xa, prev, [(att.x_r, att.receptance, buf["r"]), (att.x_k, att.key, buf["k"]),
                            (att.x_v, att.value, buf["v"])], MIX_PREVIOUS, (ACT_NONE,) * 3)
-    projections(xa, prev, [(mix, first, hidden[name]) for name, mix, first, _, _, _ in lora], MIX_PREVIOUS,
-                tuple(act for _, _, _, _, act, _ in lora))
-    for name, _, _, second, _, out in lora:  # each reads its own hidden vector: one launch each
-        linear(hidden[name], second, buf[out])
+    projections(xa, prev, [(mix, first, hidden) for mix, first, *_ in lora], MIX_PREVIOUS,
+                tuple(act for *_, act, _ in lora), offsets=tuple((0, c) for c in columns[:-1]))
+    projections(hidden, hidden, [(hidden, second, out) for _, _, second, _, out in lora], NO_MIX,
+                (ACT_NONE,) * len(lora), offsets=tuple((c, 0) for c in columns[:-1]))
     return first_layer
 
 

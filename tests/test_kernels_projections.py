@@ -69,3 +69,25 @@ def test_previous_token_read_from_the_state_equals_token_shift(taichi_arch, leng
     common.linear_mixed(x, prev, m, W, via_buffer, convention)
     common.linear_mixed(x, common.StateShift(shift, layer, plan), m, W, via_state, convention)
     np.testing.assert_array_equal(via_state.to_numpy(), via_buffer.to_numpy())
+
+
+@given(T=st.integers(1, 9), widths=st.lists(st.integers(1, 40), min_size=1, max_size=4), n_out=st.integers(1, 50),
+       seed=st.integers(0, 2**16))
+def test_offsets_share_one_hidden_buffer(taichi_arch, T, widths, n_out, seed):
+    """First stages write side by side into one buffer; second stages read their slice back (v7's low-rank pairs)."""
+    from kernels import common
+
+    rng = np.random.default_rng(seed)
+    n_in, columns = 33, np.concatenate([[0], np.cumsum(widths)])
+    x = rng.standard_normal((T, n_in))
+    firsts = [rng.standard_normal((w, n_in)) / n_in**0.5 for w in widths]
+    seconds = [rng.standard_normal((n_out, w)) / w**0.5 for w in widths]
+    hidden, outs = device(np.zeros((T, columns[-1]))), [device(np.zeros((T, n_out))) for _ in widths]
+    xd = device(x)
+    common.projections(xd, xd, [(xd, device(W), hidden) for W in firsts], common.NO_MIX, (3,) * len(widths),
+                       offsets=tuple((0, int(c)) for c in columns[:-1]))
+    common.projections(hidden, hidden, [(hidden, device(W), out) for W, out in zip(seconds, outs)], common.NO_MIX,
+                       (0,) * len(widths), offsets=tuple((int(c), 0) for c in columns[:-1]))
+    for W1, W2, out in zip(firsts, seconds, outs):
+        want = ref.linear(np.tanh(ref.linear(x, W1)), W2)
+        np.testing.assert_allclose(out.to_numpy(), want, rtol=1e-5, atol=1e-6)  # two f32 kernels in a row
