@@ -5,7 +5,6 @@ of position t and `first[t]` is 1 where t starts its row's segment. Weights may 
 """
 
 import functools
-from dataclasses import dataclass
 
 import taichi as ti
 
@@ -18,6 +17,7 @@ NO_MIX = -1  # linear kernels: the input is x itself
 BLOCK = 128  # GPU workgroup size of the matrix kernels
 TOKENS_PER_BLOCK = 8  # GPU: positions sharing one read of a weight row
 UNROLL = 4  # GPU: weight loads each lane issues before it waits for the first
+DECODE_POSITIONS = 4  # passes of at most this many positions count as decode
 
 
 @ti.func
@@ -178,31 +178,13 @@ def mix_inputs(x, prev, m, y, convention: int) -> None:
 # launch and a buffer per token-shifted projection. With NO_MIX, `prev` and `m` are not read.
 
 @ti.func
-def read_input(x: ti.template(), prev: ti.template(), shift: ti.template(), layer: ti.i32, row: ti.template(),
-               first: ti.template(), m: ti.template(), t: ti.i32, i: ti.i32, convention: ti.template(),
-               from_state: ti.template()) -> ti.f32:
-    """The input of position t, channel i: x itself (NO_MIX), or mix(x, prev; m) with the previous token taken
-    from a `prev` buffer, or (from_state) from x[t-1] and the row's state at its first position (token_shift)."""
+def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i32, i: ti.i32,
+               convention: ti.template()) -> ti.f32:
+    """The input of position t, channel i: x itself (NO_MIX), or mix(x, prev; m)."""
     value = x[t, i]
     if ti.static(convention != NO_MIX):
-        previous = 0.0
-        if ti.static(from_state):
-            if first[t] == 1:
-                previous = shift[row[t], layer, i]
-            else:
-                previous = x[t - 1, i]
-        else:
-            previous = prev[t, i]
-        value = mix(x[t, i], previous, ti.cast(m[i], ti.f32), convention)
+        value = mix(x[t, i], prev[t, i], ti.cast(m[i], ti.f32), convention)
     return value
-
-
-@dataclass(frozen=True)
-class StateShift:
-    """The previous token of each position comes from x itself and, at a row's first position, from this state."""
-    shift: object  # (B, L, C) ndarray: state.att_x or state.ffn_x
-    layer: int
-    plan: object  # kernels.engine.Pass
 
 
 SLOTS = 4  # matrices one projection launch can take
@@ -215,13 +197,12 @@ def _slots(x, segments):
 
 
 @functools.cache
-def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state: bool, offsets: tuple):
+def _projections_rows(acts: tuple, accumulate: bool, convention: int, offsets: tuple):
     """CPU: one thread per output row o of all segments, every position t reusing the cached row W[o]."""
     n = len(acts)
 
     @kernel
-    def projections_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
-                         row: ti.types.ndarray(), first: ti.types.ndarray(),
+    def projections_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(),
                          m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
                          m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
                          m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
@@ -237,8 +218,8 @@ def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state
                     for t in range(x.shape[0]):
                         acc = 0.0
                         for i in range(Ws[s].shape[1]):
-                            acc += read_input(x, prev, shift, layer, row, first, ms[s], t, offsets[s][0] + i,
-                                              convention, from_state) * ti.cast(Ws[s][o, i], ti.f32)
+                            acc += read_input(x, prev, ms[s], t, offsets[s][0] + i, convention) \
+                                * ti.cast(Ws[s][o, i], ti.f32)
                         acc = activate(acc, acts[s])
                         if ti.static(accumulate):
                             ys[s][t, offsets[s][1] + o] += acc
@@ -249,9 +230,8 @@ def _projections_rows(acts: tuple, accumulate: bool, convention: int, from_state
 
 
 @ti.func
-def block_dot(x: ti.template(), prev: ti.template(), shift: ti.template(), layer: ti.i32, row: ti.template(),
-              first: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32, first_t: ti.i32,
-              convention: ti.template(), from_state: ti.template(), tile: ti.template(), in_offset: ti.template()):
+def block_dot(x: ti.template(), prev: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32,
+              first_t: ti.i32, convention: ti.template(), tile: ti.template(), in_offset: ti.template()):
     """This lane's share of W[o]·input[t] for `tile` positions from first_t: lanes stride the input."""
     acc = ti.Vector([0.0] * tile)
     n_in, T = W.shape[1], x.shape[0]
@@ -262,20 +242,17 @@ def block_dot(x: ti.template(), prev: ti.template(), shift: ti.template(), layer
                 w = ti.cast(W[o, i], ti.f32)
                 for u in ti.static(range(tile)):
                     if first_t + u < T:
-                        acc[u] += w * read_input(x, prev, shift, layer, row, first, m, first_t + u, in_offset + i,
-                                                 convention, from_state)
+                        acc[u] += w * read_input(x, prev, m, first_t + u, in_offset + i, convention)
     return acc
 
 
 @functools.cache
-def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_state: bool, offsets: tuple,
-                        tile: int):
+def _projections_blocks(acts: tuple, accumulate: bool, convention: int, offsets: tuple, tile: int):
     """GPU: one workgroup per (output row of any segment, `tile` positions), then a shared-memory sum."""
     n = len(acts)
 
     @kernel
-    def projections_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
-                           row: ti.types.ndarray(), first: ti.types.ndarray(),
+    def projections_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(),
                            m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
                            m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
                            m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
@@ -293,8 +270,7 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_sta
             acc = ti.Vector([0.0] * tile)
             for s in ti.static(range(n)):  # the whole workgroup takes the same branch
                 if 0 <= o < Ws[s].shape[0]:
-                    acc = block_dot(x, prev, shift, layer, row, first, ms[s], Ws[s], o, lane, first_t, convention,
-                                    from_state, tile, offsets[s][0])
+                    acc = block_dot(x, prev, ms[s], Ws[s], o, lane, first_t, convention, tile, offsets[s][0])
                 o -= Ws[s].shape[0]
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
@@ -320,26 +296,26 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, from_sta
 
 def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False,
                 offsets: tuple | None = None) -> None:
-    """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s), up to SLOTS, in one launch.
+    """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s), up to SLOTS.
 
-    `prev`: a (T, C) buffer of previous tokens, or a `StateShift` (read on the fly, no token_shift launch).
     `offsets`: per segment (input column, output column) where its slice of x and of y_s begin (default 0, 0), so
-    that segments can share one input or one output buffer side by side.
+    that segments can share one input or one output buffer side by side. Decode passes (a few positions) run all
+    segments in one launch; longer passes launch each segment alone (one kernel holding several segments' tiled
+    loops is too large a shader: it ran slower on CUDA and did not finish compiling on Vulkan in 280 s).
     Each segment must match ref.common.linear(lerp_*(x, prev, m_s), W_s); NO_MIX reads x itself.
     """
     assert 1 <= len(segments) <= SLOTS and len(acts) == len(segments)
     offsets = tuple(offsets or ((0, 0),) * len(segments))
-    from_state = isinstance(prev, StateShift)
-    if from_state:  # placeholders fill the unused arguments; their code is not compiled
-        sources = (x, prev.shift, prev.layer, prev.plan.row, prev.plan.first)
-    else:
-        sources = (prev, x, 0, x, x)
+    if x.shape[0] > DECODE_POSITIONS and len(segments) > 1:
+        for segment, act, offset in zip(segments, acts, offsets):
+            projections(x, prev, [segment], convention, (act,), accumulate, (offset,))
+        return
     if not kernels.is_gpu():
-        launch = _projections_rows(tuple(acts), accumulate, convention, from_state, offsets)
-    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
-        tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
-        launch = _projections_blocks(tuple(acts), accumulate, convention, from_state, offsets, tile)
-    launch(x, *sources, *_slots(x, segments))
+        launch = _projections_rows(tuple(acts), accumulate, convention, offsets)
+    else:  # decode passes take one position per workgroup: no idle token slots
+        tile = 1 if x.shape[0] <= DECODE_POSITIONS else TOKENS_PER_BLOCK
+        launch = _projections_blocks(tuple(acts), accumulate, convention, offsets, tile)
+    launch(x, prev, *_slots(x, segments))
 
 
 def linear_mixed(x, prev, m, W, y, convention: int, act: int = ACT_NONE, accumulate: bool = False) -> None:

@@ -10,7 +10,7 @@ import taichi as ti
 
 from ai00ref.ref.common import LN_EPS
 from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, MIX_CURRENT, layer_norm, linear, projections,
-                            StateShift, store_last)
+                            store_last, token_shift)
 from kernels.launch import kernel
 
 
@@ -54,10 +54,10 @@ def project(xa, prev, outputs, convention=MIX_CURRENT):
 def time_mix(i: int, p, x, state, plan, ws):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "r", "k", "v", "y")}
-    xa, att = buf["xa"], p.att
-    prev = StateShift(state.att_x, i, plan)  # the projections read the previous token themselves
+    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "k", "v", "y")}
+    xa, prev, att = buf["xa"], buf["prev"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
+    token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
     project(xa, prev, [(att.mix_r, att.receptance, buf["r"], ACT_SIGMOID), (att.mix_k, att.key, buf["k"], ACT_NONE),
                        (att.mix_v, att.value, buf["v"], ACT_NONE)])
     wkv(buf["r"], buf["k"], buf["v"], state.aa, state.bb, state.pp, att.decay, att.bonus, i, plan.start,
@@ -69,10 +69,10 @@ def time_mix(i: int, p, x, state, plan, ws):
 def channel_mix(i: int, p, x, state, plan, ws, convention=MIX_CURRENT):
     """v4/v5 channel mix (v6 passes MIX_PREVIOUS): x += σ(Wr·xr) ⊙ Wv·relu²(Wk·xk)."""
     T, C, ffn = plan.T, x.shape[1], p.ffn
-    xf, r, kv = (ws.buffer(name, (T, C)) for name in ("xa", "r", "ffn_kv"))
-    prev = StateShift(state.ffn_x, i, plan)
+    xf, prev, r, kv = (ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "ffn_kv"))
     hidden = ws.buffer("ffn_hidden", (T, ffn.key.shape[0]))
     layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
+    token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
     project(xf, prev, [(ffn.mix_k, ffn.key, hidden, ACT_RELU_SQUARED), (ffn.mix_r, ffn.receptance, r, ACT_SIGMOID)],
             convention)
     linear(hidden, ffn.value, kv)

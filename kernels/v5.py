@@ -10,7 +10,7 @@ apply_gate        time_mix: out * silu(Wg·xg)                per (t, c)
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels.common import ACT_NONE, StateShift, group_norm, layer_norm, linear, store_last
+from kernels.common import ACT_NONE, group_norm, layer_norm, linear, store_last, token_shift
 from kernels.launch import kernel
 from kernels.v4 import channel_mix, project
 
@@ -65,10 +65,10 @@ def mix_output(i: int, att, x, state, plan, buf, n_head: int) -> None:
 def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "r", "k", "v", "w", "g", "y", "gn")}
-    xa, att = buf["xa"], p.att
-    prev = StateShift(state.att_x, i, plan)  # the projections read the previous token themselves
+    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "k", "v", "w", "g", "y", "gn")}
+    xa, prev, att = buf["xa"], buf["prev"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
+    token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
     outputs = [(att.mix_r, att.receptance, buf["r"], ACT_NONE), (att.mix_k, att.key, buf["k"], ACT_NONE),
                (att.mix_v, att.value, buf["v"], ACT_NONE)]
     if att.gate is not None:  # v5.1 and v5.2

@@ -13,7 +13,7 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, NO_MIX, layer_norm,
-                            StateShift, linear, linear_mixed, projections, store_last)
+                            linear, linear_mixed, projections, store_last, token_shift)
 from kernels.launch import kernel
 
 
@@ -117,10 +117,11 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
     T, C = plan.T, x.shape[1]
     buf = {name: ws.buffer(name, (T, C)) for name in
-           ("xa", "r", "w", "k", "v", "a", "g", "kk", "k_mod", "v_gate", "y", "gn", "v_first")}
+           ("xa", "prev", "r", "w", "k", "v", "a", "g", "kk", "k_mod", "v_gate", "y", "gn", "v_first")}
     layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
+    token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
     att = p.att
-    first_layer = projections_of(i, att, buf["xa"], StateShift(state.att_x, i, plan), buf, ws)
+    first_layer = projections_of(i, att, buf["xa"], buf["prev"], buf, ws)
     v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
     prepare(buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["k_mod"], buf["v_first"], att.w0, att.a0, v0,
             att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
@@ -134,11 +135,11 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
 
 def channel_mix(i: int, p, x, state, plan, ws):
     T, C = plan.T, x.shape[1]
-    xf = ws.buffer("xa", (T, C))
+    xf, prev = (ws.buffer(name, (T, C)) for name in ("xa", "prev"))
     hidden = ws.buffer("ffn_hidden", (T, p.ffn.key.shape[0]))
     layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
-    linear_mixed(xf, StateShift(state.ffn_x, i, plan), p.ffn.mix_k, p.ffn.key, hidden, MIX_PREVIOUS,
-                 ACT_RELU_SQUARED)
+    token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
+    linear_mixed(xf, prev, p.ffn.mix_k, p.ffn.key, hidden, MIX_PREVIOUS, ACT_RELU_SQUARED)
     linear(hidden, p.ffn.value, x, accumulate=True)
     store_last(xf, plan.last, state.ffn_x, i)
 

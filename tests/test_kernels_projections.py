@@ -53,24 +53,6 @@ def test_projections_match_each_linear(taichi_arch, T, n_in, outs, convention, a
         assert error.max() <= bound, f"max error {error.max():.3e} > {bound:.3e}"
 
 
-@given(lengths=st.lists(st.integers(0, 4), min_size=1, max_size=4).filter(any), n_in=st.integers(1, 150),
-       layer=st.integers(0, 1), convention=st.sampled_from([0, 1]), seed=st.integers(0, 2**16))
-def test_previous_token_read_from_the_state_equals_token_shift(taichi_arch, lengths, n_in, layer, convention, seed):
-    """StateShift (previous token read inside the projection) == token_shift into a buffer, then the projection."""
-    from kernels import common
-    from kernels.engine import Pass
-
-    rng = np.random.default_rng(seed)
-    plan = Pass.plan(tuple(lengths))
-    x, shift = device(rng.standard_normal((plan.T, n_in))), device(rng.standard_normal((len(lengths), 2, n_in)))
-    m, W = device(rng.uniform(0, 1, n_in)), device(rng.standard_normal((5, n_in)))
-    prev, via_buffer, via_state = (device(np.zeros(shape)) for shape in ((plan.T, n_in), (plan.T, 5), (plan.T, 5)))
-    common.token_shift(x, shift, layer, plan.row, plan.first, prev)
-    common.linear_mixed(x, prev, m, W, via_buffer, convention)
-    common.linear_mixed(x, common.StateShift(shift, layer, plan), m, W, via_state, convention)
-    np.testing.assert_array_equal(via_state.to_numpy(), via_buffer.to_numpy())
-
-
 @given(T=st.integers(1, 9), widths=st.lists(st.integers(1, 40), min_size=1, max_size=4), n_out=st.integers(1, 50),
        seed=st.integers(0, 2**16))
 def test_offsets_share_one_hidden_buffer(taichi_arch, T, widths, n_out, seed):
