@@ -187,91 +187,50 @@ def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i3
     return value
 
 
-SLOTS = 4  # matrices one projection launch can take
+@functools.cache
+def _linear_rows(act: int, accumulate: bool, convention: int, offsets: tuple):
+    """CPU: one thread per output row o, every position t reusing the cached row W[o]."""
+    in_offset, out_offset = offsets
 
-
-def _slots(x, segments):
-    """(m, W, y) per segment, padded to SLOTS with the first segment's arrays (their code is never compiled)."""
-    padded = list(segments) + [segments[0]] * (SLOTS - len(segments))
-    return [array for segment in padded for array in segment]
+    @kernel
+    def linear_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), W: ti.types.ndarray(),
+                    y: ti.types.ndarray()):
+        for o in range(W.shape[0]):
+            for t in range(x.shape[0]):
+                acc = 0.0
+                for i in range(W.shape[1]):
+                    acc += read_input(x, prev, m, t, in_offset + i, convention) * ti.cast(W[o, i], ti.f32)
+                acc = activate(acc, act)
+                if ti.static(accumulate):
+                    y[t, out_offset + o] += acc
+                else:
+                    y[t, out_offset + o] = acc
+    return linear_rows
 
 
 @functools.cache
-def _projections_rows(acts: tuple, accumulate: bool, convention: int, offsets: tuple):
-    """CPU: one thread per output row o of all segments, every position t reusing the cached row W[o]."""
-    n = len(acts)
+def _linear_blocks(act: int, accumulate: bool, convention: int, offsets: tuple, tile: int):
+    """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
+    in_offset, out_offset = offsets
 
     @kernel
-    def projections_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(),
-                         m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
-                         m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
-                         m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
-                         m3: ti.types.ndarray(), W3: ti.types.ndarray(), y3: ti.types.ndarray()):
-        ms, Ws, ys = ti.static((m0, m1, m2, m3)[:n], (W0, W1, W2, W3)[:n], (y0, y1, y2, y3)[:n])
-        total = 0
-        for s in ti.static(range(n)):
-            total += Ws[s].shape[0]
-        for g in range(total):
-            o = g  # becomes the row within its segment as the segments before it are passed
-            for s in ti.static(range(n)):
-                if 0 <= o < Ws[s].shape[0]:
-                    for t in range(x.shape[0]):
-                        acc = 0.0
-                        for i in range(Ws[s].shape[1]):
-                            acc += read_input(x, prev, ms[s], t, offsets[s][0] + i, convention) \
-                                * ti.cast(Ws[s][o, i], ti.f32)
-                        acc = activate(acc, acts[s])
-                        if ti.static(accumulate):
-                            ys[s][t, offsets[s][1] + o] += acc
-                        else:
-                            ys[s][t, offsets[s][1] + o] = acc
-                o -= Ws[s].shape[0]
-    return projections_rows
-
-
-@ti.func
-def block_dot(x: ti.template(), prev: ti.template(), m: ti.template(), W: ti.template(), o: ti.i32, lane: ti.i32,
-              first_t: ti.i32, convention: ti.template(), tile: ti.template(), in_offset: ti.template()):
-    """This lane's share of W[o]·input[t] for `tile` positions from first_t: lanes stride the input."""
-    acc = ti.Vector([0.0] * tile)
-    n_in, T = W.shape[1], x.shape[0]
-    for group in range((n_in + BLOCK * UNROLL - 1) // (BLOCK * UNROLL)):
-        for q in ti.static(range(UNROLL)):  # UNROLL independent loads in flight per lane
-            i = (group * UNROLL + q) * BLOCK + lane
-            if i < n_in:
-                w = ti.cast(W[o, i], ti.f32)
-                for u in ti.static(range(tile)):
-                    if first_t + u < T:
-                        acc[u] += w * read_input(x, prev, m, first_t + u, in_offset + i, convention)
-    return acc
-
-
-@functools.cache
-def _projections_blocks(acts: tuple, accumulate: bool, convention: int, offsets: tuple, tile: int):
-    """GPU: one workgroup per (output row of any segment, `tile` positions), then a shared-memory sum."""
-    n = len(acts)
-
-    @kernel
-    def projections_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(),
-                           m0: ti.types.ndarray(), W0: ti.types.ndarray(), y0: ti.types.ndarray(),
-                           m1: ti.types.ndarray(), W1: ti.types.ndarray(), y1: ti.types.ndarray(),
-                           m2: ti.types.ndarray(), W2: ti.types.ndarray(), y2: ti.types.ndarray(),
-                           m3: ti.types.ndarray(), W3: ti.types.ndarray(), y3: ti.types.ndarray()):
-        ms, Ws, ys = ti.static((m0, m1, m2, m3)[:n], (W0, W1, W2, W3)[:n], (y0, y1, y2, y3)[:n])
-        total = 0
-        for s in ti.static(range(n)):
-            total += Ws[s].shape[0]
-        T = x.shape[0]
+    def linear_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), W: ti.types.ndarray(),
+                      y: ti.types.ndarray()):
+        n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
         n_tiles = (T + tile - 1) // tile
         ti.loop_config(block_dim=BLOCK)
-        for g in range(total * n_tiles * BLOCK):
-            lane, o, first_t = g % BLOCK, (g // BLOCK) % total, g // BLOCK // total * tile
+        for g in range(n_out * n_tiles * BLOCK):
+            lane, o, first_t = g % BLOCK, (g // BLOCK) % n_out, g // BLOCK // n_out * tile
             pad = ti.simt.block.SharedArray((tile * BLOCK,), ti.f32)
             acc = ti.Vector([0.0] * tile)
-            for s in ti.static(range(n)):  # the whole workgroup takes the same branch
-                if 0 <= o < Ws[s].shape[0]:
-                    acc = block_dot(x, prev, ms[s], Ws[s], o, lane, first_t, convention, tile, offsets[s][0])
-                o -= Ws[s].shape[0]
+            for group in range((n_in + BLOCK * UNROLL - 1) // (BLOCK * UNROLL)):
+                for q in ti.static(range(UNROLL)):  # UNROLL independent loads in flight per lane
+                    i = (group * UNROLL + q) * BLOCK + lane
+                    if i < n_in:
+                        w = ti.cast(W[o, i], ti.f32)
+                        for u in ti.static(range(tile)):
+                            if first_t + u < T:
+                                acc[u] += w * read_input(x, prev, m, first_t + u, in_offset + i, convention)
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
             ti.simt.block.sync()
@@ -282,40 +241,33 @@ def _projections_blocks(acts: tuple, accumulate: bool, convention: int, offsets:
                         pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
                 ti.simt.block.sync()
                 half //= 2
-            o = (g // BLOCK) % total
-            for s in ti.static(range(n)):
-                if 0 <= o < Ws[s].shape[0] and lane < tile and first_t + lane < T:
-                    value = activate(pad[lane * BLOCK], acts[s])
-                    if ti.static(accumulate):
-                        ys[s][first_t + lane, offsets[s][1] + o] += value
-                    else:
-                        ys[s][first_t + lane, offsets[s][1] + o] = value
-                o -= Ws[s].shape[0]
-    return projections_blocks
+            if lane < tile and first_t + lane < T:
+                value = activate(pad[lane * BLOCK], act)
+                if ti.static(accumulate):
+                    y[first_t + lane, out_offset + o] += value
+                else:
+                    y[first_t + lane, out_offset + o] = value
+    return linear_blocks
 
 
 def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False,
                 offsets: tuple | None = None) -> None:
-    """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s), up to SLOTS.
+    """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s) of one input, a launch each.
 
     `offsets`: per segment (input column, output column) where its slice of x and of y_s begin (default 0, 0), so
-    that segments can share one input or one output buffer side by side. Decode passes (a few positions) run all
-    segments in one launch; longer passes launch each segment alone (one kernel holding several segments' tiled
-    loops is too large a shader: it ran slower on CUDA and did not finish compiling on Vulkan in 280 s).
+    that segments can share one input or one output buffer side by side.
     Each segment must match ref.common.linear(lerp_*(x, prev, m_s), W_s); NO_MIX reads x itself.
+    (One launch for several segments was tried on the H100: fewer dispatches, but the larger kernel made decode
+    slower on CUDA (63.7 -> 44 tok/s) and its tiled form did not finish compiling on Vulkan in 280 s.)
     """
-    assert 1 <= len(segments) <= SLOTS and len(acts) == len(segments)
-    offsets = tuple(offsets or ((0, 0),) * len(segments))
-    if x.shape[0] > DECODE_POSITIONS and len(segments) > 1:
-        for segment, act, offset in zip(segments, acts, offsets):
-            projections(x, prev, [segment], convention, (act,), accumulate, (offset,))
-        return
-    if not kernels.is_gpu():
-        launch = _projections_rows(tuple(acts), accumulate, convention, offsets)
-    else:  # decode passes take one position per workgroup: no idle token slots
-        tile = 1 if x.shape[0] <= DECODE_POSITIONS else TOKENS_PER_BLOCK
-        launch = _projections_blocks(tuple(acts), accumulate, convention, offsets, tile)
-    launch(x, prev, *_slots(x, segments))
+    assert len(acts) == len(segments)
+    for (m, W, y), act, offset in zip(segments, acts, offsets or ((0, 0),) * len(segments)):
+        if not kernels.is_gpu():
+            launch = _linear_rows(act, accumulate, convention, tuple(offset))
+        else:  # decode passes take one position per workgroup: no idle token slots
+            tile = 1 if x.shape[0] <= DECODE_POSITIONS else TOKENS_PER_BLOCK
+            launch = _linear_blocks(act, accumulate, convention, tuple(offset), tile)
+        launch(x, prev, m, W, y)
 
 
 def linear_mixed(x, prev, m, W, y, convention: int, act: int = ACT_NONE, accumulate: bool = False) -> None:
