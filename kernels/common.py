@@ -17,7 +17,6 @@ NO_MIX = -1  # linear kernels: the input is x itself
 BLOCK = 128  # GPU workgroup size of the matrix kernels
 TOKENS_PER_BLOCK = 8  # GPU: positions sharing one read of a weight row
 UNROLL = 4  # GPU: weight loads each lane issues before it waits for the first
-DECODE_POSITIONS = 4  # passes of at most this many positions count as decode
 
 
 @ti.func
@@ -180,7 +179,6 @@ def mix_inputs(x, prev, m, y, convention: int) -> None:
 @ti.func
 def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i32, i: ti.i32,
                convention: ti.template()) -> ti.f32:
-    """The input of position t, channel i: x itself (NO_MIX), or mix(x, prev; m)."""
     value = x[t, i]
     if ti.static(convention != NO_MIX):
         value = mix(x[t, i], prev[t, i], ti.cast(m[i], ti.f32), convention)
@@ -188,34 +186,32 @@ def read_input(x: ti.template(), prev: ti.template(), m: ti.template(), t: ti.i3
 
 
 @functools.cache
-def _linear_rows(act: int, accumulate: bool, convention: int, offsets: tuple):
+def _linear_rows(act: int, accumulate: bool, convention: int):
     """CPU: one thread per output row o, every position t reusing the cached row W[o]."""
-    in_offset, out_offset = offsets
 
     @kernel
-    def linear_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), W: ti.types.ndarray(),
-                    y: ti.types.ndarray()):
+    def linear_rows(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(),
+                    W: ti.types.ndarray(), y: ti.types.ndarray()):
         for o in range(W.shape[0]):
             for t in range(x.shape[0]):
-                acc = 0.0
+                s = 0.0
                 for i in range(W.shape[1]):
-                    acc += read_input(x, prev, m, t, in_offset + i, convention) * ti.cast(W[o, i], ti.f32)
-                acc = activate(acc, act)
+                    s += read_input(x, prev, m, t, i, convention) * ti.cast(W[o, i], ti.f32)
+                s = activate(s, act)
                 if ti.static(accumulate):
-                    y[t, out_offset + o] += acc
+                    y[t, o] += s
                 else:
-                    y[t, out_offset + o] = acc
+                    y[t, o] = s
     return linear_rows
 
 
 @functools.cache
-def _linear_blocks(act: int, accumulate: bool, convention: int, offsets: tuple, tile: int):
+def _linear_blocks(act: int, accumulate: bool, convention: int, tile: int):
     """GPU: one workgroup per (output row, `tile` positions); lanes stride the input, then a shared-memory sum."""
-    in_offset, out_offset = offsets
 
     @kernel
-    def linear_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), W: ti.types.ndarray(),
-                      y: ti.types.ndarray()):
+    def linear_blocks(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(),
+                      W: ti.types.ndarray(), y: ti.types.ndarray()):
         n_out, n_in, T = W.shape[0], W.shape[1], x.shape[0]
         n_tiles = (T + tile - 1) // tile
         ti.loop_config(block_dim=BLOCK)
@@ -230,7 +226,7 @@ def _linear_blocks(act: int, accumulate: bool, convention: int, offsets: tuple, 
                         w = ti.cast(W[o, i], ti.f32)
                         for u in ti.static(range(tile)):
                             if first_t + u < T:
-                                acc[u] += w * read_input(x, prev, m, first_t + u, in_offset + i, convention)
+                                acc[u] += w * read_input(x, prev, m, first_t + u, i, convention)
             for u in ti.static(range(tile)):
                 pad[u * BLOCK + lane] = acc[u]
             ti.simt.block.sync()
@@ -241,38 +237,24 @@ def _linear_blocks(act: int, accumulate: bool, convention: int, offsets: tuple, 
                         pad[u * BLOCK + lane] = pad[u * BLOCK + lane] + pad[u * BLOCK + lane + half]
                 ti.simt.block.sync()
                 half //= 2
-            if lane < tile and first_t + lane < T:
-                value = activate(pad[lane * BLOCK], act)
-                if ti.static(accumulate):
-                    y[first_t + lane, out_offset + o] += value
-                else:
-                    y[first_t + lane, out_offset + o] = value
+            if lane < tile:
+                t = first_t + lane
+                if t < T:
+                    s = activate(pad[lane * BLOCK], act)
+                    if ti.static(accumulate):
+                        y[t, o] += s
+                    else:
+                        y[t, o] = s
     return linear_blocks
-
-
-def projections(x, prev, segments, convention: int, acts: tuple, accumulate: bool = False,
-                offsets: tuple | None = None) -> None:
-    """y_s = act_s(W_s · mix(x, prev; m_s)) (+ y_s) for each segment (m_s, W_s, y_s) of one input, a launch each.
-
-    `offsets`: per segment (input column, output column) where its slice of x and of y_s begin (default 0, 0), so
-    that segments can share one input or one output buffer side by side.
-    Each segment must match ref.common.linear(lerp_*(x, prev, m_s), W_s); NO_MIX reads x itself.
-    (One launch for several segments was tried on the H100: fewer dispatches, but the larger kernel made decode
-    slower on CUDA (63.7 -> 44 tok/s) and its tiled form did not finish compiling on Vulkan in 280 s.)
-    """
-    assert len(acts) == len(segments)
-    for (m, W, y), act, offset in zip(segments, acts, offsets or ((0, 0),) * len(segments)):
-        if not kernels.is_gpu():
-            launch = _linear_rows(act, accumulate, convention, tuple(offset))
-        else:  # decode passes take one position per workgroup: no idle token slots
-            tile = 1 if x.shape[0] <= DECODE_POSITIONS else TOKENS_PER_BLOCK
-            launch = _linear_blocks(act, accumulate, convention, tuple(offset), tile)
-        launch(x, prev, m, W, y)
 
 
 def linear_mixed(x, prev, m, W, y, convention: int, act: int = ACT_NONE, accumulate: bool = False) -> None:
     """y (T, out) = act(mix(x, prev; m) (T, in) @ W (out, in)ᵀ), or y += that; NO_MIX: the input is x."""
-    projections(x, prev, [(m, W, y)], convention, (act,), accumulate)
+    if not kernels.is_gpu():
+        _linear_rows(act, accumulate, convention)(x, prev, m, W, y)
+    else:  # decode passes (a few positions) take one position per workgroup: no idle token slots
+        tile = 1 if x.shape[0] <= 4 else TOKENS_PER_BLOCK
+        _linear_blocks(act, accumulate, convention, tile)(x, prev, m, W, y)
 
 
 def linear(x, W, y, act: int = ACT_NONE, accumulate: bool = False) -> None:

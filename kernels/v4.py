@@ -9,7 +9,7 @@ gated_add         channel_mix: x += r ⊙ (Wv relu²(Wk xk))     per (t, c)
 import taichi as ti
 
 from ai00ref.ref.common import LN_EPS
-from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, MIX_CURRENT, layer_norm, linear, projections,
+from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, MIX_CURRENT, layer_norm, linear, linear_mixed,
                             store_last, token_shift)
 from kernels.launch import kernel
 
@@ -46,9 +46,9 @@ def gated_add(x: ti.types.ndarray(), r: ti.types.ndarray(), y: ti.types.ndarray(
         x[t, c] += r[t, c] * y[t, c]
 
 
-def project(xa, prev, outputs, convention=MIX_CURRENT):
-    """out = act(W · mix(x, prev; m)) for each (m, W, out, act), in one launch (ref: linear(lerp_*(x, prev, m), W))."""
-    projections(xa, prev, [(m, W, out) for m, W, out, _ in outputs], convention, tuple(a for *_, a in outputs))
+def project(xa, prev, mix, weight, out, act=ACT_NONE, convention=MIX_CURRENT):
+    """out = act(W · mix(x, prev; m)): the token-shifted projections (ref: linear(lerp_*(x, prev, m), W))."""
+    linear_mixed(xa, prev, mix, weight, out, convention, act)
 
 
 def time_mix(i: int, p, x, state, plan, ws):
@@ -58,8 +58,9 @@ def time_mix(i: int, p, x, state, plan, ws):
     xa, prev, att = buf["xa"], buf["prev"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
     token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
-    project(xa, prev, [(att.mix_r, att.receptance, buf["r"], ACT_SIGMOID), (att.mix_k, att.key, buf["k"], ACT_NONE),
-                       (att.mix_v, att.value, buf["v"], ACT_NONE)])
+    project(xa, prev, att.mix_r, att.receptance, buf["r"], ACT_SIGMOID)
+    project(xa, prev, att.mix_k, att.key, buf["k"])
+    project(xa, prev, att.mix_v, att.value, buf["v"])
     wkv(buf["r"], buf["k"], buf["v"], state.aa, state.bb, state.pp, att.decay, att.bonus, i, plan.start,
         plan.length, buf["y"])
     linear(buf["y"], att.output, x, accumulate=True)
@@ -73,9 +74,9 @@ def channel_mix(i: int, p, x, state, plan, ws, convention=MIX_CURRENT):
     hidden = ws.buffer("ffn_hidden", (T, ffn.key.shape[0]))
     layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
     token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
-    project(xf, prev, [(ffn.mix_k, ffn.key, hidden, ACT_RELU_SQUARED), (ffn.mix_r, ffn.receptance, r, ACT_SIGMOID)],
-            convention)
+    project(xf, prev, ffn.mix_k, ffn.key, hidden, ACT_RELU_SQUARED, convention)
     linear(hidden, ffn.value, kv)
+    project(xf, prev, ffn.mix_r, ffn.receptance, r, ACT_SIGMOID, convention)
     gated_add(x, r, kv)
     store_last(xf, plan.last, state.ffn_x, i)
 

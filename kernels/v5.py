@@ -10,7 +10,7 @@ apply_gate        time_mix: out * silu(Wg·xg)                per (t, c)
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels.common import ACT_NONE, group_norm, layer_norm, linear, store_last, token_shift
+from kernels.common import group_norm, layer_norm, linear, store_last, token_shift
 from kernels.launch import kernel
 from kernels.v4 import channel_mix, project
 
@@ -69,11 +69,11 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     xa, prev, att = buf["xa"], buf["prev"], p.att
     layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
     token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
-    outputs = [(att.mix_r, att.receptance, buf["r"], ACT_NONE), (att.mix_k, att.key, buf["k"], ACT_NONE),
-               (att.mix_v, att.value, buf["v"], ACT_NONE)]
+    project(xa, prev, att.mix_r, att.receptance, buf["r"])
+    project(xa, prev, att.mix_k, att.key, buf["k"])
+    project(xa, prev, att.mix_v, att.value, buf["v"])
     if att.gate is not None:  # v5.1 and v5.2
-        outputs.append((att.mix_g, att.gate, buf["g"], ACT_NONE))
-    project(xa, prev, outputs)
+        project(xa, prev, att.mix_g, att.gate, buf["g"])
     fill_decay(att.decay, buf["w"])
     mix_output(i, att, x, state, plan, buf, n_head)
     store_last(xa, plan.last, state.att_x, i)

@@ -5,15 +5,15 @@ prepare           time_mix: w, a, kk, k, v lines     per (t, h): (T, C) buffers
 wkv               wkv_step over each row's tokens    per (b, h, i): S (B, L, H, N, N) [key j, value i] on the
                                                      device (the transpose of the reference's, so that the
                                                      threads of a warp read neighbouring addresses)
-output_gate       time_mix: (GN(y) + bonus) * g      per (t, c), GroupNorm included
+output_gate       time_mix: (GN(y) + bonus) * g      per (t, h)
 """
 
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
-from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, NO_MIX, layer_norm,
-                            linear, linear_mixed, projections, store_last, token_shift)
+from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
+                            linear, linear_mixed, store_last, token_shift)
 from kernels.launch import kernel
 
 
@@ -70,47 +70,22 @@ def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: 
 
 @kernel
 def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
-                g: ti.types.ndarray(), r_k: ti.types.ndarray(), ln_w: ti.types.ndarray(), ln_b: ti.types.ndarray(),
-                out: ti.types.ndarray(), n_head: ti.i32, eps: ti.f32):
-    """out = (GN(y) + (Σ_j r k r_k) v) * g per head (ref.v7.time_mix, ref.common.group_norm); one thread per
-    element, each recomputing its head's statistics and bonus (N cached reads)."""
+                g: ti.types.ndarray(), r_k: ti.types.ndarray(), n_head: ti.i32):
+    """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y). One thread per element."""
     for t, c in ti.ndrange(y.shape[0], y.shape[1]):
         N = y.shape[1] // n_head
         h = c // N
-        mean, bonus = 0.0, 0.0
+        bonus = 0.0
         for n in range(N):
-            mean += y[t, h * N + n]
             bonus += r[t, h * N + n] * k[t, h * N + n] * ti.cast(r_k[h, n], ti.f32)
-        mean /= N
-        var = 0.0
-        for n in range(N):
-            var += (y[t, h * N + n] - mean) ** 2
-        normed = (y[t, c] - mean) / ti.sqrt(var / N + eps) * ti.cast(ln_w[c], ti.f32) + ti.cast(ln_b[c], ti.f32)
-        out[t, c] = (normed + bonus * v[t, c]) * g[t, c]
+        y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
 
 
-def projections_of(i: int, att, xa, prev, buf, ws) -> bool:
-    """r, k, v and the low-rank w, a, g (and v-residual) terms in three launches. Returns whether i is layer 0.
-
-    ref.v7.time_mix: r = Wr x_r, k = Wk x_k, v = Wv x_v; w2·tanh(w1 x_w); a2·(a1 x_a); g2·σ(g1 x_g); v2·(v1 x_v).
-    The first stages write side by side into one hidden buffer, which the second stages read by column offset.
-    """
-    first_layer = att.v1 is None
-    lora = [(att.x_w, att.w1, att.w2, ACT_TANH, buf["w"]), (att.x_a, att.a1, att.a2, ACT_NONE, buf["a"]),
-            (att.x_g, att.g1, att.g2, ACT_SIGMOID, buf["g"])]
-    if not first_layer:  # layer 0 has no value residual: its values become v_first
-        lora.append((att.x_v, att.v1, att.v2, ACT_NONE, buf["v_gate"]))
-    columns = [0]
-    for _, first, *_ in lora:
-        columns.append(columns[-1] + first.shape[0])
-    hidden = ws.buffer(f"lora_hidden_{len(lora)}", (xa.shape[0], columns[-1]))
-    projections(xa, prev, [(att.x_r, att.receptance, buf["r"]), (att.x_k, att.key, buf["k"]),
-                           (att.x_v, att.value, buf["v"])], MIX_PREVIOUS, (ACT_NONE,) * 3)
-    projections(xa, prev, [(mix, first, hidden) for mix, first, *_ in lora], MIX_PREVIOUS,
-                tuple(act for *_, act, _ in lora), offsets=tuple((0, c) for c in columns[:-1]))
-    projections(hidden, hidden, [(hidden, second, out) for _, _, second, _, out in lora], NO_MIX,
-                (ACT_NONE,) * len(lora), offsets=tuple((c, 0) for c in columns[:-1]))
-    return first_layer
+def low_rank(ws, name, xa, prev, mix, first, second, out, act_inside=ACT_NONE):
+    """out = second · act(first · mix(xa, prev; m)): the small two-matrix projections."""
+    hidden = ws.buffer(name, (xa.shape[0], first.shape[0]))
+    linear_mixed(xa, prev, mix, first, hidden, MIX_PREVIOUS, act_inside)
+    linear(hidden, second, out)
 
 
 def time_mix(i: int, p, x, state, plan, ws, n_head: int):
@@ -121,14 +96,22 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
     token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
     att = p.att
-    first_layer = projections_of(i, att, buf["xa"], buf["prev"], buf, ws)
+    xa, prev = buf["xa"], buf["prev"]
+    for mix, weight, out in ((att.x_r, att.receptance, "r"), (att.x_k, att.key, "k"), (att.x_v, att.value, "v")):
+        linear_mixed(xa, prev, mix, weight, buf[out], MIX_PREVIOUS)
+    low_rank(ws, "lora_w", xa, prev, att.x_w, att.w1, att.w2, buf["w"], ACT_TANH)
+    low_rank(ws, "lora_a", xa, prev, att.x_a, att.a1, att.a2, buf["a"])
+    low_rank(ws, "lora_g", xa, prev, att.x_g, att.g1, att.g2, buf["g"], ACT_SIGMOID)
+    first_layer = att.v1 is None
+    if not first_layer:
+        low_rank(ws, "lora_v", xa, prev, att.x_v, att.v1, att.v2, buf["v_gate"])
     v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
     prepare(buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["k_mod"], buf["v_first"], att.w0, att.a0, v0,
             att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
     wkv(buf["r"], buf["w"], buf["k_mod"], buf["v"], buf["kk"], buf["a"], state.wkv, i, plan.start, plan.length,
         buf["y"])
-    output_gate(buf["y"], buf["r"], buf["k_mod"], buf["v"], buf["g"], att.r_k, att.ln_x.weight, att.ln_x.bias,
-                buf["gn"], n_head, GN_EPS)
+    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["gn"], n_head, GN_EPS)
+    output_gate(buf["gn"], buf["r"], buf["k_mod"], buf["v"], buf["g"], att.r_k, n_head)
     linear(buf["gn"], att.output, x, accumulate=True)
     store_last(buf["xa"], plan.last, state.att_x, i)
 
