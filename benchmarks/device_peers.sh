@@ -3,12 +3,7 @@
 # web-rwkv-py (Vulkan; v4-v6) and the official rwkv package (CUDA kernels, fp16). Carry .gl, .peerwhl, .peers.
 set -uo pipefail
 layers=${1:-24}; embd=${2:-2048}
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .peerwhl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-out=${OUT:-/tmp/out}; mkdir -p "$out"; models=/tmp/peer-models; mkdir -p $models
+source benchmarks/device_setup.sh .peerwhl; models=/tmp/peer-models; mkdir -p $models
 python3 - "$layers" "$embd" "$models" <<'PY'
 import sys
 import numpy as np

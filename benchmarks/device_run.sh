@@ -4,12 +4,7 @@
 # Usage on the device: bash benchmarks/device_run.sh [SPEED_VARIANTS] [LAYERS] [EMBD]
 set -uo pipefail
 variants=${1:-v7,v6}; layers=${2:-24}; embd=${3:-2048}
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-out=${OUT:-/tmp/out}; mkdir -p "$out"
+source benchmarks/device_setup.sh .whl
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "from kernels.device import vulkan_devices; print('vulkan devices:', vulkan_devices())"
 python3 .peers/taichi_bw.py vulkan 2>&1 | grep RESULT | tee "$out/taichi_bw_vulkan.log"
