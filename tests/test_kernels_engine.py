@@ -88,3 +88,28 @@ def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant):
     for b in range(3):
         for x, y in zip(sc.to_official(b), sw.to_official(b)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["v4", "v5.2", "v6", "v7"])
+def test_fp16_precision_on_weights_that_fp16_cannot_hold(taichi_arch, tmp_path, variant):
+    """The generator's weights are fp16-exact; perturb them so that fp16 storage really rounds (spec/tolerances.md:
+    fp16 within 1e-2 of the reference), and check that it did round (the error is not zero)."""
+    from ai00ref.weights.pth import write_pth
+    from ai00ref.weights.random_model import random_model_tensors
+
+    spec = RandomModelSpec(variant, n_layer=2, n_embd=64, n_vocab=128, head_size=16)
+    rng = np.random.default_rng(7)
+    tensors = {k: (v * (1 + 1e-3 * rng.standard_normal(v.shape))).astype(np.float32)
+               for k, v in random_model_tensors(spec).items()}
+    write_pth(tmp_path / "m.pth", tensors)
+    ref = ai00ref.load_model(tmp_path / "m.pth")
+    fast = ai00ref.load_model(tmp_path / "m.pth", backend="taichi", arch=taichi_arch, precision="fp16")
+    rows = [[1, 2, 3, 4, 5], [6], [7, 8]]
+    lr, sr = ref.forward(rows, ref.new_state(3))
+    lf, sf = fast.forward(rows, fast.new_state(3))
+    errors = [np.linalg.norm(lf - lr, axis=1) / np.linalg.norm(lr, axis=1)]
+    lr, _ = ref.forward([[9], [10], [11]], sr)
+    lf, _ = fast.forward([[9], [10], [11]], sf)
+    errors.append(np.linalg.norm(lf - lr, axis=1) / np.linalg.norm(lr, axis=1))
+    worst = float(np.max(errors))
+    assert 1e-7 < worst <= 1e-2, worst
