@@ -62,13 +62,19 @@ def mix_output(i: int, att, x, state, plan, buf, n_head: int) -> None:
     linear(buf["gn"], att.output, x, accumulate=True)
 
 
-def time_mix(i: int, p, x, state, plan, ws, n_head: int):
-    """One layer's time mix over all positions; adds its output to x and updates state row by row."""
+def shifted_input(i: int, p, x, state, plan, ws) -> dict:
+    """The shared v5/v6 head: the time mix's buffers, with xa = LN1(x) and prev = its token shift."""
     T, C = plan.T, x.shape[1]
     buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "k", "v", "w", "g", "y", "gn")}
+    layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
+    token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
+    return buf
+
+
+def time_mix(i: int, p, x, state, plan, ws, n_head: int):
+    """One layer's time mix over all positions; adds its output to x and updates state row by row."""
+    buf = shifted_input(i, p, x, state, plan, ws)
     xa, prev, att = buf["xa"], buf["prev"], p.att
-    layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
-    token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
     project(xa, prev, att.mix_r, att.receptance, buf["r"])
     project(xa, prev, att.mix_k, att.key, buf["k"])
     project(xa, prev, att.mix_v, att.value, buf["v"])

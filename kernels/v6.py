@@ -9,11 +9,10 @@ mix is v4's with MIX_PREVIOUS (ref.v6.channel_mix).
 
 import taichi as ti
 
-from ai00ref.ref.common import LN_EPS
-from kernels.common import ACT_TANH, MIX_PREVIOUS, layer_norm, linear, mix_inputs, store_last, token_shift
+from kernels.common import ACT_TANH, MIX_PREVIOUS, linear, mix_inputs, store_last
 from kernels.launch import kernel
 from kernels.v4 import channel_mix
-from kernels.v5 import mix_output
+from kernels.v5 import mix_output, shifted_input
 
 MIX_NAMES = ("w", "k", "v", "r", "g")  # the order of maa_wkvrg, maa_w1's blocks and maa_w2
 
@@ -60,11 +59,8 @@ def decay(ws, x_w, att, w) -> None:
 
 def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     """One layer's time mix over all positions; adds its output to x and updates state row by row."""
-    T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in ("xa", "prev", "r", "k", "v", "w", "g", "y", "gn")}
+    buf = shifted_input(i, p, x, state, plan, ws)
     xa, prev, att = buf["xa"], buf["prev"], p.att
-    layer_norm(x, p.ln1.weight, p.ln1.bias, xa, LN_EPS)
-    token_shift(xa, state.att_x, i, plan.row, plan.first, prev)
     x_w, x_k, x_v, x_r, x_g = token_shift_mixes(ws, xa, prev, att)
     linear(x_r, att.receptance, buf["r"])
     linear(x_k, att.key, buf["k"])
