@@ -82,6 +82,54 @@ def profile(path: Path, arch: str, precision: str, batch: int) -> None:
         for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:10]:
             print(f"PROFILE {label}   {name:52s} {n:4d} x {seconds * 1e6:8.1f} us = {n * seconds * 1e3:7.2f} ms",
                   flush=True)
+    phases(path, arch, precision)
+    if model.info.version == "v7":
+        task_times(model)
+
+
+def task_times(model) -> None:
+    """v7: each task of the layer kernel alone (one layer's launch holding only that task, replayed in a graph)."""
+    from kernels import v7
+    from kernels.launch import recording, time_recorded
+
+    for label, lengths in (("decode b1", (1,)), ("prefill 256", (256,))):
+        state = model.new_state(len(lengths))
+        plan = model.passes.get(lengths)
+        x = model.workspace.buffer("x", (plan.T, model.info.n_embd))
+        tile = 1 if plan.T <= 4 else 8
+        for task in v7.TASKS:
+            with recording() as calls:
+                v7.run_blocks(model.blocks, model.info, x, state, plan, model.workspace, tile, (task,))
+            (_, seconds), = time_recorded(calls[:1], repeats=10).values()
+            print(f"TASK {label} {task:14s} {seconds * 1e6:9.1f} us", flush=True)
+
+
+def phases(path: Path, arch: str, precision: str, steps: int = 20) -> None:
+    """Where a decode step's time goes on the host: embedding upload, the graph, the logits read-back."""
+    import taichi as ti
+
+    model = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision)
+    state = model.new_state(1)
+    model.forward([[1]], state, inplace=True)
+    plan = model.passes.get((1,))
+    x = model.workspace.buffer("x", (1, model.info.n_embd))
+    totals = dict.fromkeys(("upload", "graph", "read back", "forward"), 0.0)
+    for _ in range(steps):
+        ti.sync()
+        t0 = time.perf_counter()
+        x.from_numpy(model.emb[[1]])
+        ti.sync()
+        t1 = time.perf_counter()
+        logits = model.replay_pass(x, state, plan, False)
+        ti.sync()
+        t2 = time.perf_counter()
+        logits.to_numpy()
+        t3 = time.perf_counter()
+        model.forward([[1]], state, inplace=True)
+        t4 = time.perf_counter()
+        for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            totals[key] += seconds
+    print("PHASES decode b1: " + ", ".join(f"{k} {v / steps * 1e3:.2f} ms" for k, v in totals.items()), flush=True)
 
 
 def main() -> None:

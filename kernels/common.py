@@ -149,15 +149,6 @@ def store_last(x: ti.types.ndarray(), last: ti.types.ndarray(), shift: ti.types.
             shift[b, layer, c] = x[last[b], c]
 
 
-@kernel
-def gather_rows(x: ti.types.ndarray(), index: ti.types.ndarray(), y: ti.types.ndarray()):
-    """y[k] = x[index[k]]: picks the positions whose logits are asked for (index -1: a row absent from the pass)."""
-    for k, c in ti.ndrange(index.shape[0], x.shape[1]):
-        y[k, c] = 0.0
-        if index[k] >= 0:
-            y[k, c] = x[index[k], c]
-
-
 @functools.cache
 def _mix_kernel(convention: int):
     @kernel

@@ -87,5 +87,24 @@ def start_taichi(arch: str) -> None:
         raise RuntimeError(f"Taichi started on {actual} instead of {arch}")
 
 
+def subgroup_size(arch: str) -> int:
+    """Lanes of one subgroup: 32 on CUDA, the device's on Vulkan (NVIDIA 32, lavapipe 4-16), 1 on the CPU."""
+    import taichi as ti
+
+    if arch == "cpu":
+        return 1
+    if arch == "cuda":
+        return 32
+
+    def query(out: ti.types.ndarray()):
+        for _ in range(1):
+            out[0] = ti.simt.subgroup.group_size()
+
+    query.__annotations__ = {"out": ti.types.ndarray()}  # this module's annotations are strings (__future__)
+    out = ti.ndarray(ti.i32, (1,))
+    ti.kernel(query)(out)
+    return int(out.to_numpy()[0])
+
+
 def _cache_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "ai00ref", "taichi")

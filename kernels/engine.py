@@ -13,13 +13,16 @@ import numpy as np
 import taichi as ti
 
 import kernels
+from ai00ref.ref.common import LN_EPS, layer_norm
 from ai00ref.ref.model import check_tokens
 from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
-from kernels import common
+from kernels.lanes import head_kernel
 from kernels.launch import Replay, recording
 
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
+DECODE_POSITIONS = 4  # passes of at most this many positions read each weight row once per position (tile 1)
+TOKEN_TILE = 8  # longer passes: positions sharing one read of a weight row
 
 
 # Weight matrices: stored in the precision's dtype. Everything else (vectors, decays, bonuses, r_k, norms) stays f32.
@@ -66,6 +69,7 @@ class Pass:
     length: ti.Ndarray  # (B,) i32 positions of each row
     last: ti.Ndarray  # (B,) i32 last position of each row
     lengths_host: tuple[int, ...]
+    packed: ti.Ndarray  # (5, max(T, B)) i32: row, first, start, length, last (kernels/lanes.py ROW ... LAST)
 
     @classmethod
     def plan(cls, lengths: tuple[int, ...]) -> "Pass":
@@ -76,8 +80,11 @@ class Pass:
         first = np.zeros(int(lengths.sum()), np.int32)
         first[starts[lengths > 0]] = 1
         last = np.where(lengths > 0, starts + lengths - 1, -1).astype(np.int32)
+        packed = np.zeros((5, max(len(row), len(lengths))), np.int32)
+        for i, a in enumerate((row, first, starts, lengths, last)):
+            packed[i, :len(a)] = a
         return cls(int(lengths.sum()), *(_upload(a) for a in (row, first, starts, lengths, last)),
-                   tuple(int(n) for n in lengths))
+                   tuple(int(n) for n in lengths), _upload(packed))
 
 
 def split_passes(lengths: Sequence[int], chunk: int) -> list[tuple[int, ...]]:
@@ -116,6 +123,14 @@ class PassCache:
                 self.replays = {k: v for k, v in self.replays.items() if k[0] != evicted}
             self.plans[lengths] = Pass.plan(lengths)
         return self.plans[lengths]
+
+
+def _stacked(arrays, dtype) -> ti.Ndarray:
+    """Host arrays stacked on a new leading axis, on the device in `dtype` (f16 or f32)."""
+    host = np.stack([np.asarray(a, np.float32) for a in arrays]).astype(np.float16 if dtype == ti.f16 else np.float32)
+    device = ti.ndarray(dtype, host.shape)
+    device.from_numpy(host)
+    return device
 
 
 def _upload(array: np.ndarray) -> ti.Ndarray:
@@ -202,13 +217,20 @@ class TaichiModel:
         self.arch = kernels.init(arch)
         self.precision = precision
         self.info = weights.info
-        self.emb = np.ascontiguousarray(weights.emb, dtype=np.float32)  # stays on the host, as in web-rwkv
-        self.weights = to_device(dataclasses.replace(weights, emb=np.zeros((1, 1), np.float32)), PRECISIONS[precision])
+        dtype = PRECISIONS[precision]
+        # Load-time transform: LN0 of every embedding row, once (web-rwkv does the same); the table stays on the host.
+        emb = np.asarray(weights.emb, np.float32)
+        self.emb = np.ascontiguousarray(layer_norm(emb, weights.ln0.weight.astype(np.float32),
+                                                   weights.ln0.bias.astype(np.float32), LN_EPS), dtype=np.float32)
+        module = version_module(self.info.version)
+        self.blocks = module.device_blocks(weights.blocks, dtype)
+        self.run_blocks = module.run_blocks
+        self.head_norm = _stacked([np.stack([weights.ln_out.weight, weights.ln_out.bias])], ti.f32)  # (1, 2, C)
+        self.head_matrix = _stacked([weights.head], dtype)  # (1, V, C)
         self.initial_state = initial_state
         self.workspace = Workspace()
         self.passes = PassCache()
         self.graph = graph
-        self.run_blocks = version_module(self.info.version).run_blocks
 
     def new_state(self, batch: int = 1) -> TaichiState:
         if self.initial_state is None:
@@ -264,20 +286,19 @@ class TaichiModel:
         return logits
 
     def launch_pass(self, x, state, plan: Pass, full_output: bool):
-        """Every kernel of one pass, in order: LN0, the blocks, the head. Returns the logits buffer."""
-        common.layer_norm(x, self.weights.ln0.weight, self.weights.ln0.bias, x, 1e-5)
-        self.run_blocks(self.weights, x, state, plan, self.workspace)
+        """Every kernel of one pass, in order: the blocks, the head (x holds LN0(emb) already). Returns the logits."""
+        tile = 1 if plan.T <= DECODE_POSITIONS else TOKEN_TILE
+        self.run_blocks(self.blocks, self.info, x, state, plan, self.workspace, tile)
         return self.head(x, None if full_output else plan.last)
 
     def head(self, x, picks):
         """logits = W_head LN_out(x) for the picked positions (an i32 ndarray; None: all): (n, V) buffer."""
-        ws, w = self.workspace, self.weights
+        ws = self.workspace
         if picks is None:
             picks = ws.buffer("all_positions", (x.shape[0],), ti.i32)
             picks.from_numpy(np.arange(x.shape[0], dtype=np.int32))
         chosen = ws.buffer("head_x", (picks.shape[0], self.info.n_embd))
-        common.gather_rows(x, picks, chosen)
-        common.layer_norm(chosen, w.ln_out.weight, w.ln_out.bias, chosen, 1e-5)
         logits = ws.buffer("logits", (picks.shape[0], self.info.n_vocab))
-        common.linear(chosen, w.head, logits)
+        tile = 1 if picks.shape[0] <= DECODE_POSITIONS else TOKEN_TILE
+        head_kernel(tile)(x, picks, self.head_norm, self.head_matrix, chosen, logits, LN_EPS)
         return logits

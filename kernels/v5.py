@@ -85,7 +85,14 @@ def time_mix(i: int, p, x, state, plan, ws, n_head: int):
     store_last(xa, plan.last, state.att_x, i)
 
 
-def run_blocks(weights, x, state, plan, ws) -> None:
-    for i, block in enumerate(weights.blocks):
-        time_mix(i, block, x, state, plan, ws, weights.info.n_head)
+def device_blocks(blocks, matrix_dtype):
+    """Canonical blocks -> the same dataclasses holding device arrays (kernels.engine.to_device)."""
+    from kernels.engine import to_device
+    return to_device(tuple(blocks), matrix_dtype)
+
+
+def run_blocks(blocks, info, x, state, plan, ws, tile: int) -> None:
+    """Every layer, kernel by kernel (`tile` is chosen by the matrix kernels themselves here)."""
+    for i, block in enumerate(blocks):
+        time_mix(i, block, x, state, plan, ws, info.n_head)
         channel_mix(i, block, x, state, plan, ws)

@@ -1,133 +1,350 @@
 """RWKV-7 layer kernels. Must match `ai00ref/ref/v7.py` (spec/v7.md) to the tolerances of spec/tolerances.md.
 
-Kernel            must match (ref/v7.py)            shapes
-prepare           time_mix: w, a, kk, k, v lines     per (t, h): (T, C) buffers
-wkv               wkv_step over each row's tokens    per (b, h, i): S (B, L, H, N, N) [key j, value i] on the
-                                                     device (the transpose of the reference's, so that the
-                                                     threads of a warp read neighbouring addresses)
-output_gate       time_mix: (GN(y) + bonus) * g      per (t, h)
-"""
+One layer is one kernel launch (`layer_kernel`) of ten tasks, each a `ti.func` named after what it mirrors:
 
+task                  must match (ref/v7.py)                              threads
+shift_mix_task        layer_norm(ln1), previous_tokens, six lerp_previous  lanes per position (kernels/lanes.py)
+projections_task      linear: r, k, v; the first stages of w, a, g, v     lanes per (output row, token tile)
+second_stage_task     linear: the second stages of w, a, g, v             lanes per (output row, token tile)
+prepare_task          w, a, kk, k, v lines of time_mix                    lanes per (position, head)
+wkv_task              wkv_step over each row's tokens                     one per (row, head, value channel)
+output_gate_task      group_norm(ln_x) + bonus, times g                   lanes per (position, head)
+linear_task           linear(·, output); the channel mix's key, value    lanes per (output row, token tile)
+shift_mix_task        layer_norm(ln2), previous_tokens, lerp_previous    lanes per position
+
+Weights are stacked by layer (`V7Layers`, built once at load by `device_blocks`), so one compiled kernel serves
+every layer. The WKV state is stored key-major on the device, S[b, l, h, j (key), i (value)], so at each key j the
+threads of a warp read neighbouring addresses (engine.DEVICE_TRANSPOSED).
+"""
+import dataclasses
+import functools
+
+import numpy as np
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
-from kernels.common import (ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH, MIX_PREVIOUS, group_norm, layer_norm,
-                            linear, linear_mixed, store_last, token_shift)
+from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
+from kernels import lanes
+from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
+                           shift_mix_task)
 from kernels.launch import kernel
 
+# Rows of V7Layers.vec (L, NV, C): every per-channel vector of a layer.
+LN1, LN2 = 0, 2  # weight, then bias
+MIX = 4  # six rows: the token-shift mixes of r, k, v, w, a, g (the order of the `mixed` buffer's blocks)
+MIX_R, MIX_K, MIX_V, MIX_W, MIX_A, MIX_G = range(6)
+FFN_MIX = 10
+W0, A0, V0, K_K, K_A, LNX, R_K = 11, 12, 13, 14, 15, 16, 18  # LNX: weight, then bias; R_K: (H, N) flattened
+NV = 19
 
-@kernel
-def prepare(w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(), a: ti.types.ndarray(),
-            kk: ti.types.ndarray(), k_mod: ti.types.ndarray(), v_first: ti.types.ndarray(),
-            w0: ti.types.ndarray(), a0: ti.types.ndarray(), v0: ti.types.ndarray(), k_k: ti.types.ndarray(),
-            k_a: ti.types.ndarray(), v_gate: ti.types.ndarray(), n_head: ti.i32, first_layer: ti.i32,
-            decay_scale: ti.f32, l2_eps: ti.f32):
-    """In: w, a, v_gate hold the low-rank outputs (before their activations). Out: w, a, kk, k_mod, v as in ref.
 
-    One thread per element; each recomputes its head's key norm (N cached reads) instead of a serial loop.
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A model's sizes and, from them, where each matrix and buffer sits in the packed arrays (compile-time)."""
+    C: int
+    H: int
+    Dw: int
+    Da: int
+    Dg: int
+    Dv: int
+    F: int
+
+    @property
+    def N(self) -> int:
+        return self.C // self.H
+
+    @property
+    def D(self) -> int:  # the four low-rank widths together
+        return self.Dw + self.Da + self.Dg + self.Dv
+
+    # rows of V7Layers.mats (L, ROWS, C): the matrices that read C inputs
+    @property
+    def RKV(self) -> int:
+        return 0
+
+    @property
+    def FIRST(self) -> int:  # w1, a1, g1, v1
+        return 3 * self.C
+
+    @property
+    def OUT(self) -> int:
+        return 3 * self.C + self.D
+
+    @property
+    def FFN_KEY(self) -> int:
+        return 4 * self.C + self.D
+
+    @property
+    def ROWS(self) -> int:
+        return 4 * self.C + self.D + self.F
+
+    # columns of the scratch buffer (T, WIDTH)
+    @property
+    def MIXED(self) -> int:  # six mixed inputs r, k, v, w, a, g; the channel mix's one reuses the first block
+        return 0
+
+    @property
+    def PROJ(self) -> int:  # r, k, v, then the four first-stage outputs
+        return 6 * self.C
+
+    @property
+    def LOW(self) -> int:
+        return self.PROJ + 3 * self.C
+
+    @property
+    def LORA(self) -> int:  # w, a, g, v-gate second-stage outputs
+        return self.LOW + self.D
+
+    @property
+    def KK(self) -> int:
+        return self.LORA + 4 * self.C
+
+    @property
+    def Y(self) -> int:
+        return self.KK + self.C
+
+    @property
+    def V_FIRST(self) -> int:
+        return self.Y + self.C
+
+    @property
+    def HIDDEN(self) -> int:
+        return self.V_FIRST + self.C
+
+    @property
+    def WIDTH(self) -> int:
+        return self.HIDDEN + self.F
+
+
+@dataclasses.dataclass
+class V7Layers:
+    """Every layer's weights stacked on a leading layer axis, on the device (few arrays: few kernel arguments)."""
+    shape: Shape
+    vec: object  # (L, NV, C) f32: every per-channel vector
+    mats: object  # (L, Shape.ROWS, C): receptance, key, value | w1, a1, g1, v1 | output | ffn key
+    second: object  # (L, C, D): w2 | a2 | g2 | v2 side by side along the input axis (v2 zero in layer 0)
+    ffn_value: object  # (L, C, F)
+
+    @property
+    def n_layer(self) -> int:
+        return self.vec.shape[0]
+
+
+def _vectors(block) -> np.ndarray:
+    att, ffn = block.att, block.ffn
+    v0 = att.v0 if att.v0 is not None else np.zeros_like(att.w0)
+    rows = [block.ln1.weight, block.ln1.bias, block.ln2.weight, block.ln2.bias,
+            att.x_r, att.x_k, att.x_v, att.x_w, att.x_a, att.x_g, ffn.mix_k,
+            att.w0, att.a0, v0, att.k_k, att.k_a, att.ln_x.weight, att.ln_x.bias, np.ravel(att.r_k)]
+    return np.stack(rows).astype(np.float32)
+
+
+def device_blocks(blocks, matrix_dtype) -> V7Layers:
+    """Canonical v7 blocks -> V7Layers (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
+    host_dtype = np.float16 if matrix_dtype == ti.f16 else np.float32
+    att = blocks[-1].att  # any layer past 0 has v1, v2 (a one-layer model has none: Dv 1, all zeros)
+    C = att.w0.shape[0]
+    Dv = att.v1.shape[0] if att.v1 is not None else 1
+    shape = Shape(C=C, H=att.r_k.shape[0], Dw=att.w1.shape[0], Da=att.a1.shape[0], Dg=att.g1.shape[0], Dv=Dv,
+                  F=blocks[0].ffn.key.shape[0])
+
+    def v1(block):
+        return block.att.v1 if block.att.v1 is not None else np.zeros((Dv, C), np.float32)
+
+    def v2(block):
+        return block.att.v2 if block.att.v2 is not None else np.zeros((C, Dv), np.float32)
+
+    def upload(per_layer, dtype):
+        host = np.stack([np.asarray(a, np.float32) for a in per_layer]).astype(dtype)
+        if host.size >= 2 ** 31:  # Taichi indexes an ndarray with 32-bit integers
+            raise ValueError(f"stacked layer array of {host.size} elements is past Taichi's 2^31 index limit")
+        device = ti.ndarray(ti.f16 if dtype == np.float16 else ti.f32, host.shape)
+        device.from_numpy(host)
+        return device
+
+    return V7Layers(
+        shape=shape,
+        vec=upload([_vectors(b) for b in blocks], np.float32),
+        mats=upload([np.concatenate([b.att.receptance, b.att.key, b.att.value, b.att.w1, b.att.a1, b.att.g1, v1(b),
+                                     b.att.output, b.ffn.key]) for b in blocks], host_dtype),
+        second=upload([np.concatenate([b.att.w2, b.att.a2, b.att.g2, v2(b)], axis=1) for b in blocks], host_dtype),
+        ffn_value=upload([b.ffn.value for b in blocks], host_dtype),
+    )
+
+
+@ti.func
+def projections_task(s: ti.template(), mats: ti.template(), layer: ti.i32, sc: ti.template(), tile: ti.template()):
+    """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
+    and LOW columns; each reads its own mixed input."""
+    T = sc.shape[0]
+    n_tiles = (T + tile - 1) // tile
+    ti.loop_config(block_dim=GROUP)
+    for g in range((3 * s.C + s.D) * n_tiles * lanes.LANES):
+        lane, group = g % lanes.LANES, g // lanes.LANES
+        o, t0 = group // n_tiles, group % n_tiles * tile
+        mix, act = o // s.C, ACT_NONE  # r, k, v: blocks MIX_R, MIX_K, MIX_V
+        if o >= 3 * s.C:
+            j = o - 3 * s.C
+            mix = MIX_V  # the v1 rows
+            if j < s.Dw:
+                mix, act = MIX_W, ACT_TANH
+            elif j < s.Dw + s.Da:
+                mix = MIX_A
+            elif j < s.Dw + s.Da + s.Dg:
+                mix, act = MIX_G, ACT_SIGMOID
+        acc = dot_tile(mats, layer, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
+
+
+@ti.func
+def second_stage_task(s: ti.template(), second: ti.template(), layer: ti.i32, sc: ti.template(),
+                      tile: ti.template()):
+    """The w, a, g, v second stages of the LOW columns into LORA's four C-wide blocks (v: not in layer 0)."""
+    T = sc.shape[0]
+    n_tiles = (T + tile - 1) // tile
+    ti.loop_config(block_dim=GROUP)
+    for g in range(4 * s.C * n_tiles * lanes.LANES):
+        lane, group = g % lanes.LANES, g // lanes.LANES
+        o, t0 = group // n_tiles, group % n_tiles * tile
+        part, c = o // s.C, o % s.C
+        begin, width = 0, s.Dw
+        if part == 1:
+            begin, width = s.Dw, s.Da
+        elif part == 2:
+            begin, width = s.Dw + s.Da, s.Dg
+        elif part == 3:
+            begin, width = s.Dw + s.Da + s.Dg, s.Dv
+        if part < 3 or layer > 0:  # layer 0 has no value residual
+            acc = dot_tile(second, layer, c, begin, sc, s.LOW + begin, width, t0, T, lane, tile)
+            emit_tile(acc, sc, s.LORA + o, t0, T, lane, ACT_NONE, False)
+
+
+@ti.func
+def prepare_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.template()):
+    """In place: LORA's w, a blocks -> the decay w and rate a; PROJ's k -> k·(1+(a-1)k_a) and v -> v with the value
+    residual (layer 0: V_FIRST = v); KK = normalize(k·k_k) per head. The same lines of ref.v7.time_mix."""
+    T, C, N = sc.shape[0], s.C, s.N
+    K, V, W, A, VG = s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C, s.LORA + 3 * C
+    ti.loop_config(block_dim=GROUP)
+    for g in range(T * s.H * lanes.LANES):
+        lane, th = g % lanes.LANES, g // lanes.LANES
+        t, h = th // s.H, th % s.H
+        part = 0.0
+        for q in range((N + lanes.LANES - 1) // lanes.LANES):
+            n = q * lanes.LANES + lane
+            if n < N:
+                c = h * N + n
+                part += (sc[t, K + c] * vec[layer, K_K, c]) ** 2
+        norm = ti.max(ti.sqrt(lane_sum(part)), L2_EPS)
+        for q in range((N + lanes.LANES - 1) // lanes.LANES):
+            n = q * lanes.LANES + lane
+            if n < N:
+                c = h * N + n
+                k = sc[t, K + c]
+                a = 1.0 / (1.0 + ti.exp(-(vec[layer, A0, c] + sc[t, A + c])))
+                sc[t, W + c] = ti.exp(-DECAY_SCALE / (1.0 + ti.exp(-(vec[layer, W0, c] + sc[t, W + c]))))
+                sc[t, A + c] = a
+                sc[t, s.KK + c] = k * vec[layer, K_K, c] / norm
+                sc[t, K + c] = k * (1.0 + (a - 1.0) * vec[layer, K_A, c])
+                v = sc[t, V + c]
+                if layer == 0:
+                    sc[t, s.V_FIRST + c] = v
+                else:
+                    gate = 1.0 / (1.0 + ti.exp(-(vec[layer, V0, c] + sc[t, VG + c])))
+                    sc[t, V + c] = v + (sc[t, s.V_FIRST + c] - v) * gate
+
+
+@ti.func
+def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
+    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r.
+
+    Thread (b, h, i) owns value row i of head h; the device state is key-major, S[b, l, h, j, i].
     """
-    for t, c in ti.ndrange(k.shape[0], k.shape[1]):
-        N = k.shape[1] // n_head
-        h = c // N
-        norm = 0.0
-        for n in range(N):
-            norm += (k[t, h * N + n] * ti.cast(k_k[h * N + n], ti.f32)) ** 2
-        w[t, c] = ti.exp(-decay_scale / (1.0 + ti.exp(-(ti.cast(w0[c], ti.f32) + w[t, c]))))
-        a[t, c] = 1.0 / (1.0 + ti.exp(-(ti.cast(a0[c], ti.f32) + a[t, c])))
-        kk[t, c] = k[t, c] * ti.cast(k_k[c], ti.f32) / ti.max(ti.sqrt(norm), l2_eps)
-        k_mod[t, c] = k[t, c] * (1.0 + (a[t, c] - 1.0) * ti.cast(k_a[c], ti.f32))
-        if first_layer == 1:
-            v_first[t, c] = v[t, c]
-        else:
-            gate = 1.0 / (1.0 + ti.exp(-(ti.cast(v0[c], ti.f32) + v_gate[t, c])))
-            v[t, c] = v[t, c] + (v_first[t, c] - v[t, c]) * gate
-
-
-@kernel
-def wkv(r: ti.types.ndarray(), w: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
-        kk: ti.types.ndarray(), a: ti.types.ndarray(), S: ti.types.ndarray(), layer: ti.i32,
-        start: ti.types.ndarray(), length: ti.types.ndarray(), y: ti.types.ndarray()):
-    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)^T + v k^T; y = S r.
-
-    Thread (b, h, i) owns value row i; the device stores S[..., j, i], so at each j a warp reads one contiguous run.
-    """
-    H, N = S.shape[2], S.shape[3]
-    for b, h, i in ti.ndrange(S.shape[0], H, N):
-        for step in range(length[b]):
-            t = start[b] + step
+    N = s.N
+    R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+    for b, h, i in ti.ndrange(S.shape[0], s.H, N):
+        for step in range(plan[LENGTH, b]):
+            t = plan[START, b] + step
             removed = 0.0
             for j in range(N):
-                removed -= S[b, layer, h, j, i] * kk[t, h * N + j]
+                removed -= S[b, layer, h, j, i] * sc[t, s.KK + h * N + j]
             out = 0.0
+            v = sc[t, V + h * N + i]
             for j in range(N):
                 c = h * N + j
-                s = S[b, layer, h, j, i] * w[t, c] + removed * kk[t, c] * a[t, c] + v[t, h * N + i] * k[t, c]
-                S[b, layer, h, j, i] = s
-                out += s * r[t, c]
-            y[t, h * N + i] = out
+                new = S[b, layer, h, j, i] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
+                S[b, layer, h, j, i] = new
+                out += new * sc[t, R + c]
+            sc[t, s.Y + h * N + i] = out
 
 
-@kernel
-def output_gate(y: ti.types.ndarray(), r: ti.types.ndarray(), k: ti.types.ndarray(), v: ti.types.ndarray(),
-                g: ti.types.ndarray(), r_k: ti.types.ndarray(), n_head: ti.i32):
-    """y <- (GN(y) + (Σ_j r k r_k) v) * g per head; y already holds GN(y). One thread per element."""
-    for t, c in ti.ndrange(y.shape[0], y.shape[1]):
-        N = y.shape[1] // n_head
-        h = c // N
-        bonus = 0.0
-        for n in range(N):
-            bonus += r[t, h * N + n] * k[t, h * N + n] * ti.cast(r_k[h, n], ti.f32)
-        y[t, c] = (y[t, c] + bonus * v[t, c]) * g[t, c]
+@ti.func
+def output_gate_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.template()):
+    """In place: Y <- (GN(Y) + (Σ_head r k r_k) v) * g, GN with ln_x's affine (ref.v7.time_mix's last line)."""
+    T, C, N = sc.shape[0], s.C, s.N
+    ti.loop_config(block_dim=GROUP)
+    for g in range(T * s.H * lanes.LANES):
+        lane, th = g % lanes.LANES, g // lanes.LANES
+        t, h = th // s.H, th % s.H
+        stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
+        part = 0.0
+        for q in range((N + lanes.LANES - 1) // lanes.LANES):
+            n = q * lanes.LANES + lane
+            if n < N:
+                c = h * N + n
+                part += sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[layer, R_K, c]
+        bonus = lane_sum(part)
+        for q in range((N + lanes.LANES - 1) // lanes.LANES):
+            n = q * lanes.LANES + lane
+            if n < N:
+                c = h * N + n
+                normed = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[layer, LNX, c] + vec[layer, LNX + 1, c]
+                sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
 
 
-def low_rank(ws, name, xa, prev, mix, first, second, out, act_inside=ACT_NONE):
-    """out = second · act(first · mix(xa, prev; m)): the small two-matrix projections."""
-    hidden = ws.buffer(name, (xa.shape[0], first.shape[0]))
-    linear_mixed(xa, prev, mix, first, hidden, MIX_PREVIOUS, act_inside)
-    linear(hidden, second, out)
+TASKS = ("shift_mix", "projections", "second_stage", "prepare", "wkv", "output_gate", "output", "ffn_shift_mix",
+         "ffn_key", "ffn_value")
 
 
-def time_mix(i: int, p, x, state, plan, ws, n_head: int):
-    """One layer's time mix over all positions; adds its output to x and updates state row by row."""
-    T, C = plan.T, x.shape[1]
-    buf = {name: ws.buffer(name, (T, C)) for name in
-           ("xa", "prev", "r", "w", "k", "v", "a", "g", "kk", "k_mod", "v_gate", "y", "gn", "v_first")}
-    layer_norm(x, p.ln1.weight, p.ln1.bias, buf["xa"], LN_EPS)
-    token_shift(buf["xa"], state.att_x, i, plan.row, plan.first, buf["prev"])
-    att = p.att
-    xa, prev = buf["xa"], buf["prev"]
-    for mix, weight, out in ((att.x_r, att.receptance, "r"), (att.x_k, att.key, "k"), (att.x_v, att.value, "v")):
-        linear_mixed(xa, prev, mix, weight, buf[out], MIX_PREVIOUS)
-    low_rank(ws, "lora_w", xa, prev, att.x_w, att.w1, att.w2, buf["w"], ACT_TANH)
-    low_rank(ws, "lora_a", xa, prev, att.x_a, att.a1, att.a2, buf["a"])
-    low_rank(ws, "lora_g", xa, prev, att.x_g, att.g1, att.g2, buf["g"], ACT_SIGMOID)
-    first_layer = att.v1 is None
-    if not first_layer:
-        low_rank(ws, "lora_v", xa, prev, att.x_v, att.v1, att.v2, buf["v_gate"])
-    v0 = att.w0 if first_layer else att.v0  # layer 0 has no v0; the kernel ignores it there
-    prepare(buf["w"], buf["k"], buf["v"], buf["a"], buf["kk"], buf["k_mod"], buf["v_first"], att.w0, att.a0, v0,
-            att.k_k, att.k_a, buf["v_gate"], n_head, int(first_layer), float(DECAY_SCALE), L2_EPS)
-    wkv(buf["r"], buf["w"], buf["k_mod"], buf["v"], buf["kk"], buf["a"], state.wkv, i, plan.start, plan.length,
-        buf["y"])
-    group_norm(buf["y"], att.ln_x.weight, att.ln_x.bias, buf["gn"], n_head, GN_EPS)
-    output_gate(buf["gn"], buf["r"], buf["k_mod"], buf["v"], buf["g"], att.r_k, n_head)
-    linear(buf["gn"], att.output, x, accumulate=True)
-    store_last(buf["xa"], plan.last, state.att_x, i)
+@functools.cache
+def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
+    """The kernel of one layer (every position of a pass); `tile` positions share each weight read.
+    `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
+
+    @kernel
+    def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+              second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
+              S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
+              layer: ti.i32):
+        if ti.static("shift_mix" in tasks):
+            shift_mix_task(x, vec, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
+        if ti.static("projections" in tasks):
+            projections_task(s, mats, layer, sc, tile)
+        if ti.static("second_stage" in tasks):
+            second_stage_task(s, second, layer, sc, tile)
+        if ti.static("prepare" in tasks):
+            prepare_task(s, vec, layer, sc)
+        if ti.static("wkv" in tasks):
+            wkv_task(s, S, layer, plan, sc)
+        if ti.static("output_gate" in tasks):
+            output_gate_task(s, vec, layer, sc)
+        if ti.static("output" in tasks):
+            linear_task(mats, layer, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
+        if ti.static("ffn_shift_mix" in tasks):
+            shift_mix_task(x, vec, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
+        if ti.static("ffn_key" in tasks):
+            linear_task(mats, layer, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
+        if ti.static("ffn_value" in tasks):
+            linear_task(ffn_value, layer, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile)
+
+    return layer
 
 
-def channel_mix(i: int, p, x, state, plan, ws):
-    T, C = plan.T, x.shape[1]
-    xf, prev = (ws.buffer(name, (T, C)) for name in ("xa", "prev"))
-    hidden = ws.buffer("ffn_hidden", (T, p.ffn.key.shape[0]))
-    layer_norm(x, p.ln2.weight, p.ln2.bias, xf, LN_EPS)
-    token_shift(xf, state.ffn_x, i, plan.row, plan.first, prev)
-    linear_mixed(xf, prev, p.ffn.mix_k, p.ffn.key, hidden, MIX_PREVIOUS, ACT_RELU_SQUARED)
-    linear(hidden, p.ffn.value, x, accumulate=True)
-    store_last(xf, plan.last, state.ffn_x, i)
-
-
-def run_blocks(weights, x, state, plan, ws) -> None:
-    for i, block in enumerate(weights.blocks):
-        time_mix(i, block, x, state, plan, ws, weights.info.n_head)
-        channel_mix(i, block, x, state, plan, ws)
+def run_blocks(layers: V7Layers, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
+    """Every layer over the pass's positions: one launch each."""
+    scratch = ws.buffer("v7_scratch", (plan.T, layers.shape.WIDTH))
+    run = layer_kernel(layers.shape, tile, tasks)
+    for i in range(layers.n_layer):
+        run(x, layers.vec, layers.mats, layers.second, layers.ffn_value, state.att_x, state.wkv, state.ffn_x,
+            plan.packed, scratch, i)

@@ -1,5 +1,6 @@
-"""The Taichi kernels of `kernels/common.py` and `kernels/v7.py`, each against the reference function it mirrors,
-then the whole RWKV-7 Taichi engine against the reference engine. Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
+"""The Taichi kernels of `kernels/common.py` (v4-v6), each against the reference function it mirrors, then the
+whole RWKV-7 Taichi engine against the reference engine (its tasks: tests/test_kernels_lanes.py).
+Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
 
 Tolerances (spec/tolerances.md, "Taichi kernels"):
 - single kernels, fp32: every element's error ≤ 1e-5 × ‖ref‖₂ (the L2 norm of the whole output) + 1e-6 × ‖|terms|‖₂
@@ -212,96 +213,6 @@ def test_store_last(B, L, T, C, seed, data):
         if last[b] >= 0:
             expected[b, layer] = x[last[b]]
     np.testing.assert_array_equal(out.to_numpy(), expected)
-
-
-@given(T=st.integers(1, 12), C=dims, seed=seeds, data=st.data())
-def test_gather_rows(T, C, seed, data):
-    from kernels import common
-
-    index = np.array(data.draw(st.lists(st.integers(0, T - 1), min_size=1, max_size=8), label="index"), np.int32)
-    x = normal(rng_of(seed), T, C)
-    y = dev(np.zeros((len(index), C), np.float32))
-    common.gather_rows(dev(x), dev(index), y)
-    np.testing.assert_array_equal(y.to_numpy(), x[index])
-
-
-# ---- kernels/v7.py ----
-
-@given(T=st.integers(1, 10), H=st.integers(1, 4), N=st.integers(1, 20), first_layer=st.booleans(), seed=seeds)
-def test_v7_prepare(T, H, N, first_layer, seed):
-    from kernels import v7
-
-    rng = rng_of(seed)
-    C = H * N
-    w_in, k, v, a_in, v_first, v_gate = (normal(rng, T, C) for _ in range(6))
-    w0, a0, v0, k_k, k_a = (normal(rng, C) for _ in range(5))
-    bufs = {name: dev(value) for name, value in
-            (("w", w_in), ("k", k), ("v", v), ("a", a_in), ("kk", np.zeros_like(k)), ("k_mod", np.zeros_like(k)),
-             ("v_first", v_first), ("v_gate", v_gate))}
-    v7.prepare(bufs["w"], bufs["k"], bufs["v"], bufs["a"], bufs["kk"], bufs["k_mod"], bufs["v_first"], dev(w0),
-               dev(a0), dev(v0), dev(k_k), dev(k_a), bufs["v_gate"], H, int(first_layer),
-               float(ref_v7.DECAY_SCALE), ref.L2_EPS)
-    f = lambda z: z.astype(np.float64)  # noqa: E731
-    w = np.exp(-ref_v7.DECAY_SCALE * ref.sigmoid(f(w0) + f(w_in)))
-    a = ref.sigmoid(f(a0) + f(a_in))
-    kk = ref.l2_normalize((f(k) * k_k).reshape(T, H, N)).reshape(T, C)
-    k_mod = f(k) * (1 + (a - 1) * k_a)
-    if first_layer:
-        v_out, v_first_out = f(v), f(v)
-    else:
-        v_out, v_first_out = f(v) + (f(v_first) - f(v)) * ref.sigmoid(f(v0) + f(v_gate)), f(v_first)
-    for name, expected in (("w", w), ("a", a), ("kk", kk), ("k_mod", k_mod), ("v", v_out), ("v_first", v_first_out)):
-        assert_close(bufs[name].to_numpy(), expected)
-    np.testing.assert_array_equal(bufs["k"].to_numpy(), k)  # other threads of the head read k: never written
-
-
-@given(lengths=plans(max_len=5), L=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 16), seed=seeds,
-       data=st.data())
-def test_v7_wkv(lengths, L, H, N, seed, data):
-    """vs ref.v7.wkv_step looped over each row of a ragged batch, on a random (not zero) starting state."""
-    from kernels import v7
-
-    layer = data.draw(st.integers(0, L - 1), label="layer")
-    rng = rng_of(seed)
-    plan, B, C = make_plan(lengths), len(lengths), H * N
-    T = plan.T
-    r, k, v = normal(rng, T, C), normal(rng, T, C, scale=0.5), normal(rng, T, C)
-    w = np.exp(-np.exp(-0.5) * rng.uniform(0, 1, (T, C))).astype(np.float32)  # decays in (0.545, 1)
-    a = rng.uniform(0, 1, (T, C)).astype(np.float32)
-    kk = normal(rng, T, H, N)
-    kk = (kk / np.linalg.norm(kk, axis=-1, keepdims=True)).reshape(T, C).astype(np.float32)
-    S0 = normal(rng, B, L, H, N, N, scale=0.5)
-    device_S = np.ascontiguousarray(np.swapaxes(S0, -1, -2))  # the device keeps S[..., key j, value i]
-    S, y = dev(device_S), dev(np.zeros((T, C), np.float32))
-    v7.wkv(dev(r), dev(w), dev(k), dev(v), dev(kk), dev(a), S, layer, plan.start, plan.length, y)
-    expected_S, expected_y = S0.astype(np.float64), np.zeros((T, C))
-    per_head = lambda z: z.astype(np.float64).reshape(-1, H, N)  # noqa: E731
-    for b, (start, stop) in enumerate(segments(lengths)):
-        state = expected_S[b, layer]
-        for t in range(start, stop):
-            out, state = ref_v7.wkv_step(*(per_head(z)[t] for z in (r, w, k, v, kk, a)), state)
-            expected_y[t] = out.reshape(C)
-        expected_S[b, layer] = state
-    terms_scale = np.abs(expected_y).sum() + 1.0  # the recurrence has no cheap |terms|; see assert_close
-    assert_close(y.to_numpy(), expected_y, terms=np.full_like(expected_y, terms_scale / expected_y.size ** 0.5))
-    assert_close(np.swapaxes(S.to_numpy(), -1, -2), expected_S)
-
-
-@given(T=st.integers(1, 10), H=st.integers(1, 4), N=st.integers(1, 20), seed=seeds)
-def test_v7_output_gate(T, H, N, seed):
-    from kernels import v7
-
-    rng = rng_of(seed)
-    C = H * N
-    y0, r, k, v, g = (normal(rng, T, C) for _ in range(5))
-    r_k = normal(rng, H, N)
-    y = dev(y0)
-    v7.output_gate(y, dev(r), dev(k), dev(v), dev(g), dev(r_k), H)
-    f = lambda z: z.astype(np.float64).reshape(T, H, N)  # noqa: E731
-    bonus = (f(r) * f(k) * r_k).sum(-1, keepdims=True)
-    expected = ((f(y0) + bonus * f(v)) * f(g)).reshape(T, C)
-    terms = ((np.abs(f(y0)) + np.abs(f(r) * f(k) * r_k).sum(-1, keepdims=True) * np.abs(f(v))) * np.abs(f(g)))
-    assert_close(y.to_numpy(), expected, terms.reshape(T, C))
 
 
 # ---- the whole RWKV-7 engine ----

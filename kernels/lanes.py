@@ -1,0 +1,193 @@
+"""Lane building blocks: a row is worked by LANES threads (one subgroup on a GPU, one thread on the CPU).
+
+Why lanes and not workgroups: a Taichi kernel launch costs ~20 us even inside a graph, while each task (top-level
+loop) of one kernel costs ~6 us (benchmarks/launch_cost.py, H100, spec/kernels.md §6), so a whole layer is one
+kernel of many tasks; and Taichi's Vulkan code generator accepts workgroup shared memory in only one task per
+kernel. Sums across a row's lanes therefore go through subgroup (warp) operations, never shared memory.
+
+Everything here is a `ti.func` used inside the layer kernels; tests reach them through small wrapper kernels.
+Matrices are stacked by layer: W (L, out, in), so one compiled kernel serves every layer.
+"""
+import functools
+
+import taichi as ti
+
+import kernels
+from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
+from kernels.launch import kernel
+
+FULL_MASK = 0xFFFFFFFF
+ROW, FIRST, START, LENGTH, LAST = range(5)  # rows of a pass's packed plan (kernels/engine.py Pass.packed)
+ROW_UNROLL = 8  # loads in flight per lane in a row reduction (LayerNorm statistics)
+GROUP = 128  # threads per workgroup: several rows per workgroup
+PIECES = 16  # GPU: groups sharing one position's LayerNorm + mix (each recomputes the statistics, writes 1/16)
+
+
+LANES = 1  # threads per row: set once by kernels.init (a subgroup on a GPU, 1 on the CPU); read when kernels compile
+
+
+@ti.func
+def lane_sum(value: ti.f32) -> ti.f32:
+    """The sum of `value` over the LANES threads of one row; every lane gets it."""
+    total = value
+    if ti.static(LANES > 1):
+        if ti.static(kernels.current_arch() == "vulkan"):
+            total = ti.simt.subgroup.reduce_add(value)
+        else:
+            for step in ti.static(range(LANES.bit_length() - 1)):  # halving offsets: LANES/2, ..., 1
+                total += ti.simt.warp.shfl_down_f32(ti.u32(FULL_MASK), total, LANES >> (step + 1))
+            total = ti.simt.warp.shfl_sync_f32(ti.u32(FULL_MASK), total, 0)
+    return total
+
+
+@ti.func
+def mean_and_inv(x: ti.template(), t: ti.i32, col: ti.i32, n: ti.i32, lane: ti.i32, eps: ti.f32) -> ti.math.vec2:
+    """(mean, 1/sqrt(biased var + eps)) of x[t, col:col+n], two passes as ref.common.layer_norm.
+    Each lane keeps ROW_UNROLL loads in flight: a row is read by one subgroup, so latency, not bandwidth, bounds it."""
+    part = 0.0
+    for q in range((n + LANES * ROW_UNROLL - 1) // (LANES * ROW_UNROLL)):
+        for u in ti.static(range(ROW_UNROLL)):
+            j = (q * ROW_UNROLL + u) * LANES + lane
+            if j < n:
+                part += x[t, col + j]
+    mean = lane_sum(part) / n
+    part = 0.0
+    for q in range((n + LANES * ROW_UNROLL - 1) // (LANES * ROW_UNROLL)):
+        for u in ti.static(range(ROW_UNROLL)):
+            j = (q * ROW_UNROLL + u) * LANES + lane
+            if j < n:
+                part += (x[t, col + j] - mean) ** 2
+    return ti.math.vec2(mean, 1.0 / ti.sqrt(lane_sum(part) / n + eps))
+
+
+@ti.func
+def activate(s: ti.f32, act: ti.i32) -> ti.f32:
+    """`act` chosen at run time (a segment's activation): common.ACT_*."""
+    r = s
+    if act == ACT_RELU_SQUARED:
+        r = ti.max(s, 0.0) ** 2
+    elif act == ACT_SIGMOID:
+        r = 1.0 / (1.0 + ti.exp(-s))
+    elif act == ACT_TANH:
+        r = ti.tanh(s)
+    return r
+
+
+@ti.func
+def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.template(), x_col: ti.i32,
+             n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template()):
+    """This lane's share of W[layer, o, w_col:w_col+n_in] · X[t0+u, x_col:x_col+n_in] for the `tile` positions u
+    (not yet summed over the lanes)."""
+    acc = ti.Vector([0.0] * tile)
+    unroll = ti.static(16 if tile == 1 else 4)  # weight loads in flight per lane: decode is latency-bound
+    for step in range((n_in + LANES * unroll - 1) // (LANES * unroll)):
+        for q in ti.static(range(unroll)):
+            k = (step * unroll + q) * LANES + lane
+            if k < n_in:
+                w = ti.cast(W[layer, o, w_col + k], ti.f32)
+                for u in ti.static(range(tile)):
+                    if t0 + u < T:
+                        acc[u] += w * X[t0 + u, x_col + k]
+    return acc
+
+
+@ti.func
+def emit_tile(acc: ti.template(), Y: ti.template(), col: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32,
+              act: ti.i32, accumulate: ti.template()):
+    """Y[t0+u, col] = act(Σ_lanes acc[u]) (or += with `accumulate`), written by lane 0."""
+    for u in ti.static(range(acc.n)):
+        s = activate(lane_sum(acc[u]), act)
+        if lane == 0 and t0 + u < T:
+            if ti.static(accumulate):
+                Y[t0 + u, col] = Y[t0 + u, col] + s  # one writer per element: no atomic add
+            else:
+                Y[t0 + u, col] = s
+
+
+@ti.func
+def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32, X: ti.template(),
+                x_col: ti.i32, Y: ti.template(), y_col: ti.i32, act: ti.i32, accumulate: ti.template(),
+                tile: ti.template()):
+    """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ).
+    Must match ref.common.linear."""
+    T = X.shape[0]
+    n_tiles = (T + tile - 1) // tile
+    ti.loop_config(block_dim=GROUP)
+    for g in range(n_out * n_tiles * LANES):
+        lane, group = g % LANES, g // LANES
+        o, t0 = group // n_tiles, group % n_tiles * tile  # neighbouring rows of threads share a weight row
+        acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile)
+        emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate)
+
+
+@ti.func
+def shift_mix_task(x: ti.template(), vec: ti.template(), ln_row: ti.template(), mix_row: ti.template(),
+                   n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
+                   out: ti.template(), out_col: ti.template()):
+    """LayerNorm, token shift and the token-shift mixes of one layer part, for every position t:
+
+    out[t, out_col + m*C + c] = z + (prev - z) * vec[layer, mix_row + m, c],  z = LN(x[t]), prev = LN(x[t-1]) or the state,
+    LN's weight and bias in vec[layer, ln_row] and vec[layer, ln_row + 1]. The first position of each row also
+    stores LN(x[last]) as the row's new shift state: it alone touches that state, reading before writing.
+    Must match ref.common.layer_norm, previous_tokens and lerp_previous (the v6/v7 mixing convention).
+    """
+    T, C = x.shape[0], x.shape[1]
+    pieces = ti.static(1 if LANES == 1 else PIECES)  # GPU: several groups per position, each on a slice of C
+    width = (C + pieces - 1) // pieces
+    ti.loop_config(block_dim=GROUP)
+    for g in range(T * pieces * LANES):
+        lane, group = g % LANES, g // LANES
+        t, piece = group // pieces, group % pieces
+        b, is_first = plan[ROW, t], plan[FIRST, t]
+        last = plan[LAST, b]
+        now = mean_and_inv(x, t, 0, C, lane, eps)
+        other = now  # position t-1's statistics; at a row's first position, its last position's
+        if is_first == 0:
+            other = mean_and_inv(x, t - 1, 0, C, lane, eps)
+        elif last != t:
+            other = mean_and_inv(x, last, 0, C, lane, eps)
+        for q in range((width + LANES - 1) // LANES):
+            c = piece * width + q * LANES + lane
+            if c < C and q * LANES + lane < width:
+                w, bias = vec[layer, ln_row, c], vec[layer, ln_row + 1, c]
+                z = (x[t, c] - now[0]) * now[1] * w + bias
+                prev = 0.0
+                if is_first == 1:
+                    prev = shift[b, layer, c]
+                    shift[b, layer, c] = (x[last, c] - other[0]) * other[1] * w + bias
+                else:
+                    prev = (x[t - 1, c] - other[0]) * other[1] * w + bias
+                for m in ti.static(range(n_mix)):
+                    out[t, out_col + m * C + c] = z + (prev - z) * vec[layer, mix_row + m, c]
+
+
+@ti.func
+def gather_norm_task(x: ti.template(), picks: ti.template(), ln: ti.template(), eps: ti.f32, out: ti.template()):
+    """out[k] = LN(x[picks[k]]) with LN's weight ln[0, 0] and bias ln[0, 1]; a pick of -1 (a row absent from the
+    pass) gives zeros. Must match ref.common.layer_norm (ln_out) on the positions whose logits are asked for."""
+    C = x.shape[1]
+    ti.loop_config(block_dim=GROUP)
+    for g in range(picks.shape[0] * LANES):
+        lane, k = g % LANES, g // LANES
+        t = ti.max(picks[k], 0)
+        stats = mean_and_inv(x, t, 0, C, lane, eps)
+        for q in range((C + LANES - 1) // LANES):
+            c = q * LANES + lane
+            if c < C:
+                value = 0.0
+                if picks[k] >= 0:
+                    value = (x[t, c] - stats[0]) * stats[1] * ln[0, 0, c] + ln[0, 1, c]
+                out[k, c] = value
+
+
+@functools.cache
+def head_kernel(tile: int):
+    """logits (n, V) = W_head LN_out(x[picks]): the model's last launch."""
+
+    @kernel
+    def head(x: ti.types.ndarray(), picks: ti.types.ndarray(), ln: ti.types.ndarray(), W: ti.types.ndarray(),
+             chosen: ti.types.ndarray(), logits: ti.types.ndarray(), eps: ti.f32):
+        gather_norm_task(x, picks, ln, eps, chosen)
+        linear_task(W, 0, 0, W.shape[1], W.shape[2], chosen, 0, logits, 0, ACT_NONE, False, tile)
+
+    return head

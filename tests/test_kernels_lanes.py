@@ -1,0 +1,297 @@
+"""The lane tasks of `kernels/lanes.py` and the RWKV-7 layer tasks of `kernels/v7.py`, each against the reference
+function (or lines of `ai00ref/ref/v7.py`) it mirrors. Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
+
+Every task is a `ti.func`; a small wrapper kernel per test runs it alone. Tolerances as tests/test_kernels_common_v7.py
+(spec/tolerances.md, "Taichi kernels"): every element within 1e-5·‖ref‖₂ + 1e-6·‖|terms|‖₂ of a float64 reference
+computed on the very inputs the kernel gets. Shapes are drawn so that rows end part-way through a lane group
+(LANES is 32 on CUDA, the subgroup size on Vulkan, 1 on the CPU) and token tiles end part-filled.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import taichi_arch
+
+ti = taichi_arch.import_taichi()
+
+from ai00ref.ref import common as ref  # noqa: E402
+from ai00ref.ref import v7 as ref_v7  # noqa: E402
+from test_kernels_common_v7 import (ACTIVATIONS, assert_close, dev, dims, make_plan, normal, plans,  # noqa: E402
+                                    rng_of, seeds, segments)
+
+pytestmark = pytest.mark.taichi
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _started(taichi_arch):
+    return taichi_arch
+
+
+f64 = functools.partial(np.asarray, dtype=np.float64)
+
+
+# ---- wrapper kernels (cached: each compiles once per static configuration) ----
+
+@functools.cache
+def linear_runner(act: int, accumulate: bool, tile: int):
+    from kernels.lanes import linear_task
+
+    @ti.kernel
+    def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
+            X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32):
+        linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile)
+    return run
+
+
+@functools.cache
+def shift_mix_runner(n_mix: int, out_col: int):
+    from kernels.lanes import shift_mix_task
+
+    @ti.kernel
+    def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
+            plan: ti.types.ndarray(), out: ti.types.ndarray()):
+        shift_mix_task(x, vec, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col)
+    return run
+
+
+@functools.cache
+def gather_norm_runner():
+    from kernels.lanes import gather_norm_task
+
+    @ti.kernel
+    def run(x: ti.types.ndarray(), picks: ti.types.ndarray(), ln: ti.types.ndarray(), out: ti.types.ndarray()):
+        gather_norm_task(x, picks, ln, ref.LN_EPS, out)
+    return run
+
+
+@functools.cache
+def v7_runner(task: str, shape, tile: int = 1):
+    from kernels import v7
+
+    @ti.kernel
+    def run(vec: ti.types.ndarray(), mats: ti.types.ndarray(), second: ti.types.ndarray(), S: ti.types.ndarray(),
+            plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32):
+        if ti.static(task == "projections"):
+            v7.projections_task(shape, mats, layer, sc, tile)
+        if ti.static(task == "second_stage"):
+            v7.second_stage_task(shape, second, layer, sc, tile)
+        if ti.static(task == "prepare"):
+            v7.prepare_task(shape, vec, layer, sc)
+        if ti.static(task == "wkv"):
+            v7.wkv_task(shape, S, layer, plan, sc)
+        if ti.static(task == "output_gate"):
+            v7.output_gate_task(shape, vec, layer, sc)
+    return run
+
+
+# ---- kernels/lanes.py ----
+
+@given(T=st.one_of(st.integers(1, 20), st.sampled_from([4, 5, 8, 16, 17])),
+       n_in=st.one_of(dims, st.sampled_from([31, 32, 33, 300, 513])), n_out=dims,
+       offsets=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 4)),
+       act=st.sampled_from(sorted(ACTIVATIONS)), accumulate=st.booleans(), f16=st.booleans(),
+       tile=st.sampled_from([1, 8]), seed=seeds, data=st.data())
+def test_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, seed, data):
+    """Y[:, y_col:] (+)= act(X[:, x_col:x_col+in] W[layer, w_row:w_row+out, :in]ᵀ) vs ref.common.linear."""
+    w_row, x_col, y_col = offsets
+    L = data.draw(st.integers(1, 3), label="L")
+    layer = data.draw(st.integers(0, L - 1), label="layer")
+    rng = rng_of(seed)
+    W = normal(rng, L, w_row + n_out + 2, n_in + 3, scale=n_in ** -0.5)  # wider than used: the offsets must hold
+    if f16:
+        W = W.astype(np.float16).astype(np.float32)
+    X, Y0 = normal(rng, T, x_col + n_in + 1), normal(rng, T, y_col + n_out + 2)
+    code, fn = ACTIVATIONS[act]
+    Y = dev(Y0)
+    linear_runner(code, accumulate, tile)(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in, dev(X),
+                                          x_col, Y, y_col)
+    used_W, used_X = f64(W[layer, w_row:w_row + n_out, :n_in]), f64(X[:, x_col:x_col + n_in])
+    s = ref.linear(used_X, used_W)
+    terms = np.abs(used_X) @ np.abs(used_W).T
+    if act == "relu_squared":
+        terms = 2 * terms * np.abs(s)
+    expected = f64(Y0).copy()
+    expected[:, y_col:y_col + n_out] = fn(s) + (Y0[:, y_col:y_col + n_out] if accumulate else 0)
+    all_terms = np.abs(expected)
+    all_terms[:, y_col:y_col + n_out] = terms + (np.abs(Y0[:, y_col:y_col + n_out]) if accumulate else 0)
+    assert_close(Y.to_numpy(), expected, all_terms)
+
+
+@given(lengths=plans(max_rows=4, max_len=5), L=st.integers(1, 3), C=st.one_of(dims, st.sampled_from([64, 100])),
+       n_mix=st.sampled_from([1, 6]), seed=seeds, data=st.data())
+def test_shift_mix_task(lengths, L, C, n_mix, seed, data):
+    """out = lerp_previous(z, previous_tokens(z, state)) for each mix, z = layer_norm(x) per row; the state gets
+    z at each row's last position."""
+    layer = data.draw(st.integers(0, L - 1), label="layer")
+    rng = rng_of(seed)
+    plan, B = make_plan(lengths), len(lengths)
+    x = normal(rng, plan.T, C)
+    vec = normal(rng, L, 2 + n_mix, C)  # rows: LN weight, LN bias, then the mixes
+    vec[:, 2:] = rng.uniform(0, 1, (L, n_mix, C))
+    shift0 = normal(rng, B, L, C)
+    out_col = 3
+    out, shift = dev(np.zeros((plan.T, out_col + n_mix * C), np.float32)), dev(shift0)
+    shift_mix_runner(n_mix, out_col)(dev(x), dev(vec), shift, layer, plan.packed, out)
+    expected_out, expected_shift = np.zeros((plan.T, n_mix * C)), f64(shift0).copy()
+    for b, (a, z) in enumerate(segments(lengths)):
+        normed = ref.layer_norm(f64(x[a:z]), f64(vec[layer, 0]), f64(vec[layer, 1]))
+        prev = ref.previous_tokens(normed, f64(shift0[b, layer]))
+        for m in range(n_mix):
+            expected_out[a:z, m * C:(m + 1) * C] = ref.lerp_previous(normed, prev, f64(vec[layer, 2 + m]))
+        expected_shift[b, layer] = normed[-1]
+    assert_close(out.to_numpy()[:, out_col:], expected_out)
+    assert_close(shift.to_numpy(), expected_shift)
+
+
+@given(T=st.integers(1, 12), C=st.one_of(dims, st.sampled_from([64, 129])), seed=seeds, data=st.data())
+def test_gather_norm_task(T, C, seed, data):
+    """out[k] = layer_norm(x[picks[k]]) (ln_out), zeros where picks[k] is -1."""
+    picks = np.array(data.draw(st.lists(st.integers(-1, T - 1), min_size=1, max_size=8), label="picks"), np.int32)
+    rng = rng_of(seed)
+    x, ln = normal(rng, T, C), normal(rng, 1, 2, C)
+    out = dev(np.full((len(picks), C), 7.0, np.float32))
+    gather_norm_runner()(dev(x), dev(picks), dev(ln), out)
+    expected = np.zeros((len(picks), C))
+    for k, t in enumerate(picks):
+        if t >= 0:
+            expected[k] = ref.layer_norm(f64(x[t]), f64(ln[0, 0]), f64(ln[0, 1]))
+    assert_close(out.to_numpy(), expected)
+
+
+# ---- kernels/v7.py ----
+
+def v7_case(rng, T, H, N, dims_low, F=8):
+    """A Shape and random vec (L=2), mats, second and scratch arrays for it."""
+    from kernels import v7
+
+    s = v7.Shape(C=H * N, H=H, Dw=dims_low[0], Da=dims_low[1], Dg=dims_low[2], Dv=dims_low[3], F=F)
+    vec = normal(rng, 2, v7.NV, s.C)
+    mats = normal(rng, 2, s.ROWS, s.C, scale=s.C ** -0.5)
+    second = normal(rng, 2, s.C, s.D, scale=s.D ** -0.5)
+    sc = normal(rng, T, s.WIDTH)
+    return s, vec, mats, second, sc
+
+
+def run_v7(task, s, vec, mats, second, sc, layer, tile=1, S=None, plan=None):
+    S_dev = dev(S) if S is not None else dev(np.zeros((1, 1, 1, 1, 1), np.float32))
+    packed = plan.packed if plan is not None else dev(np.zeros((5, 1), np.int32))
+    sc_dev = dev(sc)
+    v7_runner(task, s, tile)(dev(vec), dev(mats), dev(second), S_dev, packed, sc_dev, layer)
+    return sc_dev.to_numpy(), S_dev.to_numpy()
+
+
+low_dims = st.tuples(*(st.integers(1, 9) for _ in range(4)))
+
+
+@given(T=st.integers(1, 11), H=st.integers(1, 3), N=st.integers(1, 12), dims_low=low_dims, layer=st.integers(0, 1),
+       tile=st.sampled_from([1, 8]), seed=seeds)
+def test_v7_projections_and_second_stage(T, H, N, dims_low, layer, tile, seed):
+    """r, k, v = linear(x_r|x_k|x_v, W); tanh(x_w w1ᵀ) w2ᵀ, x_a a1ᵀ a2ᵀ, σ(x_g g1ᵀ) g2ᵀ, x_v v1ᵀ v2ᵀ (ref.v7.time_mix;
+    the v second stage is skipped in layer 0, which has no value residual)."""
+    from kernels import v7
+
+    rng = rng_of(seed)
+    s, vec, mats, second, sc = v7_case(rng, T, H, N, dims_low)
+    C, D = s.C, s.D
+    out, _ = run_v7("projections", s, vec, mats, second, sc, layer, tile)
+    mixed = lambda m: f64(sc[:, s.MIXED + m * C:s.MIXED + (m + 1) * C])  # noqa: E731
+    W = f64(mats[layer])
+    for m, name in enumerate("rkv"):
+        assert_close(out[:, s.PROJ + m * C:s.PROJ + (m + 1) * C], ref.linear(mixed(m), W[m * C:(m + 1) * C]),
+                     np.abs(mixed(m)) @ np.abs(W[m * C:(m + 1) * C]).T)
+    bounds = np.cumsum((0,) + dims_low)
+    for part, (mix, fn) in enumerate(((v7.MIX_W, np.tanh), (v7.MIX_A, None), (v7.MIX_G, ref.sigmoid), (v7.MIX_V, None))):
+        rows = W[s.FIRST + bounds[part]:s.FIRST + bounds[part + 1]]
+        expected = ref.linear(mixed(mix), rows)
+        assert_close(out[:, s.LOW + bounds[part]:s.LOW + bounds[part + 1]], fn(expected) if fn else expected,
+                     np.abs(mixed(mix)) @ np.abs(rows).T)
+
+    out2, _ = run_v7("second_stage", s, vec, mats, second, out, layer, tile)
+    low = f64(out[:, s.LOW:s.LOW + D])
+    for part in range(4):
+        cols = slice(bounds[part], bounds[part + 1])
+        got = out2[:, s.LORA + part * C:s.LORA + (part + 1) * C]
+        if part == 3 and layer == 0:
+            np.testing.assert_array_equal(got, out[:, s.LORA + 3 * C:s.LORA + 4 * C])  # untouched
+            continue
+        W2 = f64(second[layer, :, cols])
+        assert_close(got, ref.linear(low[:, cols], W2), np.abs(low[:, cols]) @ np.abs(W2).T)
+
+
+@given(T=st.integers(1, 10), H=st.integers(1, 4), N=st.integers(1, 20), layer=st.integers(0, 1), seed=seeds)
+def test_v7_prepare_task(T, H, N, layer, seed):
+    from kernels import v7
+
+    rng = rng_of(seed)
+    s, vec, mats, second, sc = v7_case(rng, T, H, N, (2, 2, 2, 2))
+    C = s.C
+    out, _ = run_v7("prepare", s, vec, mats, second, sc, layer)
+    col = lambda start: f64(sc[:, start:start + C])  # noqa: E731
+    v_row = lambda row: f64(vec[layer, row])  # noqa: E731
+    k, v, v_first = col(s.PROJ + C), col(s.PROJ + 2 * C), col(s.V_FIRST)
+    w = np.exp(-ref_v7.DECAY_SCALE * ref.sigmoid(v_row(v7.W0) + col(s.LORA)))
+    a = ref.sigmoid(v_row(v7.A0) + col(s.LORA + C))
+    kk = ref.l2_normalize((k * v_row(v7.K_K)).reshape(T, H, N)).reshape(T, C)
+    k_mod = k * (1 + (a - 1) * v_row(v7.K_A))
+    if layer == 0:
+        v_out, v_first_out = v, v
+    else:
+        v_out, v_first_out = v + (v_first - v) * ref.sigmoid(v_row(v7.V0) + col(s.LORA + 3 * C)), v_first
+    got = lambda start: out[:, start:start + C]  # noqa: E731
+    for start, expected in ((s.LORA, w), (s.LORA + C, a), (s.KK, kk), (s.PROJ + C, k_mod), (s.PROJ + 2 * C, v_out),
+                            (s.V_FIRST, v_first_out)):
+        assert_close(got(start), expected)
+
+
+@given(lengths=plans(max_len=5), H=st.integers(1, 3), N=st.integers(1, 16), layer=st.integers(0, 1), seed=seeds)
+def test_v7_wkv_task(lengths, H, N, layer, seed):
+    """vs ref.v7.wkv_step looped over each row of a ragged batch, from a random (not zero) state."""
+    rng = rng_of(seed)
+    plan, B = make_plan(lengths), len(lengths)
+    T = plan.T
+    s, vec, mats, second, sc = v7_case(rng, T, H, N, (2, 2, 2, 2))
+    C = s.C
+    sc[:, s.PROJ + C:s.PROJ + 2 * C] *= 0.5
+    sc[:, s.LORA:s.LORA + C] = np.exp(-np.exp(-0.5) * rng.uniform(0, 1, (T, C)))  # decays in (0.545, 1)
+    sc[:, s.LORA + C:s.LORA + 2 * C] = rng.uniform(0, 1, (T, C))
+    kk = normal(rng, T, H, N)
+    sc[:, s.KK:s.KK + C] = (kk / np.linalg.norm(kk, axis=-1, keepdims=True)).reshape(T, C)
+    S0 = normal(rng, B, 2, H, N, N, scale=0.5)
+    out, S = run_v7("wkv", s, vec, mats, second, sc, layer, S=np.ascontiguousarray(np.swapaxes(S0, -1, -2)),
+                    plan=plan)
+    per_head = lambda start: f64(sc[:, start:start + C]).reshape(T, H, N)  # noqa: E731
+    r, k, v, w, a, kk = (per_head(c) for c in (s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C, s.KK))
+    expected_S, expected_y = f64(S0).copy(), np.zeros((T, C))
+    for b, (start, stop) in enumerate(segments(lengths)):
+        state = expected_S[b, layer]
+        for t in range(start, stop):
+            y, state = ref_v7.wkv_step(r[t], w[t], k[t], v[t], kk[t], a[t], state)
+            expected_y[t] = y.reshape(C)
+        expected_S[b, layer] = state
+    terms_scale = np.abs(expected_y).sum() + 1.0  # the recurrence has no cheap |terms| (as test_v7_wkv)
+    assert_close(out[:, s.Y:s.Y + C], expected_y, terms=np.full_like(expected_y, terms_scale / expected_y.size ** 0.5))
+    assert_close(np.swapaxes(S, -1, -2), expected_S)
+
+
+@given(T=st.integers(1, 10), H=st.integers(1, 4), N=st.integers(2, 20), layer=st.integers(0, 1), seed=seeds)
+def test_v7_output_gate_task(T, H, N, layer, seed):
+    """(group_norm(y; ln_x) + (Σ_head r k r_k) v) * g, the last lines of ref.v7.time_mix."""
+    from kernels import v7
+
+    rng = rng_of(seed)
+    s, vec, mats, second, sc = v7_case(rng, T, H, N, (2, 2, 2, 2))
+    C = s.C
+    out, _ = run_v7("output_gate", s, vec, mats, second, sc, layer)
+    col = lambda start: f64(sc[:, start:start + C])  # noqa: E731
+    r, k, v, g, y = col(s.PROJ), col(s.PROJ + C), col(s.PROJ + 2 * C), col(s.LORA + 2 * C), col(s.Y)
+    r_k = f64(vec[layer, v7.R_K])
+    normed = ref.group_norm(y, H, f64(vec[layer, v7.LNX]), f64(vec[layer, v7.LNX + 1]), ref.GN_EPS)
+    bonus = (r * k * r_k).reshape(T, H, N).sum(-1, keepdims=True)
+    expected = (normed + (bonus * v.reshape(T, H, N)).reshape(T, C)) * g
+    terms = (np.abs(normed) + (np.abs(r * k * r_k).reshape(T, H, N).sum(-1, keepdims=True)
+                               * np.abs(v.reshape(T, H, N))).reshape(T, C)) * np.abs(g)
+    assert_close(out[:, s.Y:s.Y + C], expected, terms)
