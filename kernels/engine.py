@@ -139,13 +139,14 @@ def _upload(array: np.ndarray) -> ti.Ndarray:
     return device
 
 
-# Fields stored on the device with their last two axes swapped, for coalesced access (kernels/v7.py: wkv).
-DEVICE_TRANSPOSED = {V7State: ("wkv",)}
+def device_transposed(host_class) -> tuple[str, ...]:
+    """Fields stored with their last two axes swapped: v7's wkv on a GPU, for coalesced access (kernels/v7.py: cell)."""
+    return ("wkv",) if host_class is V7State and kernels.is_gpu() else ()
 
 
 def _device_layout(host_class, name: str, array: np.ndarray) -> np.ndarray:
     """Host layout <-> device layout (the swap is its own inverse)."""
-    return np.swapaxes(array, -1, -2) if name in DEVICE_TRANSPOSED.get(host_class, ()) else array
+    return np.swapaxes(array, -1, -2) if name in device_transposed(host_class) else array
 
 
 class TaichiState:

@@ -79,15 +79,23 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
     """This lane's share of W[layer, o, w_col:w_col+n_in] · X[t0+u, x_col:x_col+n_in] for the `tile` positions u
     (not yet summed over the lanes)."""
     acc = ti.Vector([0.0] * tile)
-    unroll = ti.static(16 if tile == 1 else 4)  # weight loads in flight per lane: decode is latency-bound
-    for step in range((n_in + LANES * unroll - 1) // (LANES * unroll)):
-        for q in ti.static(range(unroll)):
-            k = (step * unroll + q) * LANES + lane
-            if k < n_in:
-                w = ti.cast(W[layer, o, w_col + k], ti.f32)
-                for u in ti.static(range(tile)):
-                    if t0 + u < T:
-                        acc[u] += w * X[t0 + u, x_col + k]
+    if ti.static(LANES == 1):  # CPU: one plain dot product per position (LLVM vectorizes it); the row stays in L1
+        for u in ti.static(range(tile)):
+            if t0 + u < T:
+                s = 0.0
+                for k in range(n_in):
+                    s += ti.cast(W[layer, o, w_col + k], ti.f32) * X[t0 + u, x_col + k]
+                acc[u] = s
+    else:
+        unroll = ti.static(16 if tile == 1 else 4)  # weight loads in flight per lane: decode is latency-bound
+        for step in range((n_in + LANES * unroll - 1) // (LANES * unroll)):
+            for q in ti.static(range(unroll)):
+                k = (step * unroll + q) * LANES + lane
+                if k < n_in:
+                    w = ti.cast(W[layer, o, w_col + k], ti.f32)
+                    for u in ti.static(range(tile)):
+                        if t0 + u < T:
+                            acc[u] += w * X[t0 + u, x_col + k]
     return acc
 
 

@@ -13,8 +13,8 @@ linear_task           linear(·, output); the channel mix's key, value    lanes 
 shift_mix_task        layer_norm(ln2), previous_tokens, lerp_previous    lanes per position
 
 Weights are stacked by layer (`V7Layers`, built once at load by `device_blocks`), so one compiled kernel serves
-every layer. The WKV state is stored key-major on the device, S[b, l, h, j (key), i (value)], so at each key j the
-threads of a warp read neighbouring addresses (engine.DEVICE_TRANSPOSED).
+every layer. On a GPU the WKV state is stored key-major, S[b, l, h, j (key), i (value)], so at each key j the
+threads of a warp read neighbouring addresses (`cell`, engine.device_transposed).
 """
 import dataclasses
 import functools
@@ -256,10 +256,20 @@ def prepare_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.tem
 
 
 @ti.func
+def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
+    """Where S's (key j, value i) sits in its last two axes: key-major on a GPU (a warp's threads, one per value
+    row, then read neighbouring addresses), value-major on the CPU (a thread's walk over j is contiguous)."""
+    at = ti.math.ivec2(i, j)
+    if ti.static(lanes.LANES > 1):
+        at = ti.math.ivec2(j, i)
+    return at
+
+
+@ti.func
 def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r.
 
-    Thread (b, h, i) owns value row i of head h; the device state is key-major, S[b, l, h, j, i].
+    Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S.
     """
     N = s.N
     R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
@@ -268,13 +278,15 @@ def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.templat
             t = plan[START, b] + step
             removed = 0.0
             for j in range(N):
-                removed -= S[b, layer, h, j, i] * sc[t, s.KK + h * N + j]
+                at = cell(j, i)
+                removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
             out = 0.0
             v = sc[t, V + h * N + i]
             for j in range(N):
-                c = h * N + j
-                new = S[b, layer, h, j, i] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
-                S[b, layer, h, j, i] = new
+                c, at = h * N + j, cell(j, i)
+                new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
+                       + v * sc[t, K + c])
+                S[b, layer, h, at[0], at[1]] = new
                 out += new * sc[t, R + c]
             sc[t, s.Y + h * N + i] = out
 
