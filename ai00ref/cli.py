@@ -81,16 +81,22 @@ def run_random_model(args: argparse.Namespace) -> int:
 # ---- serve ----
 
 def add_serve_command(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API (not built yet)")
-    parser.add_argument("--config", default="assets/configs/Config.toml")
-    parser.add_argument("--ip", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=65530)
+    parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API (Ai00's routes, port 65530)")
+    parser.add_argument("-c", "--config", default="assets/configs/Config.toml", help="Ai00 Config.toml")
+    parser.add_argument("-i", "--ip", default=None, help="overrides [listen].ip")
+    parser.add_argument("-p", "--port", type=int, default=None, help="overrides [listen].port")
     parser.set_defaults(run=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    raise NotImplementedError("the server is not built yet: it arrives with the server issue "
-                              "(the engine, loaders and tokenizer are ready: see README.md)")
+    from ai00ref.server.config import ConfigError
+    from ai00ref.server.main import serve
+
+    try:
+        return serve(args.config, args.ip, args.port)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 # ---- registry and entry point ----

@@ -181,6 +181,13 @@ class TaichiState:
             copies[name].copy_from(a)
         return TaichiState(self.host_class, copies)
 
+    def assign_row(self, b: int, row: RecurrentState) -> None:
+        """Overwrite batch row b with the batch-1 host state `row` (a copy through the host: for admissions only)."""
+        for name, array in self.fields.items():
+            host = array.to_numpy()
+            host[b] = _device_layout(self.host_class, name, row.arrays()[name][0])
+            array.from_numpy(np.ascontiguousarray(host, dtype=np.float32))
+
     def rows(self, index) -> "TaichiState":
         return TaichiState.from_host(self.to_host().rows(index))
 

@@ -1,4 +1,4 @@
-"""The command line: random-model, bench, and serve's not-yet message; every failure is one line, exit 1."""
+"""The command line: random-model, bench and serve; every failure is one line, exit 1."""
 from __future__ import annotations
 
 import ai00ref
@@ -26,6 +26,9 @@ def test_bad_random_shape_is_one_line(capsys):
     assert err.startswith("error: bad size 'X3'") and err.count("\n") == 1
 
 
-def test_serve_says_it_is_not_built_yet(capsys):
-    assert main(["serve"]) == 1
-    assert "not built yet" in capsys.readouterr().err
+def test_serve_with_a_broken_config_is_one_line(capsys, tmp_path):
+    config = tmp_path / "Config.toml"
+    config.write_text("[model]\nmax_batch = \"eight\"\n")
+    assert main(["serve", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "model.max_batch" in err and err.count("\n") == 1

@@ -113,3 +113,30 @@ def test_fp16_precision_on_weights_that_fp16_cannot_hold(taichi_arch, tmp_path, 
     errors.append(np.linalg.norm(lf - lr, axis=1) / np.linalg.norm(lr, axis=1))
     worst = float(np.max(errors))
     assert 1e-7 < worst <= 1e-2, worst
+
+
+@pytest.mark.parametrize("variant", ["v6", "v7"])
+def test_empty_rows_keep_their_state_and_give_zero_logits(models, variant):
+    """A scheduler's idle slots: rows with no tokens are left alone (as in the reference engine)."""
+    graph, _ = models[variant]
+    _, state = graph.forward([[5, 6], [7], [8, 9, 10]], graph.new_state(3))
+    before = state.to_host()
+    logits, after = graph.forward([[1], [], [2]], state)
+    alone, alone_state = graph.forward([[1], [2]], state.rows([0, 2]))
+    assert not logits[1].any()
+    after, alone_state = after.to_host(), alone_state.to_host()
+    for name, array in after.arrays().items():
+        np.testing.assert_array_equal(array[1], before.arrays()[name][1])
+        np.testing.assert_allclose(array[[0, 2]], alone_state.arrays()[name], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(logits[[0, 2]], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_assign_row_overwrites_one_row(models):
+    graph, _ = models["v7"]
+    _, state = graph.forward([[5], [6]], graph.new_state(2))
+    _, other = graph.forward([[9, 9]], graph.new_state(1))
+    other_host = other.to_host()
+    state.assign_row(1, other_host)
+    host = state.to_host()
+    for name, array in host.arrays().items():
+        np.testing.assert_array_equal(array[1], other_host.arrays()[name][0])

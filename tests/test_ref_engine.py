@@ -111,6 +111,29 @@ def test_float64_agrees_with_float32(variant):
     assert np.linalg.norm(l32 - l64) / np.linalg.norm(l64) < 1e-5
 
 
+def test_empty_rows_keep_their_state_and_give_zero_logits():
+    model = MODELS["v7"]
+    state = model.new_state(3)
+    _, state = model.forward([[5, 6], [7], [8, 9, 10]], state)
+    logits, after = model.forward([[1], [], [2]], state)
+    alone, alone_state = model.forward([[1], [2]], state.rows([0, 2]))
+    assert not logits[1].any()
+    for name, array in after.arrays().items():
+        np.testing.assert_array_equal(array[1], state.arrays()[name][1])
+        np.testing.assert_array_equal(array[[0, 2]], alone_state.arrays()[name])
+    np.testing.assert_array_equal(logits[[0, 2]], alone)
+
+
+def test_assign_row_overwrites_one_row():
+    model = MODELS["v6"]
+    _, state = model.forward([[5], [6]], model.new_state(2))
+    _, other = model.forward([[9, 9]], model.new_state(1))
+    state.assign_row(1, other)
+    for name, array in state.arrays().items():
+        np.testing.assert_array_equal(array[1], other.arrays()[name][0])
+        assert not np.array_equal(array[0], other.arrays()[name][0])
+
+
 def test_full_output_returns_every_token():
     model = MODELS["v7"]
     full, _ = model.forward([[1, 2, 3], [4]], model.new_state(2), full_output=True)
@@ -121,7 +144,7 @@ def test_full_output_returns_every_token():
 
 @pytest.mark.parametrize("tokens, message", [
     ([[1], [2]], "2 token rows for a state of batch 1"),
-    ([[]], "row 0 is empty"),
+    ([[]], "every token row is empty"),
     ([[VOCAB]], "outside"),
     ([[-1]], "outside"),
 ])

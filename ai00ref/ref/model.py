@@ -19,17 +19,20 @@ BLOCKS = {"v4": v4.forward_row, "v5": v5.forward_row, "v6": v6.forward_row, "v7"
 
 
 def check_tokens(tokens: Sequence[Sequence[int]], batch: int, n_vocab: int) -> list[np.ndarray]:
-    """Validate a ragged batch: one non-empty row of ids in [0, n_vocab) per state row."""
+    """Validate a ragged batch: one row of ids in [0, n_vocab) per state row, at least one id in all.
+
+    An empty row is allowed (a scheduler's idle slot): its state is left as it is and its logits are zeros.
+    """
     if len(tokens) != batch:
         raise ValueError(f"got {len(tokens)} token rows for a state of batch {batch}")
     rows = []
     for b, row in enumerate(tokens):
         ids = np.asarray(row, dtype=np.int64).reshape(-1)
-        if ids.size == 0:
-            raise ValueError(f"token row {b} is empty")
-        if ids.min() < 0 or ids.max() >= n_vocab:
+        if ids.size and (ids.min() < 0 or ids.max() >= n_vocab):
             raise ValueError(f"token row {b} has ids outside [0, {n_vocab})")
         rows.append(ids)
+    if not any(ids.size for ids in rows):
+        raise ValueError("every token row is empty")
     return rows
 
 
@@ -73,6 +76,9 @@ class RefModel:
         blocks = BLOCKS[self.info.version]
         outputs = []
         for b, ids in enumerate(rows):
+            if ids.size == 0:  # an idle row: state untouched, zero logits (none with full_output)
+                outputs.append(np.zeros((0 if full_output else 1, self.info.n_vocab), self.dtype))
+                continue
             x = blocks(self.weights, self.embed(ids), state, b)  # (T, C)
             outputs.append(self.head(x if full_output else x[-1:]))
         if full_output:

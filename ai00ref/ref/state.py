@@ -38,6 +38,11 @@ class RecurrentState:
     def concat(cls, states: list["RecurrentState"]) -> "RecurrentState":
         return cls(**{k: np.concatenate([s.arrays()[k] for s in states]) for k in states[0].arrays()})
 
+    def assign_row(self, b: int, row: "RecurrentState") -> None:
+        """Overwrite batch row b with the batch-1 state `row` (same version and shape)."""
+        for name, array in self.arrays().items():
+            array[b] = row.arrays()[name][0]
+
     def astype(self, dtype) -> "RecurrentState":
         return type(self)(**{k: v.astype(dtype) for k, v in self.arrays().items()})
 

@@ -1,0 +1,187 @@
+"""The aiohttp application: routes, CORS and errors, thin over the runtime's scheduler (spec/api.md).
+
+Every generation streams; a non-streamed reply is the same events collected. Every failure a client can cause is a
+4xx (or 503 while no model is loaded) with an OpenAI-style `{"error": {...}}` body.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiohttp import web
+
+from ai00ref.server import protocol
+from ai00ref.server.chat import chat_prompt
+from ai00ref.server.errors import ApiError
+from ai00ref.server.generation import Generation, GenerationParams
+from ai00ref.server.samplers import build_sampler, make_rng, parse_bias
+
+log = logging.getLogger("ai00ref.server")
+RUNTIME = web.AppKey("runtime", object)
+OAI_PREFIXES = ("/api/oai", "/api/oai/v1", "/v1")
+RETRY_AFTER_SECONDS = "1"
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "*"}
+
+
+def error_response(error: ApiError) -> web.Response:
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status in (429, 503) else {}
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+@web.middleware
+async def errors_and_cors(request: web.Request, handler):
+    if request.method == "OPTIONS":  # CORS preflight
+        return web.Response(status=204, headers=CORS_HEADERS)
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        response = error_response(error)
+    except web.HTTPException as error:  # aiohttp's own (404 route, 405 method): in the same JSON shape
+        response = error_response(ApiError(error.status, error.reason, code=error.reason.lower().replace(" ", "_")))
+    except Exception as error:  # noqa: BLE001 - logged; the client gets a JSON 500 and the server goes on
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = error_response(ApiError(500, f"internal error: {type(error).__name__}: {error}"))
+    if not response.prepared:
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
+def runtime_of(request: web.Request):
+    runtime = request.app[RUNTIME]
+    if runtime is None:
+        raise ApiError(503, "no model is loaded; load one with /admin/models/load", code="no_model")
+    return runtime
+
+
+# ---- generation ----
+
+def generation_params(body: dict, kind: str, runtime) -> GenerationParams:
+    """Validate every field before anything is queued (spec/api.md §Requests)."""
+    tokenizer = runtime.tokenizer
+    if kind == "chat":
+        text, model_text = chat_prompt(body.get("messages"), body.get("names"), body.get("template"))
+        model_tokens = tokenizer.encode(model_text) if model_text else []
+    else:
+        text, model_tokens = protocol.joined_text(body, "prompt"), []
+    if "bias" in body and "logit_bias" in body:
+        raise ApiError(400, "send either bias or logit_bias, not both", param="logit_bias", code="invalid_value")
+    bias = parse_bias(body.get("bias", body.get("logit_bias")), runtime.info.n_vocab)
+    return GenerationParams(
+        prompt=tokenizer.encode(text) or [0], max_tokens=protocol.parse_max_tokens(body),
+        stops=protocol.parse_stops(body), sampler=build_sampler(body, model_tokens), bias=bias,
+        rng=make_rng(body.get("seed")), state_id=protocol.parse_state_id(body, {s.id for s in runtime.states}))
+
+
+async def generate(request: web.Request, kind: str) -> web.StreamResponse:
+    runtime = runtime_of(request)
+    body = protocol.parse_json_body(await request.read())
+    stream = protocol.parse_stream(body)
+    params = generation_params(body, kind, runtime)
+    job = Generation(params, runtime.tokenizer, asyncio.get_running_loop())
+    runtime.scheduler.submit(job)
+    request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    model = str(runtime.model_path)
+    if stream:
+        return await stream_events(request, job, kind, request_id, model)
+    return await collect_events(job, kind, request_id, model, len(params.prompt))
+
+
+async def collect_events(job: Generation, kind: str, request_id: str, model: str, prompt_tokens: int):
+    texts, reason = [], None
+    async for event in job.events():
+        if event[0] == "text":
+            texts.append(event[1])
+        elif event[0] == "finish":
+            reason = event[1]
+        elif event[0] == "error":
+            raise event[1]
+    use = protocol.usage(prompt_tokens, job.generated, job.duration())
+    build = protocol.chat_response if kind == "chat" else protocol.completion_response
+    return web.json_response(build(request_id, model, "".join(texts), reason, use))
+
+
+async def stream_events(request: web.Request, job: Generation, kind: str, request_id: str, model: str):
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           **CORS_HEADERS})
+    await response.prepare(request)
+    first_content = True
+    async for event in job.events():
+        payload = None
+        if event[0] == "start" and kind == "chat":
+            payload = protocol.chat_chunk(request_id, model, {"role": "Assistant"}, None)
+        elif event[0] == "text":
+            text = event[1]
+            if kind == "chat":
+                text = text.lstrip() if first_content else text
+                if text:
+                    first_content = False
+                    payload = protocol.chat_chunk(request_id, model, {"content": text}, None)
+            else:
+                payload = protocol.completion_chunk(request_id, model, text, None)
+        elif event[0] == "finish":
+            payload = (protocol.chat_chunk(request_id, model, {}, event[1]) if kind == "chat"
+                       else protocol.completion_chunk(request_id, model, None, event[1]))
+        elif event[0] == "error":
+            payload = event[1].body() if isinstance(event[1], ApiError) else ApiError(500, str(event[1])).body()
+        if payload is not None:
+            await response.write(protocol.sse(payload))
+    await response.write(protocol.sse("[DONE]"))
+    await response.write_eof()
+    return response
+
+
+async def completions(request: web.Request):
+    return await generate(request, "completion")
+
+
+async def chat_completions(request: web.Request):
+    return await generate(request, "chat")
+
+
+# ---- model information ----
+
+async def models(request: web.Request):
+    runtime = request.app[RUNTIME]
+    data = [] if runtime is None else [{"object": "models", "id": runtime.model_path.stem, "owned_by": "ai00ref"}]
+    return web.json_response({"object": "list", "data": data})
+
+
+def model_info(info) -> dict:
+    """Ai00's ModelInfo: version "V4".."V7", sizes, and `custom` (the low-rank sizes of v6/v7)."""
+    return {"version": info.version.upper()[:2], "num_layer": info.n_layer, "num_emb": info.n_embd,
+            "num_hidden": info.ffn_size, "num_vocab": info.n_vocab, "num_head": info.n_head, "custom": "None"}
+
+
+async def models_info(request: web.Request):
+    runtime = runtime_of(request)
+    return web.json_response({"reload": {"model_path": str(runtime.model_path), "backend": runtime.backend,
+                                         "max_batch": runtime.scheduler.max_batch,
+                                         "token_chunk_size": runtime.scheduler.token_chunk_size},
+                              "model": model_info(runtime.info),
+                              "states": [{"id": s.id, "name": s.name} for s in runtime.states]})
+
+
+async def adapters(request: web.Request):
+    runtime = request.app[RUNTIME]
+    return web.json_response([] if runtime is None else [f"ai00ref {runtime.backend}"])
+
+
+def make_app(runtime) -> web.Application:
+    """The application over a started runtime (or None: no model loaded, generation answers 503)."""
+    app = web.Application(middlewares=[errors_and_cors], client_max_size=16 * 1024 * 1024)
+    app[RUNTIME] = runtime
+    for prefix in OAI_PREFIXES:
+        app.router.add_get(f"{prefix}/models", models)
+        app.router.add_post(f"{prefix}/completions", completions)
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+    app.router.add_get("/api/models/info", models_info)
+    app.router.add_get("/api/adapters", adapters)
+
+    async def shutdown(app: web.Application) -> None:
+        if app[RUNTIME] is not None:
+            await asyncio.get_running_loop().run_in_executor(None, app[RUNTIME].close)
+
+    app.on_shutdown.append(shutdown)
+    return app

@@ -1,0 +1,140 @@
+"""Request fields and response shapes of the OpenAI routes, as Ai00 defines them (spec/api.md §Requests, §Responses).
+
+Parsing turns a JSON body into plain values or raises `ApiError` 400 naming the field; building turns results into
+the JSON Ai00 clients read (plus OpenAI's `id`, `created` and `*_tokens`, which Ai00 lacks).
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from ai00ref.server.errors import ApiError, bad_request
+
+DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS_LIMIT = 1 << 20  # larger requests are refused (Ai00 has no limit)
+DEFAULT_STOPS = ["\n\n"]  # only when `stop` is absent; null or [] means none
+MAX_STOPS = 32
+NIL_STATE = "00000000-0000-0000-0000-000000000000"
+
+
+def parse_json_body(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_max_tokens(body: dict) -> int:
+    """`max_tokens`, or OpenAI's newer `max_completion_tokens`; 1 .. MAX_TOKENS_LIMIT, default 256."""
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    value = body.get(name)
+    if value is None:
+        return DEFAULT_MAX_TOKENS
+    if not is_int(value) or not 1 <= value <= MAX_TOKENS_LIMIT:
+        raise bad_request(f"{name} must be an integer from 1 to {MAX_TOKENS_LIMIT}, got {value!r}", name)
+    return value
+
+
+def parse_stops(body: dict) -> list[str]:
+    if "stop" not in body:
+        return list(DEFAULT_STOPS)
+    value = body["stop"]
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise bad_request("stop must be a string, a list of strings or null", "stop")
+    if len(value) > MAX_STOPS:
+        raise bad_request(f"at most {MAX_STOPS} stop strings", "stop")
+    return [s for s in value if s]
+
+
+def parse_stream(body: dict) -> bool:
+    value = body.get("stream", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request("stream must be true or false", "stream")
+    return value
+
+
+def joined_text(body: dict, name: str) -> str:
+    """`prompt` / `input`: a string, or a list of strings joined with "" (not a batch), or null."""
+    value = body.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return "".join(value)
+    raise bad_request(f"{name} must be a string or a list of strings", name)
+
+
+def parse_state_id(body: dict, known: set[str]) -> str:
+    """`state`: a UUID string; the nil UUID or an unregistered id means the default (as Ai00, silently)."""
+    value = body.get("state", NIL_STATE)
+    if value is None:
+        return NIL_STATE
+    if isinstance(value, dict):
+        raise ApiError(400, "state given as a value or a file is not supported yet; register it with [[state]] "
+                       "in the config and send its id", param="state", code="unsupported")
+    if not isinstance(value, str):
+        raise bad_request("state must be a state id (a UUID string)", "state")
+    try:
+        key = str(uuid.UUID(value))
+    except ValueError:
+        raise bad_request(f"state {value!r} is not a UUID", "state") from None
+    return key if key in known else NIL_STATE
+
+
+# ---- responses ----
+
+def usage(prompt_tokens: int, completion_tokens: int, seconds: float) -> dict:
+    """Ai00's keys and OpenAI's together."""
+    secs = int(seconds)
+    return {"prompt": prompt_tokens, "completion": completion_tokens, "total": prompt_tokens + completion_tokens,
+            "duration": {"secs": secs, "nanos": int(round((seconds - secs) * 1e9))},
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def envelope(kind: str, request_id: str, model: str) -> dict:
+    return {"id": request_id, "object": kind, "created": int(time.time()), "model": model}
+
+
+def completion_response(request_id, model, text, reason, use) -> dict:
+    return {**envelope("text_completion", request_id, model),
+            "choices": [{"text": text, "index": 0, "finish_reason": reason}], "usage": use}
+
+
+def completion_chunk(request_id, model, text: str | None, reason: str | None) -> dict:
+    choice = {"delta": {} if text is None else {"content": text}, "index": 0, "finish_reason": reason}
+    if text is not None:
+        choice["text"] = text  # OpenAI's field; Ai00 sends delta.content only
+    return {**envelope("text_completion.chunk", request_id, model), "choices": [choice]}
+
+
+def chat_response(request_id, model, text, reason, use) -> dict:
+    return {**envelope("chat.completion", request_id, model),
+            "choices": [{"message": {"role": "Assistant", "content": text.strip()}, "index": 0,
+                         "finish_reason": reason}], "usage": use}
+
+
+def chat_chunk(request_id, model, delta: dict, reason: str | None) -> dict:
+    return {**envelope("chat.completion.chunk", request_id, model),
+            "choices": [{"delta": delta, "index": 0, "finish_reason": reason}]}
+
+
+def sse(payload) -> bytes:
+    """One server-sent event: `data: <json>` and a blank line (`data:[DONE]` ends a stream)."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()

@@ -1,0 +1,105 @@
+"""The loaded model: engine, tokenizer, initial states and the scheduler, built from the config (spec/api.md §Runtime).
+
+Only one model is loaded at a time, as in Ai00. With no model configured (`[model].name = ""`) the server generates a
+small deterministic random RWKV-7 model (its output is noise) so that a fresh clone serves at once, and says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from pathlib import Path
+
+from ai00ref.engine import Lora, load_model, load_state
+from ai00ref.ref.state import RecurrentState
+from ai00ref.server.scheduler import Scheduler
+from ai00ref.tokenizer import load_tokenizer
+
+log = logging.getLogger("ai00ref.server")
+DEMO_MODEL = "demo-random-v7.st"  # generated into the model folder when no model is configured
+DEMO_SPEC = dict(variant="v7", n_layer=2, n_embd=64, n_vocab=65536, head_size=16, seed=2024)
+PRECISIONS = {"Fp16": "fp16", "Fp32": "fp32"}
+
+
+@dataclasses.dataclass
+class StateEntry:
+    id: str
+    name: str
+    state: RecurrentState
+    default: bool
+
+
+@dataclasses.dataclass
+class Runtime:
+    model_path: Path
+    engine: object
+    tokenizer: object
+    scheduler: Scheduler
+    states: list[StateEntry]
+    backend: str  # "ref", or the Taichi arch in use
+
+    @property
+    def info(self):
+        return self.engine.info
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+
+def demo_model(folder: Path) -> Path:
+    from ai00ref.weights.random_model import RandomModelSpec, write_random_model
+
+    path = folder / DEMO_MODEL
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_random_model(RandomModelSpec(**DEMO_SPEC), path)
+    log.warning("no model configured ([model].name is empty): serving %s, a generated random model whose output "
+                "is noise; set [model].name in the config to serve a real one", path)
+    return path
+
+
+def choose_engine(adapter_engine: str) -> tuple[str, dict]:
+    """`[adapter] engine`: "ref", or a Taichi arch (auto, vulkan, cuda, cpu); auto falls back to ref without taichi."""
+    if adapter_engine == "ref":
+        return "ref", {}
+    try:
+        import taichi  # noqa: F401
+    except ImportError:
+        if adapter_engine != "auto":
+            raise
+        log.warning("taichi is not installed: serving with the NumPy reference engine (slow)")
+        return "ref", {}
+    return "taichi", {"arch": adapter_engine}
+
+
+def load_states(config, info) -> list[StateEntry]:
+    entries = []
+    for item in config.state:
+        path = Path(item.path)
+        entries.append(StateEntry(id=str(uuid.UUID(item.id)) if item.id else str(uuid.uuid4()),
+                                  name=item.name or path.name, state=load_state(path, info), default=item.default))
+    return entries
+
+
+def start_runtime(config, model_path: Path | None = None) -> Runtime:
+    """Load the configured model (or `model_path`), its LoRAs and states, and start the scheduler."""
+    folder = Path(config.model.path)
+    if model_path is None:
+        model_path = folder / config.model.name if config.model.name else demo_model(folder)
+    backend, options = choose_engine(config.adapter.engine)
+    if backend == "taichi":
+        options["precision"] = PRECISIONS[config.model.precision]
+        options["token_chunk_size"] = config.model.token_chunk_size
+    lora = [Lora(item.path, item.alpha) for item in config.lora]
+    engine = load_model(model_path, backend=backend, lora=lora, **options)
+    tokenizer = load_tokenizer(config.tokenizer.path if Path(config.tokenizer.path).exists() else None)
+    states = load_states(config, engine.info)
+    if getattr(engine, "initial_state", None) is not None:  # the model's own time_state
+        states.insert(0, StateEntry(str(uuid.uuid4()), "internal", engine.initial_state, default=True))
+    default = next((s.state for s in states if s.default), None)
+    scheduler = Scheduler(engine, max_batch=config.model.max_batch, token_chunk_size=config.model.token_chunk_size,
+                          initial_states={s.id: s.state for s in states}, default_state=default)
+    arch = getattr(engine, "arch", "ref")
+    log.info("serving %s (%s %s, %d layers, C=%d) on %s, %d slots", model_path, engine.info.version,
+             engine.info.variant, engine.info.n_layer, engine.info.n_embd, arch, config.model.max_batch)
+    return Runtime(Path(model_path), engine, tokenizer, scheduler, states, arch)

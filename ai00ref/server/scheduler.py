@@ -1,0 +1,226 @@
+"""One inference loop over `max_batch` slots, as Ai00's (spec/api.md §Scheduler).
+
+Each slot holds one request and one row of a batched engine state. Every step, the loop feeds all busy slots'
+pending tokens to the engine in one ragged `forward` (idle rows get no tokens), at most `token_chunk_size` tokens in
+all, shared fairly, so a long prompt is fed in chunks between the other slots' decoding steps. A slot whose prompt is
+consumed samples a token from its logits and asks its job whether to go on.
+
+The loop runs in its own thread (the engine blocks); handlers talk to it through `submit` and the job's methods.
+A job is anything with `prompt`, `state_id`, `cancelled`, `started()`, `next_token(logits)`, `accept(token)` (a
+finish reason or None) and `fail(error)`: see ai00ref/server/generation.py.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+
+import numpy as np
+
+from ai00ref.ref.state import RecurrentState
+from ai00ref.server.errors import ApiError
+
+log = logging.getLogger("ai00ref.server.scheduler")
+CACHE_PROMPTS_LONGER_THAN = 32  # Ai00 caches the post-prompt state of prompts longer than this
+CACHE_ENTRIES = 256  # per state id, least recently used out first
+
+
+class PrefixCache:
+    """Per state id, token sequences -> (batch-1 host state after them, logits after their last token)."""
+
+    def __init__(self, capacity: int = CACHE_ENTRIES):
+        self.capacity = capacity
+        self.entries: dict[str, collections.OrderedDict] = collections.defaultdict(collections.OrderedDict)
+
+    def checkout(self, state_id: str, tokens: list[int]):
+        """The longest cached prefix of `tokens`: (state, logits, its length), or (None, None, 0)."""
+        entries, best = self.entries[state_id], ()
+        for key in entries:
+            if len(best) < len(key) <= len(tokens) and tuple(tokens[:len(key)]) == key:
+                best = key
+        if not best:
+            return None, None, 0
+        entries.move_to_end(best)
+        state, logits = entries[best]
+        return state, logits, len(best)
+
+    def insert(self, state_id: str, tokens: list[int], state: RecurrentState, logits: np.ndarray) -> None:
+        entries = self.entries[state_id]
+        entries[tuple(tokens)] = (state, logits.copy())
+        entries.move_to_end(tuple(tokens))
+        while len(entries) > self.capacity:
+            entries.popitem(last=False)
+
+    def clear(self, state_id: str | None = None) -> None:
+        if state_id is None:
+            self.entries.clear()
+        else:
+            self.entries.pop(state_id, None)
+
+
+@dataclasses.dataclass
+class Slot:
+    job: object
+    pending: list[int]  # tokens still to feed
+    fed: list[int]  # tokens fed so far (the state is the state after them)
+    prompt_done: bool = False
+    logits: np.ndarray | None = None  # a cached prompt's logits: sample at once, nothing to feed
+
+
+def host_row(state, b: int) -> RecurrentState:
+    """Batch row b of an engine state as a batch-1 host state (Taichi states go through the host)."""
+    return state.to_host().rows([b]) if hasattr(state, "to_host") else state.rows([b])
+
+
+class Scheduler:
+    """Slots, a bounded queue and the inference loop. `initial_states`: state id -> batch-1 host state."""
+
+    def __init__(self, engine, max_batch: int = 8, token_chunk_size: int = 128, queue_size: int = 64,
+                 initial_states: dict[str, RecurrentState] | None = None, default_state: RecurrentState | None = None):
+        if max_batch < 1 or token_chunk_size < 1:
+            raise ValueError("max_batch and token_chunk_size must be positive")
+        self.engine = engine
+        self.max_batch, self.token_chunk_size, self.queue_size = max_batch, token_chunk_size, queue_size
+        self.initial_states = dict(initial_states or {})
+        self.default_state = default_state
+        self.state = engine.new_state(max_batch)
+        self.slots: list[Slot | None] = [None] * max_batch
+        self.waiting: collections.deque = collections.deque()
+        self.cache = PrefixCache()
+        self.wake = threading.Condition()
+        self.running = True
+        self.thread = threading.Thread(target=self.run, name="ai00ref-inference", daemon=True)
+        self.thread.start()
+
+    # ---- called from handlers (any thread) ----
+
+    def submit(self, job) -> None:
+        with self.wake:
+            if not self.running:
+                raise ApiError(503, "the server is shutting down", code="unavailable")
+            if len(self.waiting) >= self.queue_size:
+                raise ApiError(429, f"too many requests waiting ({self.queue_size}); retry later",
+                               code="queue_full", type="rate_limit_error")
+            self.waiting.append(job)
+            self.wake.notify()
+
+    def busy(self) -> int:
+        return sum(slot is not None for slot in self.slots)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking requests, fail what waits, let running slots stop at their next step, join the loop."""
+        with self.wake:
+            self.running = False
+            waiting, self.waiting = list(self.waiting), collections.deque()
+            self.wake.notify()
+        for job in waiting:
+            job.fail(ApiError(503, "the server is shutting down", code="unavailable"))
+        self.thread.join(timeout)
+
+    # ---- the loop ----
+
+    def run(self) -> None:
+        while True:
+            with self.wake:
+                while self.running and not self.waiting and not any(self.slots):
+                    self.wake.wait()
+                if not self.running:
+                    break
+            try:
+                self.step()
+            except Exception as error:  # noqa: BLE001 - an engine failure fails its jobs, never the server
+                log.exception("inference step failed")
+                self.fail_all(ApiError(500, f"inference failed: {error}", code="engine_error"))
+        self.fail_all(ApiError(503, "the server is shutting down", code="unavailable"))
+
+    def fail_all(self, error: ApiError) -> None:
+        for b, slot in enumerate(self.slots):
+            if slot is not None:
+                slot.job.fail(error)
+                self.slots[b] = None
+
+    def step(self) -> None:
+        self.admit()
+        self.drop_cancelled()
+        for b, slot in enumerate(self.slots):  # cached prompts: their logits are known already
+            if slot is not None and slot.logits is not None:
+                logits, slot.logits = slot.logits, None
+                self.sample(b, slot, logits)
+        take = self.share_budget()
+        if not any(take):
+            return
+        rows = [slot.pending[:n] if slot else [] for slot, n in zip(self.slots, take)]
+        logits, _ = self.engine.forward(rows, self.state, inplace=True)
+        for b, (slot, n) in enumerate(zip(self.slots, take)):
+            if slot is None or n == 0:
+                continue
+            slot.fed += slot.pending[:n]
+            slot.pending = slot.pending[n:]
+            if not slot.pending:
+                if not slot.prompt_done:
+                    slot.prompt_done = True
+                    self.cache_prompt(b, slot, logits[b])
+                self.sample(b, slot, logits[b])
+
+    def admit(self) -> None:
+        """Move waiting jobs into free slots, each starting from its longest cached prefix or its initial state."""
+        for b in range(self.max_batch):
+            if self.slots[b] is not None:
+                continue
+            with self.wake:
+                job = self.waiting.popleft() if self.waiting else None
+            if job is None:
+                return
+            if job.cancelled:
+                continue
+            cached, logits, skip = self.cache.checkout(job.state_id, job.prompt)
+            self.state.assign_row(b, cached if cached is not None else self.start_state(job.state_id))
+            slot = Slot(job, pending=list(job.prompt[skip:]), fed=list(job.prompt[:skip]))
+            if not slot.pending:
+                slot.prompt_done, slot.logits = True, logits
+            self.slots[b] = slot
+            job.started()
+
+    def start_state(self, state_id: str) -> RecurrentState:
+        state = self.initial_states.get(state_id, self.default_state)
+        if state is None:
+            state = host_row(self.engine.new_state(1), 0)
+        return state
+
+    def drop_cancelled(self) -> None:
+        for b, slot in enumerate(self.slots):
+            if slot is not None and slot.job.cancelled:
+                self.slots[b] = None  # the client left: the slot is free at once, nothing is cached
+
+    def share_budget(self) -> list[int]:
+        """Tokens each slot feeds this step: at most token_chunk_size in all, shared fairly (decode steps first)."""
+        take, budget = [0] * self.max_batch, self.token_chunk_size
+        while budget > 0:
+            active = [b for b, s in enumerate(self.slots) if s is not None and len(s.pending) > take[b]]
+            if not active:
+                break
+            share = max(1, budget // len(active))
+            for b in sorted(active, key=lambda b: len(self.slots[b].pending)):
+                n = min(share, len(self.slots[b].pending) - take[b], budget)
+                take[b] += n
+                budget -= n
+                if budget == 0:
+                    break
+        return take
+
+    def sample(self, b: int, slot: Slot, logits: np.ndarray) -> None:
+        job = slot.job
+        token = job.next_token(logits)
+        reason = job.accept(token)
+        if reason is None:
+            slot.pending = [token]
+            return
+        if reason == "stop":  # the state after every fed token (the last sampled one was never fed)
+            self.cache.insert(job.state_id, slot.fed, host_row(self.state, b), logits)
+        self.slots[b] = None
+
+    def cache_prompt(self, b: int, slot: Slot, logits: np.ndarray) -> None:
+        prompt = slot.job.prompt
+        if len(prompt) > CACHE_PROMPTS_LONGER_THAN and slot.fed == list(prompt):
+            self.cache.insert(slot.job.state_id, list(prompt), host_row(self.state, b), logits)
