@@ -15,7 +15,7 @@ from ai00ref.server import protocol
 from ai00ref.server.chat import chat_prompt
 from ai00ref.server.errors import ApiError
 from ai00ref.server.generation import Generation, GenerationParams
-from ai00ref.server.samplers import build_sampler, make_rng, parse_bias
+from ai00ref.server.samplers import build_sampler, make_rng, request_bias
 
 log = logging.getLogger("ai00ref.server")
 RUNTIME = web.AppKey("runtime", object)
@@ -65,9 +65,7 @@ def generation_params(body: dict, kind: str, runtime) -> GenerationParams:
         model_tokens = tokenizer.encode(model_text) if model_text else []
     else:
         text, model_tokens = protocol.joined_text(body, "prompt"), []
-    if "bias" in body and "logit_bias" in body:
-        raise ApiError(400, "send either bias or logit_bias, not both", param="logit_bias", code="invalid_value")
-    bias = parse_bias(body.get("bias", body.get("logit_bias")), runtime.info.n_vocab)
+    bias = request_bias(body, runtime.info.n_vocab)
     return GenerationParams(
         prompt=tokenizer.encode(text) or [0], max_tokens=protocol.parse_max_tokens(body),
         stops=protocol.parse_stops(body), sampler=build_sampler(body, model_tokens), bias=bias,

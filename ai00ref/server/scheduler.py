@@ -12,6 +12,7 @@ finish reason or None) and `fail(error)`: see ai00ref/server/generation.py.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -87,6 +88,7 @@ class Scheduler:
         self.state = engine.new_state(max_batch)
         self.slots: list[Slot | None] = [None] * max_batch
         self.waiting: collections.deque = collections.deque()
+        self.calls: collections.deque = collections.deque()  # (fn, future): engine work between steps
         self.cache = PrefixCache()
         self.wake = threading.Condition()
         self.running = True
@@ -105,6 +107,17 @@ class Scheduler:
             self.waiting.append(job)
             self.wake.notify()
 
+    def call(self, fn) -> concurrent.futures.Future:
+        """Run `fn(engine)` on the inference thread between two steps (the engine is not thread-safe): for routes
+        that need forward passes of their own (chooses, states, embeddings). `await asyncio.wrap_future(...)`."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self.wake:
+            if not self.running:
+                raise ApiError(503, "the server is shutting down", code="unavailable")
+            self.calls.append((fn, future))
+            self.wake.notify()
+        return future
+
     def busy(self) -> int:
         return sum(slot is not None for slot in self.slots)
 
@@ -117,22 +130,35 @@ class Scheduler:
         for job in waiting:
             job.fail(ApiError(503, "the server is shutting down", code="unavailable"))
         self.thread.join(timeout)
+        for _, future in self.calls:
+            future.cancel()
 
     # ---- the loop ----
 
     def run(self) -> None:
         while True:
             with self.wake:
-                while self.running and not self.waiting and not any(self.slots):
+                while self.running and not self.waiting and not self.calls and not any(self.slots):
                     self.wake.wait()
                 if not self.running:
                     break
+                calls, self.calls = list(self.calls), collections.deque()
+            for fn, future in calls:
+                self.run_call(fn, future)
             try:
                 self.step()
             except Exception as error:  # noqa: BLE001 - an engine failure fails its jobs, never the server
                 log.exception("inference step failed")
                 self.fail_all(ApiError(500, f"inference failed: {error}", code="engine_error"))
         self.fail_all(ApiError(503, "the server is shutting down", code="unavailable"))
+
+    def run_call(self, fn, future: concurrent.futures.Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(self.engine))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            future.set_exception(error)
 
     def fail_all(self, error: ApiError) -> None:
         for b, slot in enumerate(self.slots):
