@@ -310,3 +310,23 @@ def test_seeded_sampling_is_reproducible():
         sampler = build_sampler({"top_p": 1.0}, [])
         runs.append([sampler.sample(probs, rng) for _ in range(20)])
     assert runs[0] == runs[1] and len(set(runs[0])) > 1
+
+
+from hypothesis import given as _given, settings as _settings, strategies as _st  # noqa: E402
+
+
+@_settings(max_examples=60)
+@_given(seed=_st.integers(0, 2**32 - 1), size=_st.sampled_from([3, 5, 300, 3000]), top_k=_st.integers(0, 4000),
+        top_p=_st.floats(0, 1), ties=_st.booleans())
+def test_nucleus_candidates_equal_the_full_sort(seed, size, top_k, top_p, ties):
+    """The partial sort gives exactly descending_order(p)[:top_k] cut by cumulative_cut, ties included."""
+    from ai00ref.server.samplers import cumulative_cut, descending_order, nucleus_candidates, softmax
+
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal(size) * 3
+    if ties:
+        logits = np.round(logits)  # many equal probabilities
+    p = softmax(logits)
+    full = descending_order(p)[: top_k or None]
+    expected = full[: cumulative_cut(p[full], top_p)]
+    np.testing.assert_array_equal(nucleus_candidates(p, top_k, top_p), expected)

@@ -69,7 +69,8 @@ def generation_params(body: dict, kind: str, runtime) -> GenerationParams:
     return GenerationParams(
         prompt=tokenizer.encode(text) or [0], max_tokens=protocol.parse_max_tokens(body),
         stops=protocol.parse_stops(body), sampler=build_sampler(body, model_tokens), bias=bias,
-        rng=make_rng(body.get("seed")), state_id=protocol.parse_state_id(body, {s.id for s in runtime.states}))
+        rng=make_rng(body.get("seed")), state_id=protocol.parse_state_id(body, {s.id for s in runtime.states}),
+        unusable=runtime.unusable)
 
 
 async def generate(request: web.Request, kind: str) -> web.StreamResponse:
@@ -166,8 +167,12 @@ async def adapters(request: web.Request):
     return web.json_response([] if runtime is None else [f"ai00ref {runtime.backend}"])
 
 
-def make_app(runtime) -> web.Application:
-    """The application over a started runtime (or None: no model loaded, generation answers 503)."""
+def make_app(runtime, config=None, assets_root=None) -> web.Application:
+    """The application over a started runtime (or None: no model loaded, generation answers 503). With `config`,
+    the admin, auth and file routes are added too (ai00ref/server/admin.py), sandboxed under `assets_root`."""
+    from ai00ref.server.admin import add_admin_routes
+    from ai00ref.server.extensions import add_extension_routes
+
     app = web.Application(middlewares=[errors_and_cors], client_max_size=16 * 1024 * 1024)
     app[RUNTIME] = runtime
     for prefix in OAI_PREFIXES:
@@ -176,6 +181,9 @@ def make_app(runtime) -> web.Application:
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
     app.router.add_get("/api/models/info", models_info)
     app.router.add_get("/api/adapters", adapters)
+    add_extension_routes(app)
+    if config is not None:
+        add_admin_routes(app, config, assets_root)
 
     async def shutdown(app: web.Application) -> None:
         if app[RUNTIME] is not None:

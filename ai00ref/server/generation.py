@@ -27,6 +27,7 @@ class GenerationParams:
     bias: dict[int, float]
     rng: np.random.Generator
     state_id: str
+    unusable: np.ndarray | None = None  # (V,) bool: ids the tokenizer cannot decode (never sampled)
 
 
 class Generation:
@@ -55,6 +56,8 @@ class Generation:
     def next_token(self, logits: np.ndarray) -> int:
         """Ai00's order: penalties (the sampler's transform), bias, softmax, then the sampler picks."""
         logits = apply_bias(self.params.sampler.transform(np.asarray(logits, np.float64)), self.params.bias)
+        if self.params.unusable is not None:
+            logits[self.params.unusable] = -np.inf
         return int(self.params.sampler.sample(softmax(logits), self.params.rng))
 
     def accept(self, token: int) -> str | None:
@@ -63,10 +66,11 @@ class Generation:
             self.first_token_at = time.perf_counter()
         self.generated += 1
         reason = None
-        if token == EOS:
+        piece = self.piece(token)
+        if token == EOS or piece is None:  # as Ai00: end of text, or an id the tokenizer cannot decode
             text, reason = self.scanner.flush(), "stop"
         else:
-            text, stopped = self.scanner.feed(self.tokenizer.token_bytes(token))
+            text, stopped = self.scanner.feed(piece)
             if stopped:
                 reason = "stop"
             elif self.generated >= self.params.max_tokens:
@@ -77,6 +81,12 @@ class Generation:
             self.finished_at = time.perf_counter()
             self.push(("finish", reason))
         return reason
+
+    def piece(self, token: int) -> bytes | None:
+        try:
+            return self.tokenizer.token_bytes(token)
+        except (KeyError, IndexError, ValueError):
+            return None
 
     def fail(self, error: Exception) -> None:
         self.push(("error", error))

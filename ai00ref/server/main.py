@@ -33,7 +33,7 @@ def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | 
     except (OSError, ValueError) as error:  # Ai00 stays up without a model; we too, and generation answers 503
         log.error("the model did not load: %s", error)
         runtime = None
-    app = make_app(runtime)
+    app = make_app(runtime, config, Path.cwd())
     web.run_app(app, host=config.listen.ip, port=config.listen.port, print=None)
     return 0
 

@@ -10,6 +10,8 @@ import logging
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from ai00ref.engine import Lora, load_model, load_state
 from ai00ref.ref.state import RecurrentState
 from ai00ref.server.scheduler import Scheduler
@@ -37,6 +39,7 @@ class Runtime:
     scheduler: Scheduler
     states: list[StateEntry]
     backend: str  # "ref", or the Taichi arch in use
+    unusable: object = None  # (V,) bool: model ids the tokenizer cannot decode (masked out of sampling)
 
     @property
     def info(self):
@@ -72,6 +75,17 @@ def choose_engine(adapter_engine: str) -> tuple[str, dict]:
     return "taichi", {"arch": adapter_engine}
 
 
+def undecodable_ids(tokenizer, n_vocab: int) -> np.ndarray:
+    """(V,) bool: ids the model has but the tokenizer cannot decode (the World vocab leaves 65530..65535 unused)."""
+    mask = np.zeros(n_vocab, bool)
+    for token in range(1, n_vocab):
+        try:
+            tokenizer.token_bytes(token)
+        except (KeyError, IndexError, ValueError):
+            mask[token] = True
+    return mask
+
+
 def load_states(config, info) -> list[StateEntry]:
     entries = []
     for item in config.state:
@@ -102,4 +116,5 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
     arch = getattr(engine, "arch", "ref")
     log.info("serving %s (%s %s, %d layers, C=%d) on %s, %d slots", model_path, engine.info.version,
              engine.info.variant, engine.info.n_layer, engine.info.n_embd, arch, config.model.max_batch)
-    return Runtime(Path(model_path), engine, tokenizer, scheduler, states, arch)
+    return Runtime(Path(model_path), engine, tokenizer, scheduler, states, arch,
+                   undecodable_ids(tokenizer, engine.info.n_vocab))

@@ -237,8 +237,14 @@ class Scheduler:
 
     def sample(self, b: int, slot: Slot, logits: np.ndarray) -> None:
         job = slot.job
-        token = job.next_token(logits)
-        reason = job.accept(token)
+        try:
+            token = job.next_token(logits)
+            reason = job.accept(token)
+        except Exception as error:  # noqa: BLE001 - one job's failure is its own, not its neighbours'
+            log.exception("sampling failed")
+            job.fail(ApiError(500, f"sampling failed: {type(error).__name__}: {error}", code="sampler_error"))
+            self.slots[b] = None
+            return
         if reason is None:
             slot.pending = [token]
             return

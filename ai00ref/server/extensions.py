@@ -1,0 +1,290 @@
+"""Ai00's extension routes `chooses` and `states`, and an OpenAI-shaped `embeddings` (ai00-server.md §1.8, §1.9, §9).
+
+Every route runs its own forward passes through `Scheduler.call`, the one safe way onto the engine: the passes run
+on the inference thread between two scheduler steps, a chunk of at most `token_chunk_size` tokens per call, so
+streaming generations go on between the chunks (§8). Between calls a handler holds only *host* states (a Taichi
+state is brought back inside the call), so device memory is made and freed on the inference thread alone.
+
+Decisions, where Ai00 leaves room:
+- `chooses`: an empty choice's perplexity is +inf in Ai00 (§1.8 step 3); JSON has no infinity, so it is sent as
+  `null` (and sorts last, as +inf does). The prefix cache is not consulted (it would only save time).
+- `states`: the layout is web-rwkv's (§10.2), see `state_to_ai00_layout`; v4 uses web-rwkv's v4 layout.
+- `embeddings`: OpenAI's batch semantics (a list is one vector per string, not one joined text), each vector Ai00
+  v0.5's: the att token-shift of layer `layer` after the input, i.e. the ln1-normalized last token at that layer,
+  `num_emb` floats, not normalized (§1.9 legacy, §9). It is *not* a trained embedding model. Ai00 v0.5 returned the
+  whole state for `layer >= num_layer`; here that is a 400.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import math
+
+import numpy as np
+from aiohttp import web
+
+from ai00ref.ref.state import V4State, V7State
+from ai00ref.server import protocol
+from ai00ref.server.app import OAI_PREFIXES, runtime_of
+from ai00ref.server.errors import bad_request
+
+MAX_CHOICES = 64
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on inputs per request
+
+
+# ---- the state layout of /states (§10.2) ----
+
+def state_to_ai00_layout(state_host, info, row: int = 0) -> tuple[np.ndarray, list[int]]:
+    """One row of a host state as web-rwkv's flat f32 tensor and its shape (first index fastest).
+
+    v5/v6/v7: shape [num_emb, head_size + 2, num_layer, 1]; per layer a block of head_size + 2 rows of num_emb:
+      row 0 the att token-shift; row 1 + j, column h*head_size + i the WKV state of head h for *key* j and
+      *value* i (web-rwkv's time_mix shaders keep each thread on a value channel and walk the key rows), i.e. the
+      `.state` file's [h, key, value] orientation: our v5/v6 `wkv[h, j, i]`, our v7 `wkv[h, i, j]`;
+      row head_size + 1 the ffn token-shift.
+    v4: shape [num_emb, 5 * num_layer, 1, 1], per layer the rows att-shift, aa, bb, pp, ffn-shift (web-rwkv's v4
+      runtime). A pp never updated is our -1e30 where web-rwkv has f32::MIN; both mean "minus infinity".
+    """
+    L, C, N = info.n_layer, info.n_embd, info.head_size
+    if isinstance(state_host, V4State):
+        fields = (state_host.att_x, state_host.aa, state_host.bb, state_host.pp, state_host.ffn_x)
+        layers = np.stack([f[row] for f in fields], axis=1)  # (L, 5, C)
+        return layers.astype(np.float32).ravel(), [C, 5 * L, 1, 1]
+    wkv = state_host.wkv[row]  # (L, H, N, N)
+    key_value = wkv.swapaxes(-1, -2) if isinstance(state_host, V7State) else wkv  # (L, H, key, value)
+    wkv_rows = key_value.transpose(0, 2, 1, 3).reshape(L, N, C)  # (L, key, head * N + value)
+    layers = np.concatenate([state_host.att_x[row][:, None], wkv_rows, state_host.ffn_x[row][:, None]], axis=1)
+    return layers.astype(np.float32).ravel(), [C, N + 2, L, 1]  # layers: (L, N + 2, C)
+
+
+# ---- engine access: forward passes on the inference thread, a chunk per call ----
+
+async def on_engine(runtime, fn):
+    """`fn(engine)` on the inference thread, between two scheduler steps."""
+    return await asyncio.wrap_future(runtime.scheduler.call(fn))
+
+
+async def initial_state(runtime, state_id: str):
+    """The batch-1 host state a request with `state_id` starts from (made on the inference thread)."""
+    return await on_engine(runtime, lambda engine: runtime.scheduler.start_state(state_id))
+
+
+def ignore_logits(logits, start) -> None:
+    return None
+
+
+def host_state(state):
+    return state.to_host() if hasattr(state, "to_host") else state
+
+
+def forward_chunk(engine, state, chunk, start, full_output, owned, reduce):
+    """One chunk: forward, `reduce(logits, start)` here on the inference thread, and the new state as a host state.
+    `owned`: the state is this request's own copy and may be updated in place (never a registered initial state)."""
+    logits, state = engine.forward([chunk], state, full_output=full_output, inplace=owned)
+    return reduce(logits[0], start), host_state(state)
+
+
+async def feed(runtime, state, tokens: list[int], full_output: bool, reduce) -> tuple[list, object]:
+    """Feed `tokens` from `state` (left as it is), a chunk of token_chunk_size per scheduler call.
+
+    `reduce(logits, start)` sees each chunk's logits, (V,) after its last token or with `full_output` (T, V)
+    after each of its tokens, `start` being the chunk's offset in `tokens`. Returns its results and the state after.
+    """
+    size, results = runtime.scheduler.token_chunk_size, []
+    for start in range(0, len(tokens), size):
+        step = functools.partial(forward_chunk, state=state, chunk=tokens[start:start + size], start=start,
+                                 full_output=full_output, owned=start > 0, reduce=reduce)
+        result, state = await on_engine(runtime, step)
+        results.append(result)
+    return results, state
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """ln softmax over the last axis, in float64 (Ai00's softmax then ln, without underflow to -inf)."""
+    x = np.asarray(logits, np.float64)
+    top = x.max(axis=-1, keepdims=True)
+    return x - top - np.log(np.exp(x - top).sum(axis=-1, keepdims=True))
+
+
+async def run_prompt(runtime, state, tokens: list[int]) -> tuple[np.ndarray, object]:
+    """(ln p of the next token (V,), the host state) after the prompt."""
+    results, state = await feed(runtime, state, tokens, False, lambda logits, start: logits)
+    return log_softmax(results[-1]), state
+
+
+async def continuation_log_prob(runtime, state, tokens: list[int]) -> float:
+    """Σ over i ≥ 1 of ln p(tokens[i] | tokens[:i]) from `state`: `tokens[:-1]` fed with full logits."""
+    if len(tokens) < 2:
+        return 0.0
+    targets = np.asarray(tokens[1:])
+
+    def picked(rows: np.ndarray, start: int) -> float:  # rows (T, V): the logits after tokens[start + t]
+        return float(log_softmax(rows)[np.arange(len(rows)), targets[start:start + len(rows)]].sum())
+
+    results, _ = await feed(runtime, state, tokens[:-1], True, picked)
+    return sum(results)
+
+
+# ---- chooses (§1.8) ----
+
+async def choice_perplexities(runtime, prompt: list[int], choices: list[list[int]], state_id: str,
+                              calibrate: bool) -> list[float]:
+    """Mean NLL in nats of each choice after the prompt; +inf for an empty one; with `calibrate`, minus the
+    choice's own value from the initial state over [0] + choice, whose denominator is n + 1 (Ai00's)."""
+    start = await initial_state(runtime, state_id)
+    head, after_prompt = await run_prompt(runtime, start, prompt)
+    perplexities = []
+    for tokens in choices:
+        if not tokens:
+            perplexities.append(math.inf)
+            continue
+        total = head[tokens[0]] + await continuation_log_prob(runtime, after_prompt, tokens)
+        perplexity = -total / len(tokens)
+        if calibrate:
+            perplexity += await continuation_log_prob(runtime, start, [0] + tokens) / (len(tokens) + 1)
+        perplexities.append(float(perplexity))
+    return perplexities
+
+
+def parse_required_input(body: dict) -> str:
+    if body.get("input") is None:
+        raise bad_request("input is required: a string or a list of strings", "input")
+    return protocol.joined_text(body, "input")
+
+
+def parse_choices(body: dict) -> list[str]:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+        raise bad_request("choices must be a non-empty list of strings", "choices")
+    if len(choices) > MAX_CHOICES:
+        raise bad_request(f"at most {MAX_CHOICES} choices", "choices")
+    return choices
+
+
+def parse_calibrate(body: dict) -> bool:
+    value = body.get("calibrate", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request("calibrate must be true or false", "calibrate")
+    return value
+
+
+def json_float(value: float) -> float | None:
+    """JSON has no inf or NaN: those are sent as null."""
+    return value if math.isfinite(value) else None
+
+
+def ranked_choices(choices: list[str], perplexities: list[float]) -> list[dict]:
+    """Sorted ascending (NaN last, as Rust's total_cmp); `rank` the sorted position, `index` the request's."""
+    order = sorted(range(len(choices)), key=lambda i: (math.isnan(perplexities[i]), perplexities[i]))
+    return [{"object": "choice", "index": i, "rank": rank, "choice": choices[i],
+             "perplexity": json_float(perplexities[i])} for rank, i in enumerate(order)]
+
+
+async def chooses(request: web.Request) -> web.Response:
+    runtime = runtime_of(request)
+    body = protocol.parse_json_body(await request.read())
+    prompt = runtime.tokenizer.encode(parse_required_input(body)) or [0]
+    choices, calibrate = parse_choices(body), parse_calibrate(body)
+    state_id = protocol.parse_state_id(body, {s.id for s in runtime.states})
+    tokenized = [runtime.tokenizer.encode(choice) for choice in choices]
+    perplexities = await choice_perplexities(runtime, prompt, tokenized, state_id, calibrate)
+    return web.json_response({"object": "list", "model": str(runtime.model_path),
+                              "data": ranked_choices(choices, perplexities)})
+
+
+# ---- states (§1.9) ----
+
+async def states(request: web.Request) -> web.Response:
+    runtime = runtime_of(request)
+    body = protocol.parse_json_body(await request.read())
+    prompt = runtime.tokenizer.encode(parse_required_input(body)) or [0]
+    state_id = protocol.parse_state_id(body, {s.id for s in runtime.states})
+    _, state = await feed(runtime, await initial_state(runtime, state_id), prompt, False, ignore_logits)
+    data, shape = state_to_ai00_layout(state, runtime.info)
+    return web.json_response({"object": "list", "model": str(runtime.model_path),
+                              "data": [{"object": "states", "index": 0, "data": data.tolist(), "shape": shape}],
+                              "usage": protocol.usage(0, 0, 0.0)})  # always zero, as Ai00's
+
+
+# ---- embeddings (§1.9 legacy v0.5, §9) ----
+
+def parse_embedding_inputs(body: dict, tokenizer, n_vocab: int) -> list[list[int]]:
+    """OpenAI's `input`: a string, a list of strings, a list of token ids, or a list of such lists; each is one
+    embedding. Token ids are RWKV ids. Empty inputs are refused."""
+    value = body.get("input")
+    if isinstance(value, str) or (isinstance(value, list) and value and all(protocol.is_int(t) for t in value)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise bad_request("input must be a non-empty string, a list of strings or a list of token lists", "input")
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        raise bad_request(f"at most {MAX_EMBEDDING_INPUTS} inputs", "input")
+    return [embedding_tokens(item, tokenizer, n_vocab) for item in value]
+
+
+def embedding_tokens(item, tokenizer, n_vocab: int) -> list[int]:
+    if isinstance(item, str):
+        tokens = tokenizer.encode(item)
+    elif isinstance(item, list) and all(protocol.is_int(t) and 0 <= t < n_vocab for t in item):
+        tokens = item
+    else:
+        raise bad_request(f"each input must be a string or a list of token ids in [0, {n_vocab})", "input")
+    if not tokens:
+        raise bad_request("an input is empty", "input")
+    return tokens
+
+
+def parse_layer(body: dict, n_layer: int) -> int:
+    """`layer` (Ai00 v0.5's alias `embed_layer`): 0 .. n_layer - 1, default the last layer."""
+    name = "layer" if body.get("layer") is not None else "embed_layer"
+    value = body.get(name)
+    if value is None:
+        return n_layer - 1
+    if not protocol.is_int(value) or not 0 <= value < n_layer:
+        raise bad_request(f"{name} must be an integer from 0 to {n_layer - 1}, got {value!r}", name)
+    return value
+
+
+def parse_encoding_format(body: dict) -> str:
+    value = body.get("encoding_format") or "float"
+    if value not in ("float", "base64"):
+        raise bad_request("encoding_format must be \"float\" or \"base64\"", "encoding_format")
+    return value
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str):
+    """A list of floats, or base64 of the little-endian float32 bytes, as OpenAI sends them."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode("ascii")
+    return np.asarray(vector, np.float32).tolist()
+
+
+async def embed(runtime, tokens: list[int], state_id: str, layer: int) -> np.ndarray:
+    """The att token-shift of `layer` after `tokens`: (num_emb,)."""
+    _, state = await feed(runtime, await initial_state(runtime, state_id), tokens, False, ignore_logits)
+    return state.att_x[0, layer]
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    runtime = runtime_of(request)
+    body = protocol.parse_json_body(await request.read())
+    inputs = parse_embedding_inputs(body, runtime.tokenizer, runtime.info.n_vocab)
+    layer, encoding_format = parse_layer(body, runtime.info.n_layer), parse_encoding_format(body)
+    state_id = protocol.parse_state_id(body, {s.id for s in runtime.states})
+    data = []
+    for index, tokens in enumerate(inputs):
+        vector = await embed(runtime, tokens, state_id, layer)
+        data.append({"object": "embedding", "index": index, "embedding": encode_vector(vector, encoding_format)})
+    n = sum(len(tokens) for tokens in inputs)
+    return web.json_response({"object": "list", "data": data, "model": runtime.model_path.stem,
+                              "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+
+def add_extension_routes(app: web.Application) -> None:
+    """POST {prefix}/chooses, /states and /embeddings under every OpenAI prefix."""
+    for prefix in OAI_PREFIXES:
+        app.router.add_post(f"{prefix}/chooses", chooses)
+        app.router.add_post(f"{prefix}/states", states)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
