@@ -11,7 +11,6 @@ import hashlib
 import json
 import time
 import urllib.error
-import urllib.request
 import zipfile
 
 import pytest
@@ -23,6 +22,7 @@ from ai00ref.server.config import config_from_dict, load_config
 from ai00ref.server.runtime import start_runtime
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 from test_server_api import ServerThread
+from test_server_api import call as api_call
 
 SECRET = "secret"
 TINY = RandomModelSpec("v7", n_layer=1, n_embd=32, n_vocab=65536, head_size=16, seed=7)
@@ -88,22 +88,9 @@ def token(now: float | None = None, secret: str = SECRET) -> str:
 
 
 def call(server, path, body=None, method=None, bearer: str | None = None, headers: dict | None = None):
-    """(status, parsed JSON or text) of one request; `bearer` goes into the Authorization header."""
-    data = None if body is None else json.dumps(body).encode()
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
-    if bearer is not None:
-        all_headers["Authorization"] = f"Bearer {bearer}"
-    request = urllib.request.Request(server.url + path, data=data, method=method or ("POST" if data else "GET"),
-                                     headers=all_headers)
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            status, text = response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        status, text = error.code, error.read().decode()
-    try:
-        return status, json.loads(text)
-    except json.JSONDecodeError:
-        return status, text
+    """test_server_api.call, with `bearer` in the Authorization header."""
+    all_headers = {**(headers or {}), **({"Authorization": f"Bearer {bearer}"} if bearer is not None else {})}
+    return api_call(server, path, body, method, headers=all_headers)
 
 
 def admin(server, path, body=None, method=None):

@@ -61,11 +61,11 @@ def server(tmp_path_factory):
     served.close()
 
 
-def call(server, path, body=None, method=None, raw: bytes | None = None):
+def call(server, path, body=None, method=None, raw: bytes | None = None, headers: dict | None = None):
     """(status, parsed JSON or raw text) of one request."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     request = urllib.request.Request(server.url + path, data=data, method=method or ("POST" if data else "GET"),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             status, text = response.status, response.read().decode()

@@ -163,12 +163,7 @@ def parse_choices(body: dict) -> list[str]:
 
 
 def parse_calibrate(body: dict) -> bool:
-    value = body.get("calibrate", False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad_request("calibrate must be true or false", "calibrate")
-    return value
+    return protocol.parse_bool(body, "calibrate")
 
 
 def json_float(value: float) -> float | None:

@@ -58,13 +58,18 @@ def parse_stops(body: dict) -> list[str]:
     return [s for s in value if s]
 
 
-def parse_stream(body: dict) -> bool:
-    value = body.get("stream", False)
+def parse_bool(body: dict, name: str) -> bool:
+    """An optional boolean field (absent or null: false)."""
+    value = body.get(name, False)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise bad_request("stream must be true or false", "stream")
+        raise bad_request(f"{name} must be true or false", name)
     return value
+
+
+def parse_stream(body: dict) -> bool:
+    return parse_bool(body, "stream")
 
 
 def joined_text(body: dict, name: str) -> str:
