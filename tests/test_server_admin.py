@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import time
-import urllib.error
 import zipfile
 
 import pytest
