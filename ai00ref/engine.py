@@ -21,6 +21,7 @@ from ai00ref.weights.adapters import has_time_state, merge_lora, state_from_tens
 from ai00ref.weights.canonical import canonical_weights
 
 BACKENDS = ("ref", "taichi")
+PREFAB_VERSION = "1"  # save_prefab's format: an Ai00 `.st` with LoRAs merged
 
 
 class Engine(Protocol):
@@ -55,6 +56,31 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], bool]:
     return pth_to_st_tensors(raw), log_bonus
 
 
+def model_tensors(path: str | os.PathLike, lora: Sequence[Lora] = ()) -> tuple[dict[str, np.ndarray], bool]:
+    """`read_tensors` of the model with its LoRAs merged in order (what load_model builds its weights from)."""
+    tensors, log_bonus = read_tensors(path)
+    for adapter in lora:
+        lora_tensors, _ = read_tensors(adapter.path)
+        tensors = merge_lora(tensors, lora_tensors, adapter.alpha, os.fspath(adapter.path))
+    return tensors, log_bonus
+
+
+def save_prefab(model_path: str | os.PathLike, output: str | os.PathLike, lora: Sequence[Lora] = ()) -> None:
+    """Write the model with its LoRAs merged as one `.st` file that loads as the merged model (spec/formats.md
+    §Prefab). The tensors keep their dtypes, so the prefab's engine is exactly the merged one; an old v5 `.pth`
+    bonus stored as log(u) is written as u. Format version PREFAB_VERSION: quantized tensors come later."""
+    from ai00ref.weights.safetensors_io import write_safetensors
+
+    tensors, log_bonus = model_tensors(model_path, lora)
+    if log_bonus:
+        tensors = {name: np.exp(value) if name.endswith("att.time_first") else value
+                   for name, value in tensors.items()}
+    lora_note = ";".join(f"{os.path.basename(a.path)}*{a.alpha}" for a in lora)
+    write_safetensors(output, tensors, metadata={"format": "pt", "ai00ref": "prefab", "prefab_version": PREFAB_VERSION,
+                                                 "source": os.path.basename(os.fspath(model_path)),
+                                                 "lora": lora_note})
+
+
 def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "float32",
                state: str | os.PathLike | None = None, lora: Sequence[Lora] = (), **options) -> Engine:
     """Load an Ai00 `.st` or an original `.pth` and return an engine of the chosen backend.
@@ -68,10 +94,7 @@ def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "floa
     if options and backend == "ref":
         raise ValueError(f"backend 'ref' takes no options {sorted(options)} (they are for backend='taichi')")
     path = os.fspath(path)
-    tensors, log_bonus = read_tensors(path)
-    for adapter in lora:
-        lora_tensors, _ = read_tensors(adapter.path)
-        tensors = merge_lora(tensors, lora_tensors, adapter.alpha, os.fspath(adapter.path))
+    tensors, log_bonus = model_tensors(path, lora)
     info = read_model_info(tensors, path)
     weights = canonical_weights(tensors, info, path, dtype, log_bonus)
     initial = load_state(state, info, dtype) if state is not None else None

@@ -82,6 +82,23 @@ def test_lora_merge_equals_the_merged_weights(variant, tmp_path):
     assert not np.allclose(logits_of(with_lora), logits_of(ai00ref.load_model(tmp_path / "m.pth")))
 
 
+@pytest.mark.parametrize("variant, source", [("v7", "m.st"), ("v6", "m.pth"), ("v5.0", "m.pth"), ("v4", "m.st")])
+def test_a_prefab_loads_as_exactly_the_merged_model(variant, source, tmp_path):
+    """save_prefab writes the model with its LoRAs merged (v5.0's log(u) bonus from a .pth written as u)."""
+    from ai00ref.engine import save_prefab
+    from ai00ref.weights.safetensors_io import read_safetensors_header
+
+    spec = RandomModelSpec(variant, **SPEC)
+    write_random_model(spec, tmp_path / source, dtype="fp16" if source.endswith(".st") else "fp32")
+    write_pth(tmp_path / "a.lora.pth", random_lora_tensors(spec, rank=4))
+    lora = [ai00ref.Lora(tmp_path / "a.lora.pth", 8.0)]
+    save_prefab(tmp_path / source, tmp_path / "prefab.st", lora)
+    np.testing.assert_array_equal(logits_of(ai00ref.load_model(tmp_path / "prefab.st")),
+                                  logits_of(ai00ref.load_model(tmp_path / source, lora=lora)))
+    metadata = read_safetensors_header(tmp_path / "prefab.st")[0].get("__metadata__", {})
+    assert metadata["ai00ref"] == "prefab" and metadata["source"] == source and "a.lora.pth*8.0" in metadata["lora"]
+
+
 def test_lora_for_a_missing_matrix_is_refused(tmp_path):
     spec = RandomModelSpec("v7", **SPEC)
     write_random_model(spec, tmp_path / "m.st")

@@ -310,9 +310,47 @@ def test_unload_then_generation_is_503(fresh_server):
     assert admin(fresh_server, "/api/models/unload")[0] == 200  # again, by the legacy path: still fine
 
 
-def test_save_is_not_implemented(server):
-    status, body = admin(server, "/admin/models/save", {"path": "out.prefab"})
-    assert status == 501 and "prefab export" in body["error"]["message"]
+def greedy_text(server) -> str:
+    status, body = call(server, "/api/oai/completions", GREEDY_COMPLETION)
+    assert status == 200, body
+    return body["choices"][0]["text"]
+
+
+@pytest.fixture
+def saved_files(root):
+    """Names of files a test writes into the shared model folder, removed afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        (root / "assets" / "models" / name).unlink(missing_ok=True)
+
+
+def test_save_writes_a_model_that_loads_and_answers_the_same(fresh_server, root, saved_files):
+    saved_files += ["saved.st", "again.st"]
+    before = greedy_text(fresh_server)
+    status, body = admin(fresh_server, "/admin/models/save", {"path": "saved.st"})
+    assert status == 200 and body["status"] == "saved", body
+    assert (root / "assets" / "models" / "saved.st").is_file()
+    assert admin(fresh_server, "/admin/models/load", {"model_path": "saved.st"})[0] == 200
+    assert greedy_text(fresh_server) == before
+    assert admin(fresh_server, "/api/models/save", {"model_path": "again.st"})[0] == 200  # legacy path and key
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({}, 400, "path"), ({"path": "../outside/x.st"}, 404, None), ({"path": "/tmp/x.st"}, 404, None),
+    ({"path": "tiny.st"}, 409, "path"),  # the loaded model's own file
+])
+def test_save_refuses_bad_targets(server, body, status, param):
+    got, error = admin(server, "/admin/models/save", body)
+    assert got == status and error["error"]["param"] == param
+
+
+def test_save_without_a_model_is_503(root):
+    served = serve(root, with_model=False)
+    try:
+        assert admin(served, "/admin/models/save", {"path": "x.st"})[0] == 503
+    finally:
+        served.close()
 
 
 # ---- files/dir ----

@@ -27,11 +27,12 @@ SLOTS = 4
 class ServerThread:
     """An aiohttp app served on 127.0.0.1:<free port> by an event loop in its own thread."""
 
-    def __init__(self, app: web.Application):
+    def __init__(self, app: web.Application, ssl_context=None):
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        self.scheme = "https" if ssl_context else "http"
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -39,7 +40,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
@@ -151,6 +152,47 @@ def test_models_info(server):
     status, body = call(server, "/api/models/info")
     assert status == 200 and body["model"]["version"] == "V7" and body["model"]["num_layer"] == 1
     assert body["model"]["num_emb"] == 32 and body["model"]["num_vocab"] == 65536
+
+
+def read_events(response, n: int) -> list:
+    """The first `n` server-sent events' data (raw text) of an open streaming response."""
+    events, block = [], b""
+    while len(events) < n:
+        line = response.readline()
+        assert line, "the stream ended early"
+        if line.strip():
+            block += line
+        elif block:
+            assert block.startswith(b"data:")
+            events.append(block[len(b"data:"):].strip().decode())
+            block = b""
+    return events
+
+
+def test_models_state_streams_the_info_double_encoded_as_ai00(server):
+    started = time.monotonic()
+    with urllib.request.urlopen(server.url + "/api/models/state", timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        events = read_events(response, 3)
+    assert time.monotonic() - started >= 2 * 0.5 - 0.1  # one event each half second
+    for data in events:
+        info = json.loads(json.loads(data))  # a JSON string holding the JSON object
+        assert info["model"]["version"] == "V7" and info["model"]["num_emb"] == 32
+        assert info["status"] == {"busy": 0, "waiting": 0}
+    assert info == call(server, "/api/models/info")[1]
+
+
+def test_shutdown_ends_the_state_stream(tmp_path):
+    write_random_model(RandomModelSpec("v7", n_layer=1, n_embd=32, n_vocab=65536, head_size=16, seed=7),
+                       tmp_path / "tiny.st")
+    config = config_from_dict({"model": {"path": str(tmp_path), "name": "tiny.st"}, "adapter": {"engine": "ref"}})
+    served = ServerThread(make_app(start_runtime(config)))
+    with urllib.request.urlopen(served.url + "/api/models/state", timeout=10) as response:
+        read_events(response, 1)
+        started = time.monotonic()
+        served.close()
+        assert time.monotonic() - started < 5
+        response.read()  # the server ended the stream: reading to the end returns
 
 
 # ---- batching ----

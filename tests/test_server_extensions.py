@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 
 import ai00ref
-from ai00ref.model_info import ModelInfo
-from ai00ref.ref.state import V4State, V5State, V7State
 from ai00ref.server.app import make_app
 from ai00ref.server.config import config_from_dict
-from ai00ref.server.extensions import state_to_ai00_layout
+from ai00ref.server.states import state_to_ai00_layout
 from ai00ref.server.runtime import start_runtime
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 from test_server_api import ServerThread, call, sse_events
@@ -77,53 +75,6 @@ def direct_state(model, tokens: list[int]):
 
 def encode(server, text: str) -> list[int]:
     return server.runtime.tokenizer.encode(text) or [0]
-
-
-# ---- the state layout (hand-built states) ----
-
-def tiny_info(version: str) -> ModelInfo:
-    head_size = 4 if version == "v4" else 2
-    return ModelInfo(version, version, n_layer=2, n_embd=4, n_head=4 // head_size, head_size=head_size, n_vocab=8,
-                     ffn_size=8)
-
-
-def numbered(shape, offset: float) -> np.ndarray:
-    return (offset + np.arange(int(np.prod(shape)), dtype=np.float32)).reshape(shape)
-
-
-@pytest.mark.parametrize("state_class", [V5State, V7State])
-def test_matrix_state_layout_element_by_element(state_class):
-    info = tiny_info("v7" if state_class is V7State else "v5")
-    L, C, H, N = info.n_layer, info.n_embd, info.n_head, info.head_size
-    state = state_class(att_x=numbered((1, L, C), 1000), wkv=numbered((1, L, H, N, N), 0),
-                        ffn_x=numbered((1, L, C), 2000))
-    flat, shape = state_to_ai00_layout(state, info)
-    assert shape == [C, N + 2, L, 1] and flat.dtype == np.float32 and flat.size == C * (N + 2) * L
-
-    def at(c, r, layer):  # web-rwkv order: the first index is the fastest
-        return flat[(layer * (N + 2) + r) * C + c]
-
-    for layer in range(L):
-        for c in range(C):
-            assert at(c, 0, layer) == state.att_x[0, layer, c]
-            assert at(c, N + 1, layer) == state.ffn_x[0, layer, c]
-        for h in range(H):
-            for key in range(N):
-                for value in range(N):
-                    expected = (state.wkv[0, layer, h, value, key] if state_class is V7State
-                                else state.wkv[0, layer, h, key, value])
-                    assert at(h * N + value, 1 + key, layer) == expected
-
-
-def test_v4_state_layout():
-    info = tiny_info("v4")
-    L, C = info.n_layer, info.n_embd
-    fields = {name: numbered((1, L, C), 100 * k) for k, name in enumerate(("att_x", "aa", "bb", "pp", "ffn_x"))}
-    flat, shape = state_to_ai00_layout(V4State(**fields), info)
-    assert shape == [C, 5 * L, 1, 1]
-    rows = flat.reshape(L, 5, C)
-    for k, name in enumerate(("att_x", "aa", "bb", "pp", "ffn_x")):
-        np.testing.assert_array_equal(rows[:, k], fields[name][0])
 
 
 # ---- chooses ----

@@ -10,7 +10,7 @@ Routes (each `/admin/...` route also answers at its pre-0.5.2 `/api/...` path, �
     GET  /api/models/list                      files of [model].path with sampled sha and ModelInfo   (no auth)
     POST /admin/models/load                    a ReloadRequest: close the runtime, start the new one
     GET  /admin/models/unload                  close the runtime; generation then answers 503
-    POST /admin/models/save                    501: the CBOR prefab export is not implemented
+    POST /admin/models/save                    the loaded model, LoRAs merged, as one .st (engine.save_prefab)
     POST /admin/files/dir, /admin/files/ls     {path, is_sha} -> the models/list shape
     POST /admin/files/config/load              {path} -> the TOML config as JSON
     POST /admin/files/config/save              {path, config} -> writes TOML (only .toml, checked before it is kept)
@@ -49,6 +49,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from ai00ref.engine import save_prefab
 from ai00ref.errors import ModelFileError
 from ai00ref.model_info import read_model_info
 from ai00ref.server.config import ConfigError, config_from_dict, load_config, resolve_under
@@ -356,10 +357,28 @@ async def unload_model(request: web.Request) -> web.Response:
     return web.json_response({"status": "unloaded"})
 
 
+def _save_target(runtime, body: dict) -> Path:
+    name = body.get("path") if body.get("path") is not None else body.get("model_path")
+    if not isinstance(name, str) or not name:
+        raise bad_request("path (or model_path) must name the file to write", "path")
+    target = resolve_under(runtime.model_folder, name)  # 404 outside the model folder
+    if target.resolve() == Path(runtime.model_path).resolve():
+        raise ApiError(409, f"{name} is the loaded model's own file; choose another name", param="path",
+                       code="conflict")
+    return target
+
+
 async def save_model(request: web.Request) -> web.Response:
-    """POST /admin/models/save: not implemented. Ai00 writes the loaded (quantized) model as a CBOR prefab
-    (§10.4); we have no prefab format, so this answers 501."""
-    raise ApiError(501, "not implemented: prefab export (/admin/models/save)", code="not_implemented")
+    """POST /admin/models/save `{"path"|"model_path"}`: the loaded model with its LoRAs merged, as one `.st` under
+    `[model].path` (ai00ref.engine.save_prefab). Ai00 writes a CBOR prefab of its quantized runtime (§10.4); ours
+    is a safetensors file that any `.st` loader reads (spec/api.md)."""
+    runtime = _server_app().runtime_of(request)
+    target = _save_target(runtime, parse_json_body(await request.read()))
+    try:
+        await asyncio.to_thread(save_prefab, runtime.model_path, target, runtime.loras)
+    except OSError as error:
+        raise ApiError(500, f"writing {target} failed: {error}", code="save_failed") from None
+    return web.json_response({"status": "saved", "path": str(target)})
 
 
 # ---- the file sandbox (§1.11 files/*) ----

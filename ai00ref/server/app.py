@@ -6,6 +6,7 @@ Every generation streams; a non-streamed reply is the same events collected. Eve
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 
@@ -16,11 +17,17 @@ from ai00ref.server.chat import chat_prompt
 from ai00ref.server.errors import ApiError
 from ai00ref.server.generation import Generation, GenerationParams
 from ai00ref.server.samplers import build_sampler, make_rng, request_bias
+from ai00ref.server.states import resolve_state
+from ai00ref.server.webui import load_static, static_response
 
 log = logging.getLogger("ai00ref.server")
 RUNTIME = web.AppKey("runtime", object)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+STATIC = web.AppKey("static", object)  # the web UI's files (ai00ref/server/webui.py), or None
+STATE_INTERVAL = 0.5  # seconds between /api/models/state events, as Ai00
 OAI_PREFIXES = ("/api/oai", "/api/oai/v1", "/v1")
 RETRY_AFTER_SECONDS = "1"
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a state sent by value is num_emb * (head_size + 2) * num_layer numbers
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": "*"}
 
@@ -38,7 +45,11 @@ async def errors_and_cors(request: web.Request, handler):
         response = await handler(request)
     except ApiError as error:
         response = error_response(error)
-    except web.HTTPException as error:  # aiohttp's own (404 route, 405 method): in the same JSON shape
+    except web.HTTPNotFound as error:  # no route: a GET may be the web UI's (API routes come first)
+        response = error_response(ApiError(404, error.reason, code="not_found"))
+        if request.method == "GET":
+            response = await static_or_error(request)
+    except web.HTTPException as error:  # aiohttp's own (405 method, ...): in the same JSON shape
         response = error_response(ApiError(error.status, error.reason, code=error.reason.lower().replace(" ", "_")))
     except Exception as error:  # noqa: BLE001 - logged; the client gets a JSON 500 and the server goes on
         log.exception("unhandled error in %s %s", request.method, request.path)
@@ -46,6 +57,13 @@ async def errors_and_cors(request: web.Request, handler):
     if not response.prepared:
         response.headers.update(CORS_HEADERS)
     return response
+
+
+async def static_or_error(request: web.Request) -> web.Response:
+    try:
+        return static_response(request.app[STATIC], request.path)
+    except ApiError as error:
+        return error_response(error)
 
 
 def runtime_of(request: web.Request):
@@ -57,7 +75,7 @@ def runtime_of(request: web.Request):
 
 # ---- generation ----
 
-def generation_params(body: dict, kind: str, runtime) -> GenerationParams:
+def generation_params(body: dict, kind: str, runtime, state_id: str) -> GenerationParams:
     """Validate every field before anything is queued (spec/api.md §Requests)."""
     tokenizer = runtime.tokenizer
     if kind == "chat":
@@ -69,7 +87,7 @@ def generation_params(body: dict, kind: str, runtime) -> GenerationParams:
     return GenerationParams(
         prompt=tokenizer.encode(text) or [0], max_tokens=protocol.parse_max_tokens(body),
         stops=protocol.parse_stops(body), sampler=build_sampler(body, model_tokens), bias=bias,
-        rng=make_rng(body.get("seed")), state_id=protocol.parse_state_id(body, {s.id for s in runtime.states}),
+        rng=make_rng(body.get("seed")), state_id=state_id,
         unusable=runtime.unusable)
 
 
@@ -77,7 +95,7 @@ async def generate(request: web.Request, kind: str) -> web.StreamResponse:
     runtime = runtime_of(request)
     body = protocol.parse_json_body(await request.read())
     stream = protocol.parse_stream(body)
-    params = generation_params(body, kind, runtime)
+    params = generation_params(body, kind, runtime, await resolve_state(runtime, body))
     job = Generation(params, runtime.tokenizer, asyncio.get_running_loop())
     runtime.scheduler.submit(job)
     request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
@@ -153,13 +171,42 @@ def model_info(info) -> dict:
             "num_hidden": info.ffn_size, "num_vocab": info.n_vocab, "num_head": info.n_head, "custom": "None"}
 
 
+def runtime_info(runtime) -> dict:
+    """Ai00's `{reload, model, states}`, plus `status` (busy slots, waiting requests): /api/models/info and /state."""
+    scheduler = runtime.scheduler
+    return {"reload": {"model_path": str(runtime.model_path), "backend": runtime.backend,
+                       "max_batch": scheduler.max_batch, "token_chunk_size": scheduler.token_chunk_size},
+            "model": model_info(runtime.info),
+            "states": [{"id": s.id, "name": s.name} for s in runtime.states],
+            "status": {"busy": scheduler.busy(), "waiting": scheduler.waiting_count()}}
+
+
+NO_MODEL_INFO = {"reload": None, "model": None, "states": [], "status": None}
+
+
 async def models_info(request: web.Request):
-    runtime = runtime_of(request)
-    return web.json_response({"reload": {"model_path": str(runtime.model_path), "backend": runtime.backend,
-                                         "max_batch": runtime.scheduler.max_batch,
-                                         "token_chunk_size": runtime.scheduler.token_chunk_size},
-                              "model": model_info(runtime.info),
-                              "states": [{"id": s.id, "name": s.name} for s in runtime.states]})
+    return web.json_response(runtime_info(runtime_of(request)))
+
+
+async def models_state(request: web.Request) -> web.StreamResponse:
+    """SSE: the runtime info every STATE_INTERVAL seconds until the client leaves or the server stops. As Ai00's,
+    each event's data is the JSON *encoded again as a JSON string* (a quirk its clients parse)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           **CORS_HEADERS})
+    await response.prepare(request)
+    stopping = request.app[STOPPING]
+    while not stopping.is_set():
+        runtime = request.app[RUNTIME]
+        info = NO_MODEL_INFO if runtime is None else runtime_info(runtime)
+        try:
+            await response.write(protocol.sse(json.dumps(json.dumps(info))))  # a JSON string of JSON
+        except (ConnectionResetError, asyncio.CancelledError):
+            break
+        try:
+            await asyncio.wait_for(stopping.wait(), STATE_INTERVAL)
+        except asyncio.TimeoutError:
+            pass
+    return response
 
 
 async def adapters(request: web.Request):
@@ -173,19 +220,23 @@ def make_app(runtime, config=None, assets_root=None) -> web.Application:
     from ai00ref.server.admin import add_admin_routes
     from ai00ref.server.extensions import add_extension_routes
 
-    app = web.Application(middlewares=[errors_and_cors], client_max_size=16 * 1024 * 1024)
+    app = web.Application(middlewares=[errors_and_cors], client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
+    app[STOPPING] = asyncio.Event()
+    app[STATIC] = load_static(config.web.path if config is not None and config.web is not None else None)
     for prefix in OAI_PREFIXES:
         app.router.add_get(f"{prefix}/models", models)
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
     app.router.add_get("/api/models/info", models_info)
+    app.router.add_get("/api/models/state", models_state)
     app.router.add_get("/api/adapters", adapters)
     add_extension_routes(app)
     if config is not None:
         add_admin_routes(app, config, assets_root)
 
     async def shutdown(app: web.Application) -> None:
+        app[STOPPING].set()  # ends the /api/models/state streams
         if app[RUNTIME] is not None:
             await asyncio.get_running_loop().run_in_executor(None, app[RUNTIME].close)
 

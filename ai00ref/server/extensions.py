@@ -8,7 +8,7 @@ state is brought back inside the call), so device memory is made and freed on th
 Decisions, where Ai00 leaves room:
 - `chooses`: an empty choice's perplexity is +inf in Ai00 (§1.8 step 3); JSON has no infinity, so it is sent as
   `null` (and sorts last, as +inf does). The prefix cache is not consulted (it would only save time).
-- `states`: the layout is web-rwkv's (§10.2), see `state_to_ai00_layout`; v4 uses web-rwkv's v4 layout.
+- `states`: the layout is web-rwkv's (§10.2), see ai00ref/server/states.py; v4 uses web-rwkv's v4 layout.
 - `embeddings`: OpenAI's batch semantics (a list is one vector per string, not one joined text), each vector Ai00
   v0.5's: the att token-shift of layer `layer` after the input, i.e. the ln1-normalized last token at that layer,
   `num_emb` floats, not normalized (§1.9 legacy, §9). It is *not* a trained embedding model. Ai00 v0.5 returned the
@@ -24,38 +24,13 @@ import math
 import numpy as np
 from aiohttp import web
 
-from ai00ref.ref.state import V4State, V7State
 from ai00ref.server import protocol
 from ai00ref.server.app import OAI_PREFIXES, runtime_of
 from ai00ref.server.errors import bad_request
+from ai00ref.server.states import resolve_state, state_to_ai00_layout
 
 MAX_CHOICES = 64
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on inputs per request
-
-
-# ---- the state layout of /states (§10.2) ----
-
-def state_to_ai00_layout(state_host, info, row: int = 0) -> tuple[np.ndarray, list[int]]:
-    """One row of a host state as web-rwkv's flat f32 tensor and its shape (first index fastest).
-
-    v5/v6/v7: shape [num_emb, head_size + 2, num_layer, 1]; per layer a block of head_size + 2 rows of num_emb:
-      row 0 the att token-shift; row 1 + j, column h*head_size + i the WKV state of head h for *key* j and
-      *value* i (web-rwkv's time_mix shaders keep each thread on a value channel and walk the key rows), i.e. the
-      `.state` file's [h, key, value] orientation: our v5/v6 `wkv[h, j, i]`, our v7 `wkv[h, i, j]`;
-      row head_size + 1 the ffn token-shift.
-    v4: shape [num_emb, 5 * num_layer, 1, 1], per layer the rows att-shift, aa, bb, pp, ffn-shift (web-rwkv's v4
-      runtime). A pp never updated is our -1e30 where web-rwkv has f32::MIN; both mean "minus infinity".
-    """
-    L, C, N = info.n_layer, info.n_embd, info.head_size
-    if isinstance(state_host, V4State):
-        fields = (state_host.att_x, state_host.aa, state_host.bb, state_host.pp, state_host.ffn_x)
-        layers = np.stack([f[row] for f in fields], axis=1)  # (L, 5, C)
-        return layers.astype(np.float32).ravel(), [C, 5 * L, 1, 1]
-    wkv = state_host.wkv[row]  # (L, H, N, N)
-    key_value = wkv.swapaxes(-1, -2) if isinstance(state_host, V7State) else wkv  # (L, H, key, value)
-    wkv_rows = key_value.transpose(0, 2, 1, 3).reshape(L, N, C)  # (L, key, head * N + value)
-    layers = np.concatenate([state_host.att_x[row][:, None], wkv_rows, state_host.ffn_x[row][:, None]], axis=1)
-    return layers.astype(np.float32).ravel(), [C, N + 2, L, 1]  # layers: (L, N + 2, C)
 
 
 # ---- engine access: forward passes on the inference thread, a chunk per call ----
@@ -183,7 +158,7 @@ async def chooses(request: web.Request) -> web.Response:
     body = protocol.parse_json_body(await request.read())
     prompt = runtime.tokenizer.encode(parse_required_input(body)) or [0]
     choices, calibrate = parse_choices(body), parse_calibrate(body)
-    state_id = protocol.parse_state_id(body, {s.id for s in runtime.states})
+    state_id = await resolve_state(runtime, body)
     tokenized = [runtime.tokenizer.encode(choice) for choice in choices]
     perplexities = await choice_perplexities(runtime, prompt, tokenized, state_id, calibrate)
     return web.json_response({"object": "list", "model": str(runtime.model_path),
@@ -196,7 +171,7 @@ async def states(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     body = protocol.parse_json_body(await request.read())
     prompt = runtime.tokenizer.encode(parse_required_input(body)) or [0]
-    state_id = protocol.parse_state_id(body, {s.id for s in runtime.states})
+    state_id = await resolve_state(runtime, body)
     _, state = await feed(runtime, await initial_state(runtime, state_id), prompt, False, ignore_logits)
     data, shape = state_to_ai00_layout(state, runtime.info)
     return web.json_response({"object": "list", "model": str(runtime.model_path),
@@ -267,7 +242,7 @@ async def embeddings(request: web.Request) -> web.Response:
     body = protocol.parse_json_body(await request.read())
     inputs = parse_embedding_inputs(body, runtime.tokenizer, runtime.info.n_vocab)
     layer, encoding_format = parse_layer(body, runtime.info.n_layer), parse_encoding_format(body)
-    state_id = protocol.parse_state_id(body, {s.id for s in runtime.states})
+    state_id = await resolve_state(runtime, body)
     data = []
     for index, tokens in enumerate(inputs):
         vector = await embed(runtime, tokens, state_id, layer)

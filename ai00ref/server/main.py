@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from ai00ref.server.runtime import start_runtime
 
 log = logging.getLogger("ai00ref.server")
 DEFAULT_CONFIG = "assets/configs/Config.toml"
+CERTS = "assets/certs"  # relative to the working directory, as Ai00
 
 
 def read_config(path: str, ip: str | None, port: int | None):
@@ -25,17 +27,38 @@ def read_config(path: str, ip: str | None, port: int | None):
     return resolve_config_paths(with_overrides(config, ip=ip, port=port), Path.cwd())
 
 
+def tls_context(listen, certs: Path) -> ssl.SSLContext | None:
+    """HTTPS when `[listen].tls` is set or `domain` is not "local" (as Ai00), from `certs`/cert.pem and key.pem.
+    ACME (Let's Encrypt) needs the internet and is not done here: with `acme = true` the certs must be in place."""
+    if not (listen.tls or listen.acme or listen.domain != "local"):
+        return None
+    cert, key = certs / "cert.pem", certs / "key.pem"
+    if not (cert.is_file() and key.is_file()):
+        why = "acme = true, but ACME is not supported" if listen.acme else "TLS is on ([listen].tls or domain)"
+        raise ConfigError(f"{why}: put cert.pem and key.pem (PEM) in {certs}")
+    if listen.acme:
+        log.warning("ACME is not supported: serving HTTPS with the certificate in %s", certs)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(f"{cert} and {key} do not make a certificate chain: {error}") from None
+    return context
+
+
 def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = read_config(config_path, ip, port)
+    context = tls_context(config.listen, Path.cwd() / CERTS)
     try:
         runtime = start_runtime(config)
     except (OSError, ValueError) as error:  # Ai00 stays up without a model; we too, and generation answers 503
         log.error("the model did not load: %s", error)
         runtime = None
     app = make_app(runtime, config, Path.cwd())
-    web.run_app(app, host=config.listen.ip, port=config.listen.port, print=None)
+    log.info("listening on %s://%s:%d", "https" if context else "http", config.listen.ip, config.listen.port)
+    web.run_app(app, host=config.listen.ip, port=config.listen.port, ssl_context=context, print=None)
     return 0
 
 
-__all__ = ["serve", "read_config", "ConfigError"]
+__all__ = ["serve", "read_config", "tls_context", "ConfigError"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 from ai00ref.server.errors import ApiError, bad_request
 
@@ -15,7 +14,6 @@ DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 1 << 20  # larger requests are refused (Ai00 has no limit)
 DEFAULT_STOPS = ["\n\n"]  # only when `stop` is absent; null or [] means none
 MAX_STOPS = 32
-NIL_STATE = "00000000-0000-0000-0000-000000000000"
 
 
 def parse_json_body(raw: bytes) -> dict:
@@ -82,23 +80,6 @@ def joined_text(body: dict, name: str) -> str:
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return "".join(value)
     raise bad_request(f"{name} must be a string or a list of strings", name)
-
-
-def parse_state_id(body: dict, known: set[str]) -> str:
-    """`state`: a UUID string; the nil UUID or an unregistered id means the default (as Ai00, silently)."""
-    value = body.get("state", NIL_STATE)
-    if value is None:
-        return NIL_STATE
-    if isinstance(value, dict):
-        raise ApiError(400, "state given as a value or a file is not supported yet; register it with [[state]] "
-                       "in the config and send its id", param="state", code="unsupported")
-    if not isinstance(value, str):
-        raise bad_request("state must be a state id (a UUID string)", "state")
-    try:
-        key = str(uuid.UUID(value))
-    except ValueError:
-        raise bad_request(f"state {value!r} is not a UUID", "state") from None
-    return key if key in known else NIL_STATE
 
 
 # ---- responses ----

@@ -40,6 +40,8 @@ class Runtime:
     states: list[StateEntry]
     backend: str  # "ref", or the Taichi arch in use
     unusable: object = None  # (V,) bool: model ids the tokenizer cannot decode (masked out of sampling)
+    model_folder: Path = Path(".")  # `[model].path`: the sandbox of request state files and prefab exports
+    loras: tuple = ()  # the LoRAs merged at load (ai00ref.engine.Lora)
 
     @property
     def info(self):
@@ -104,7 +106,7 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
     if backend == "taichi":
         options["precision"] = PRECISIONS[config.model.precision]
         options["token_chunk_size"] = config.model.token_chunk_size
-    lora = [Lora(item.path, item.alpha) for item in config.lora]
+    lora = tuple(Lora(item.path, item.alpha) for item in config.lora)
     engine = load_model(model_path, backend=backend, lora=lora, **options)
     tokenizer = load_tokenizer(config.tokenizer.path if Path(config.tokenizer.path).exists() else None)
     states = load_states(config, engine.info)
@@ -117,4 +119,4 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
     log.info("serving %s (%s %s, %d layers, C=%d) on %s, %d slots", model_path, engine.info.version,
              engine.info.variant, engine.info.n_layer, engine.info.n_embd, arch, config.model.max_batch)
     return Runtime(Path(model_path), engine, tokenizer, scheduler, states, arch,
-                   undecodable_ids(tokenizer, engine.info.n_vocab))
+                   undecodable_ids(tokenizer, engine.info.n_vocab), folder, lora)

@@ -78,12 +78,15 @@ class Scheduler:
     """Slots, a bounded queue and the inference loop. `initial_states`: state id -> batch-1 host state."""
 
     def __init__(self, engine, max_batch: int = 8, token_chunk_size: int = 128, queue_size: int = 64,
-                 initial_states: dict[str, RecurrentState] | None = None, default_state: RecurrentState | None = None):
+                 initial_states: dict[str, RecurrentState] | None = None, default_state: RecurrentState | None = None,
+                 request_states: int = 64):
         if max_batch < 1 or token_chunk_size < 1:
             raise ValueError("max_batch and token_chunk_size must be positive")
         self.engine = engine
         self.max_batch, self.token_chunk_size, self.queue_size = max_batch, token_chunk_size, queue_size
         self.initial_states = dict(initial_states or {})
+        self.request_states: collections.OrderedDict = collections.OrderedDict()  # id -> state, registered by requests
+        self.request_state_capacity = request_states
         self.default_state = default_state
         self.state = engine.new_state(max_batch)
         self.slots: list[Slot | None] = [None] * max_batch
@@ -118,8 +121,24 @@ class Scheduler:
             self.wake.notify()
         return future
 
+    def has_state(self, state_id: str) -> bool:
+        return state_id in self.initial_states or state_id in self.request_states
+
+    def register_state(self, state_id: str, state: RecurrentState) -> None:
+        """A request's own initial state under its id (call it through `call`: on the inference thread). The id's
+        prefix cache is dropped, since its entries grew from another state; the least recently registered go first."""
+        self.request_states[state_id] = state
+        self.request_states.move_to_end(state_id)
+        self.cache.clear(state_id)
+        while len(self.request_states) > self.request_state_capacity:
+            dropped, _ = self.request_states.popitem(last=False)
+            self.cache.clear(dropped)
+
     def busy(self) -> int:
         return sum(slot is not None for slot in self.slots)
+
+    def waiting_count(self) -> int:
+        return len(self.waiting)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking requests, fail what waits, let running slots stop at their next step, join the loop."""
@@ -209,7 +228,7 @@ class Scheduler:
             job.started()
 
     def start_state(self, state_id: str) -> RecurrentState:
-        state = self.initial_states.get(state_id, self.default_state)
+        state = self.initial_states.get(state_id, self.request_states.get(state_id, self.default_state))
         if state is None:
             state = host_row(self.engine.new_state(1), 0)
         return state
