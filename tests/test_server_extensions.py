@@ -248,3 +248,19 @@ def test_no_model_answers_503():
             assert status == 503 and error["error"]["code"] == "no_model"
     finally:
         served.close()
+
+
+# ---- embeds ----
+
+def test_embeds_without_an_embed_section_is_400(server):
+    status, body = call(server, "/api/oai/embeds", {"input": "hello"})
+    assert status == 400 and "[embed]" in body["error"]["message"]
+
+
+def test_embeds_with_an_embed_section_says_why_it_is_not_served(tmp_path):
+    served = ServerThread(make_app(None, config_from_dict({"embed": {"model": "MultilingualE5Small"}}), tmp_path))
+    try:
+        status, body = call(served, "/api/oai/v1/embeds", {"input": "hello"})
+        assert status == 501 and "model hub" in body["error"]["message"]
+    finally:
+        served.close()

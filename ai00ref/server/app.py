@@ -231,7 +231,7 @@ def make_app(runtime, config=None, assets_root=None) -> web.Application:
     app.router.add_get("/api/models/info", models_info)
     app.router.add_get("/api/models/state", models_state)
     app.router.add_get("/api/adapters", adapters)
-    add_extension_routes(app)
+    add_extension_routes(app, config.embed if config is not None else None)
     if config is not None:
         add_admin_routes(app, config, assets_root)
 

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ai00ref.server import protocol
 from ai00ref.server.app import OAI_PREFIXES, runtime_of
-from ai00ref.server.errors import bad_request
+from ai00ref.server.errors import ApiError, bad_request
 from ai00ref.server.states import resolve_state, state_to_ai00_layout
 
 MAX_CHOICES = 64
@@ -252,9 +252,29 @@ async def embeddings(request: web.Request) -> web.Response:
                               "usage": {"prompt_tokens": n, "total_tokens": n}})
 
 
-def add_extension_routes(app: web.Application) -> None:
-    """POST {prefix}/chooses, /states and /embeddings under every OpenAI prefix."""
+# ---- embeds (§1.10) ----
+
+def embeds_route(embed_config):
+    """POST {prefix}/embeds: Ai00's third-party embedding model (fastembed, downloaded from a model hub at start).
+    Without `[embed]` it is Ai00's 400. With it, 501: nothing here fetches models from a hub, and no embedding model is
+    bundled; `/embeddings` gives the RWKV model's own vectors."""
+
+    async def embeds(request: web.Request) -> web.Response:
+        if embed_config is None:
+            raise bad_request("/embeds needs an [embed] section in the config (a third-party embedding model); "
+                              "use /embeddings for the loaded RWKV model's vectors")
+        raise ApiError(501, f"not implemented: the embedding model {embed_config.model!r} would be downloaded from "
+                       f"{embed_config.endpoint}, and this server fetches nothing from a model hub; use /embeddings",
+                       code="not_implemented")
+
+    return embeds
+
+
+def add_extension_routes(app: web.Application, embed_config=None) -> None:
+    """POST {prefix}/chooses, /states, /embeddings and /embeds under every OpenAI prefix."""
+    embeds = embeds_route(embed_config)
     for prefix in OAI_PREFIXES:
         app.router.add_post(f"{prefix}/chooses", chooses)
         app.router.add_post(f"{prefix}/states", states)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
+        app.router.add_post(f"{prefix}/embeds", embeds)
