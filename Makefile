@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 # taichi links libX11; the Vulkan run needs the loader and Mesa's lavapipe (a software Vulkan device on the CPU)
 SYSTEM_LIBS := mesa-vulkan-drivers libvulkan1 libx11-6
 LDCONFIG := $(shell command -v ldconfig || echo /sbin/ldconfig)
+LEGACY_OPENAI := $(VENV)/legacy-openai/bin/openai
 PYTEST := HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q
 
 $(BIN)/python:
@@ -24,8 +25,13 @@ serve: $(VENV)/.installed-test
 # Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest
 test: test-ref test-taichi-cpu test-taichi-vulkan
 
-test-ref: $(VENV)/.installed-test
+test-ref: $(VENV)/.installed-test $(LEGACY_OPENAI)
 	$(PYTEST) -m "not taichi"
+
+# the seed README's example uses openai 0.28's module API, which cannot share a venv with openai >= 1
+$(LEGACY_OPENAI): | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/legacy-openai
+	$(VENV)/legacy-openai/bin/python -m pip install -q openai==0.28.1
 
 test-taichi-cpu: $(VENV)/.installed-test system-libs
 	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -m taichi

@@ -199,8 +199,8 @@ def test_a_configured_state_by_id(server):
                                **FLOAT32)
 
 
-def test_an_unknown_id_is_the_default_state(server):
-    got = states_after(server, "abc", str(uuid.uuid4()))
+def test_the_nil_id_is_the_default_state(server):
+    got = states_after(server, "abc", "00000000-0000-0000-0000-000000000000")
     np.testing.assert_allclose(got, direct_layout(server, server.model.new_state(1), "abc"), **FLOAT32)
 
 
@@ -214,6 +214,7 @@ def test_an_unknown_id_is_the_default_state(server):
     ({"id": "not-a-uuid", "path": "mine.state"}, 400, "UUID"),
     ({"id": CONFIGURED_ID, "path": "mine.state"}, 400, "configured"),
     (42, 400, "state"),
+    (str(uuid.uuid4()), 404, "not registered"),  # Ai00 silently uses the default state
 ])
 def test_bad_states_are_client_errors(server, state, status, words):
     got, body = call(server, "/api/oai/completions", {"prompt": "x", "max_tokens": 1, "state": state})

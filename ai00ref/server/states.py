@@ -1,8 +1,9 @@
 """Initial states: web-rwkv's flat layout, and a request's `state` (ai00-server.md §1.3, §10.2; spec/api.md §States).
 
 A request's `state` is one of
-- an id (a UUID string): a configured `[[state]]`, or one an earlier request registered; the nil UUID or an unknown id
-  means the default state, silently, as Ai00;
+- an id (a UUID string): a configured `[[state]]`, or one an earlier request registered; the nil UUID means the
+  default state. An unknown id is a 404 (Ai00 silently uses the default: its ids are random at each start unless
+  configured, so a client holding an old id got another state without knowing);
 - a value `{name, id, data, shape}`: a state in the layout `/states` returns (`state_to_ai00_layout`); every row is
   restored, token shifts included, so the `/states` output of a prompt continues exactly where that prompt ended;
 - a file `{name, id, path}`: a `.state` file, confined to the model folder (Ai00 does not confine it).
@@ -147,7 +148,10 @@ async def resolve_state(runtime, body: dict) -> str:
     request = parse_state(body)
     scheduler = runtime.scheduler
     if request.kind == "id":
-        return request.id if scheduler.has_state(request.id) else NIL_STATE
+        if request.id != NIL_STATE and not scheduler.has_state(request.id):
+            raise ApiError(404, f"state {request.id} is not registered here; /api/models/info lists the states "
+                           "(the nil UUID means the default)", param="state", code="state_not_found")
+        return request.id
     if request.id in {entry.id for entry in runtime.states} or request.id == NIL_STATE:
         raise bad_request(f"state.id {request.id} is taken by a configured state (or is the nil UUID); "
                           "send another id", "state")
