@@ -154,6 +154,10 @@ def test_models_info(server):
     assert body["model"]["num_emb"] == 32 and body["model"]["num_vocab"] == 65536
 
 
+def test_adapters_names_the_engine_as_ai00_does(server):
+    assert call(server, "/api/adapters") == (200, ["NumPy reference engine (Ref)"])
+
+
 def read_events(response, n: int) -> list:
     """The first `n` server-sent events' data (raw text) of an open streaming response."""
     events, block = [], b""

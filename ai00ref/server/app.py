@@ -209,9 +209,14 @@ async def models_state(request: web.Request) -> web.StreamResponse:
     return response
 
 
+ADAPTERS = {"ref": "NumPy reference engine (Ref)", "cpu": "Taichi x64 CPU (Cpu)", "vulkan": "Taichi GPU (Vulkan)",
+            "cuda": "Taichi GPU (Cuda)"}
+
+
 async def adapters(request: web.Request):
+    """Ai00's `["<adapter name> (<Backend>)"]`: here the engine the loaded model runs on (none without a model)."""
     runtime = request.app[RUNTIME]
-    return web.json_response([] if runtime is None else [f"ai00ref {runtime.backend}"])
+    return web.json_response([] if runtime is None else [ADAPTERS.get(runtime.backend, runtime.backend)])
 
 
 def make_app(runtime, config=None, assets_root=None) -> web.Application:
