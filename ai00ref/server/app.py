@@ -16,6 +16,7 @@ from ai00ref.server import protocol
 from ai00ref.server.chat import chat_prompt
 from ai00ref.server.errors import ApiError
 from ai00ref.server.generation import Generation, GenerationParams
+from ai00ref.server.grammar.request import request_grammar
 from ai00ref.server.samplers import build_sampler, make_rng, request_bias
 from ai00ref.server.states import resolve_state
 from ai00ref.server.webui import load_static, static_response
@@ -96,6 +97,9 @@ async def generate(request: web.Request, kind: str) -> web.StreamResponse:
     body = protocol.parse_json_body(await request.read())
     stream = protocol.parse_stream(body)
     params = generation_params(body, kind, runtime, await resolve_state(runtime, body))
+    grammar = request_grammar(body)
+    if grammar is not None:
+        params.constraint = await runtime.grammars.constraint(*grammar)
     job = Generation(params, runtime.tokenizer, asyncio.get_running_loop())
     runtime.scheduler.submit(job)
     request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex

@@ -77,6 +77,11 @@ class TokenizerConfig:
 class BnfConfig:
     enable_bytes_cache: bool = True   # echoed only: Ai00 0.6 builds kbnf with its defaults (§5)
     start_nonterminal: str = "start"
+    # ours: the bounds on untrusted grammars (spec/bnf.md §4)
+    max_grammar_bytes: int = 64 * 1024
+    compile_seconds: float = 5.0
+    regex_memory_bytes: int = 16 * 1024 * 1024
+    cache_entries: int = 32
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,13 @@ def _float(value: Any) -> float:
     return float(value)
 
 
+def _positive_float(value: Any) -> float:
+    number = _float(value)
+    if not number > 0:
+        raise _Invalid(f"{value} is not positive")
+    return number
+
+
 def _path(value: Any) -> Path:
     return Path(_str(value))
 
@@ -260,7 +272,9 @@ MODEL_LEGACY_KEYS = ("stop", "embed_device")   # parsed and ignored, as in Ai00 
 LORA_KEYS = (_Key("path", _path), _Key("alpha", _float))
 STATE_KEYS = (_Key("path", _path), _Key("name", _str), _Key("id", _uuid), _Key("default", _bool))
 TOKENIZER_KEYS = (_Key("path", _path),)
-BNF_KEYS = (_Key("enable_bytes_cache", _bool), _Key("start_nonterminal", _str))
+BNF_KEYS = (_Key("enable_bytes_cache", _bool), _Key("start_nonterminal", _str), _Key("max_grammar_bytes", _positive),
+            _Key("compile_seconds", _positive_float), _Key("regex_memory_bytes", _positive),
+            _Key("cache_entries", _positive))
 APP_KEY_KEYS = (_Key("app_id", _str), _Key("secret_key", _str))
 LISTEN_KEYS = (
     _Key("ip", _ip), _Key("port", _port), _Key("domain", _str), _Key("acme", _bool), _Key("tls", _bool),

@@ -28,6 +28,7 @@ class GenerationParams:
     rng: np.random.Generator
     state_id: str
     unusable: np.ndarray | None = None  # (V,) bool: ids the tokenizer cannot decode (never sampled)
+    constraint: object = None  # ai00ref.server.grammar.constraint.Constraint: the request's grammar, or None
 
 
 class Generation:
@@ -54,8 +55,12 @@ class Generation:
         self.push(("start",))
 
     def next_token(self, logits: np.ndarray) -> int:
-        """Ai00's order: penalties (the sampler's transform), bias, softmax, then the sampler picks."""
-        logits = apply_bias(self.params.sampler.transform(np.asarray(logits, np.float64)), self.params.bias)
+        """Ai00's order: penalties (the sampler's transform), the grammar's mask, bias, softmax, then the sampler
+        picks. A grammar that allows no token at all (it cannot go on with this vocabulary) gives end of text."""
+        logits = self.params.sampler.transform(np.asarray(logits, np.float64))
+        if self.params.constraint is not None and self.params.constraint.mask(logits) == 0:
+            return EOS
+        logits = apply_bias(logits, self.params.bias)  # finite: a forbidden token stays at -inf
         if self.params.unusable is not None:
             logits[self.params.unusable] = -np.inf
         return int(self.params.sampler.sample(softmax(logits), self.params.rng))
@@ -70,8 +75,11 @@ class Generation:
         if token == EOS or piece is None:  # as Ai00: end of text, or an id the tokenizer cannot decode
             text, reason = self.scanner.flush(), "stop"
         else:
+            halt = self.params.constraint is not None and self.params.constraint.accept(token)
             text, stopped = self.scanner.feed(piece)
-            if stopped:
+            if halt and not stopped:  # the grammar has finished: what is held back is part of the answer
+                text += self.scanner.flush()
+            if stopped or halt:
                 reason = "stop"
             elif self.generated >= self.params.max_tokens:
                 text, reason = text + self.scanner.flush(), "length"

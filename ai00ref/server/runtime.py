@@ -14,6 +14,7 @@ import numpy as np
 
 from ai00ref.engine import Lora, load_model, load_state
 from ai00ref.ref.state import RecurrentState
+from ai00ref.server.grammar.constraint import GrammarCompiler, GrammarLimits
 from ai00ref.server.scheduler import Scheduler
 from ai00ref.tokenizer import load_tokenizer
 
@@ -42,6 +43,7 @@ class Runtime:
     unusable: object = None  # (V,) bool: model ids the tokenizer cannot decode (masked out of sampling)
     model_folder: Path = Path(".")  # `[model].path`: the sandbox of request state files and prefab exports
     loras: tuple = ()  # the LoRAs merged at load (ai00ref.engine.Lora)
+    grammars: object = None  # ai00ref.server.grammar.constraint.GrammarCompiler over this tokenizer
 
     @property
     def info(self):
@@ -49,6 +51,8 @@ class Runtime:
 
     def close(self) -> None:
         self.scheduler.close()
+        if self.grammars is not None:
+            self.grammars.close()
 
 
 def demo_model(folder: Path) -> Path:
@@ -118,5 +122,9 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
     arch = getattr(engine, "arch", "ref")
     log.info("serving %s (%s %s, %d layers, C=%d) on %s, %d slots", model_path, engine.info.version,
              engine.info.variant, engine.info.n_layer, engine.info.n_embd, arch, config.model.max_batch)
+    limits = GrammarLimits(max_grammar_bytes=config.bnf.max_grammar_bytes, compile_seconds=config.bnf.compile_seconds,
+                           regex_memory_bytes=config.bnf.regex_memory_bytes, cache_entries=config.bnf.cache_entries,
+                           start_nonterminal=config.bnf.start_nonterminal)
     return Runtime(Path(model_path), engine, tokenizer, scheduler, states, arch,
-                   undecodable_ids(tokenizer, engine.info.n_vocab), folder, lora)
+                   undecodable_ids(tokenizer, engine.info.n_vocab), folder, lora,
+                   GrammarCompiler(tokenizer, engine.info.n_vocab, limits))
