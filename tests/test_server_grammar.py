@@ -169,3 +169,50 @@ def test_the_server_answers_while_a_grammar_times_out(server):
                            {"prompt": "x", "bnf_schema": 'start ::= #"(a|b)*a(a|b){19}";'})
         assert complete(server, max_tokens=2, temperature=0)[1] == "length"  # served meanwhile
         assert slow.result()[0] == 400
+
+
+# ---- OpenAI's response_format ----
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"},
+                                           "pets": {"type": "array", "items": {"enum": ["cat", "dog"]},
+                                                    "maxItems": 2}},
+          "required": ["name", "age"]}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_json_schema_answers_validate(server, seed):
+    import jsonschema
+
+    status, reply = call(server, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "A person, please."}], "max_tokens": 80, "seed": seed,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}})
+    assert status == 200, reply
+    assert reply["choices"][0]["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(reply["choices"][0]["message"]["content"]), PERSON)
+
+
+def test_json_object_answers_parse(server):
+    for seed in range(3):
+        status, reply = call(server, "/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "JSON!"}], "max_tokens": 60, "seed": seed,
+            "temperature": 0.7, "response_format": {"type": "json_object"}})
+        assert status == 200, reply
+        if reply["choices"][0]["finish_reason"] == "stop":
+            assert isinstance(json.loads(reply["choices"][0]["message"]["content"]), dict)
+
+
+@pytest.mark.parametrize("response_format, words", [
+    ({"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"x": {"allOf": []}}}}},
+     "'allOf' at #/properties/x"),
+    ({"type": "json_schema", "json_schema": {}}, "schema"),
+    ({"type": "yaml"}, "type one of"),
+])
+def test_bad_response_formats_are_400(server, response_format, words):
+    status, reply = call(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                          "response_format": response_format})
+    assert status == 400 and reply["error"]["param"] == "response_format" and words in reply["error"]["message"]
+
+
+def test_text_response_format_is_free_text(server):
+    text, reason = complete(server, response_format={"type": "text"}, max_tokens=3, temperature=0)
+    assert reason == "length"

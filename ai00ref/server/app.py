@@ -14,11 +14,12 @@ from aiohttp import web
 
 from ai00ref.server import protocol
 from ai00ref.server.chat import chat_prompt
-from ai00ref.server.errors import ApiError
+from ai00ref.server.errors import ApiError, bad_request
 from ai00ref.server.generation import Generation, GenerationParams
 from ai00ref.server.grammar.request import request_grammar
 from ai00ref.server.samplers import build_sampler, make_rng, request_bias
 from ai00ref.server.states import resolve_state
+from ai00ref.server.tools import ToolCallReader, call_id, history_messages, parse_tools, tool_grammar
 from ai00ref.server.webui import load_static, static_response
 
 log = logging.getLogger("ai00ref.server")
@@ -96,57 +97,100 @@ async def generate(request: web.Request, kind: str) -> web.StreamResponse:
     runtime = runtime_of(request)
     body = protocol.parse_json_body(await request.read())
     stream = protocol.parse_stream(body)
+    tools = parse_tools(body) if kind == "chat" else None
+    if tools is not None:
+        body = {**body, "messages": history_messages(body.get("messages"), tools)}
     params = generation_params(body, kind, runtime, await resolve_state(runtime, body))
     grammar = request_grammar(body)
+    if tools is not None:
+        if grammar is not None:
+            raise bad_request("send tools or a grammar (bnf_schema, response_format), not both", "tools")
+        grammar = (tool_grammar(tools), "tools")
     if grammar is not None:
         params.constraint = await runtime.grammars.constraint(*grammar)
     job = Generation(params, runtime.tokenizer, asyncio.get_running_loop())
     runtime.scheduler.submit(job)
     request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
     model = str(runtime.model_path)
+    reader = ToolCallReader() if tools is not None else None
     if stream:
-        return await stream_events(request, job, kind, request_id, model)
-    return await collect_events(job, kind, request_id, model, len(params.prompt))
+        return await stream_events(request, job, kind, request_id, model, reader)
+    return await collect_events(job, kind, request_id, model, len(params.prompt), reader)
 
 
-async def collect_events(job: Generation, kind: str, request_id: str, model: str, prompt_tokens: int):
+async def collect_events(job: Generation, kind: str, request_id: str, model: str, prompt_tokens: int,
+                         reader: ToolCallReader | None = None):
     texts, reason = [], None
     async for event in job.events():
         if event[0] == "text":
             texts.append(event[1])
+            if reader is not None:
+                reader.feed(event[1])
         elif event[0] == "finish":
             reason = event[1]
         elif event[0] == "error":
             raise event[1]
     use = protocol.usage(prompt_tokens, job.generated, job.duration())
+    if reader is not None and reader.mode == "call" and reader.name is not None:
+        call = {"id": call_id(), "type": "function", "function": {"name": reader.name,
+                                                                    "arguments": reader.arguments()}}
+        return web.json_response(protocol.tool_call_response(request_id, model, call, tool_finish(reason), use))
     build = protocol.chat_response if kind == "chat" else protocol.completion_response
     return web.json_response(build(request_id, model, "".join(texts), reason, use))
 
 
-async def stream_events(request: web.Request, job: Generation, kind: str, request_id: str, model: str):
+def tool_finish(reason: str | None) -> str | None:
+    """A call that ended with its grammar is OpenAI's "tool_calls"; one cut by max_tokens stays "length"."""
+    return "tool_calls" if reason == "stop" else reason
+
+
+def tool_call_deltas(items, call: dict) -> list[dict]:
+    """ToolCallReader items as OpenAI stream deltas (the call's id and name first, then argument pieces)."""
+    deltas = []
+    for kind, value in items:
+        if kind == "content":
+            deltas.append({"content": value})
+        elif kind == "call":
+            deltas.append({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                           "function": {"name": value, "arguments": ""}}]})
+        else:
+            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": value}}]})
+    return deltas
+
+
+async def stream_events(request: web.Request, job: Generation, kind: str, request_id: str, model: str,
+                        reader: ToolCallReader | None = None):
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            **CORS_HEADERS})
     await response.prepare(request)
-    first_content = True
+    first_content, call = True, {"id": call_id()}
     async for event in job.events():
-        payload = None
+        payloads = []
         if event[0] == "start" and kind == "chat":
-            payload = protocol.chat_chunk(request_id, model, {"role": "Assistant"}, None)
+            payloads.append(protocol.chat_chunk(request_id, model, {"role": "Assistant"}, None))
+        elif event[0] == "text" and reader is not None:
+            payloads += [protocol.chat_chunk(request_id, model, delta, None)
+                         for delta in tool_call_deltas(reader.feed(event[1]), call)]
         elif event[0] == "text":
             text = event[1]
             if kind == "chat":
                 text = text.lstrip() if first_content else text
                 if text:
                     first_content = False
-                    payload = protocol.chat_chunk(request_id, model, {"content": text}, None)
+                    payloads.append(protocol.chat_chunk(request_id, model, {"content": text}, None))
             else:
-                payload = protocol.completion_chunk(request_id, model, text, None)
+                payloads.append(protocol.completion_chunk(request_id, model, text, None))
         elif event[0] == "finish":
-            payload = (protocol.chat_chunk(request_id, model, {}, event[1]) if kind == "chat"
-                       else protocol.completion_chunk(request_id, model, None, event[1]))
+            reason = event[1]
+            if reader is not None and reader.mode == "call":
+                payloads += [protocol.chat_chunk(request_id, model, delta, None)
+                             for delta in tool_call_deltas(reader.finish(), call)]
+                reason = tool_finish(reason)
+            payloads.append(protocol.chat_chunk(request_id, model, {}, reason) if kind == "chat"
+                            else protocol.completion_chunk(request_id, model, None, reason))
         elif event[0] == "error":
-            payload = event[1].body() if isinstance(event[1], ApiError) else ApiError(500, str(event[1])).body()
-        if payload is not None:
+            payloads.append(event[1].body() if isinstance(event[1], ApiError) else ApiError(500, str(event[1])).body())
+        for payload in payloads:
             await response.write(protocol.sse(payload))
     await response.write(protocol.sse("[DONE]"))
     await response.write_eof()

@@ -115,6 +115,13 @@ def chat_response(request_id, model, text, reason, use) -> dict:
                          "finish_reason": reason}], "usage": use}
 
 
+def tool_call_response(request_id, model, call: dict, reason, use) -> dict:
+    """A chat answer that is a tool call: content null, OpenAI's `tool_calls`."""
+    return {**envelope("chat.completion", request_id, model),
+            "choices": [{"message": {"role": "Assistant", "content": None, "tool_calls": [call]}, "index": 0,
+                         "finish_reason": reason}], "usage": use}
+
+
 def chat_chunk(request_id, model, delta: dict, reason: str | None) -> dict:
     return {**envelope("chat.completion.chunk", request_id, model),
             "choices": [{"delta": delta, "index": 0, "finish_reason": reason}]}

@@ -8,7 +8,7 @@ RESPONSE_TYPES = ("text", "json_object", "json_schema")
 
 def response_format_grammar(value) -> str | None:
     """KBNF for `response_format`: none for "text", any JSON object, or the JSON schema's language."""
-    from ai00ref.server.grammar.json_schema import JSON_OBJECT_GRAMMAR, SchemaError, schema_to_kbnf
+    from ai00ref.server.grammar.schema import JSON_OBJECT_GRAMMAR, SchemaError, schema_to_kbnf
 
     if not isinstance(value, dict) or value.get("type") not in RESPONSE_TYPES:
         raise bad_request(f"response_format must be an object with type one of {', '.join(RESPONSE_TYPES)}",
