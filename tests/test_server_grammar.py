@@ -14,6 +14,7 @@ from pathlib import Path
 
 import kbnf
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ai00ref.server.app import make_app
 from ai00ref.server.config import config_from_dict
@@ -216,3 +217,22 @@ def test_bad_response_formats_are_400(server, response_format, words):
 def test_text_response_format_is_free_text(server):
     text, reason = complete(server, response_format={"type": "text"}, max_tokens=3, temperature=0)
     assert reason == "length"
+
+
+@settings(max_examples=12)
+@given(sampler=st.sampled_from(SAMPLERS), seed=st.integers(0, 2 ** 32 - 1))
+def test_every_sampler_and_seed_keeps_to_the_schema(server, vocabulary, sampler, seed):
+    """Property: whatever the sampler and seed, a finished answer validates and a cut one is a prefix the grammar
+    accepts."""
+    import jsonschema
+    from ai00ref.server.grammar.schema import schema_to_kbnf
+
+    status, reply = call(server, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "A person."}], "max_tokens": 40,
+        "response_format": {"type": "json_schema", "json_schema": {"schema": PERSON}}, **sampler, "seed": seed})
+    assert status == 200, reply
+    text, reason = reply["choices"][0]["message"]["content"], reply["choices"][0]["finish_reason"]
+    if reason == "stop":
+        jsonschema.validate(json.loads(text), PERSON)
+    else:
+        assert accepts(vocabulary, schema_to_kbnf(PERSON), text, finished=False)
