@@ -43,6 +43,11 @@ SCHEMAS = [
     {"type": "object", "properties": {"any": {}, "list": {"type": "array"}}, "required": ["any"],
      "additionalProperties": False, "title": "t", "description": "d"},
     {"type": "object", "properties": {}},
+    {"type": "object", "properties": {"n": {"type": ["string", "null"], "maxLength": 3},  # OpenAI's nullable form
+                                      "o": {"type": ["object", "null"], "properties": {"k": {"type": "integer"}},
+                                            "required": ["k"]},
+                                      "p": {"properties": {"q": {"const": 1}}, "required": ["q"]}},  # implied object
+     "required": ["n", "o", "p"]},
 ]
 
 
@@ -125,6 +130,13 @@ def test_documents_in_the_layout_are_accepted_and_invalid_ones_refused():
     assert accepts(code, '{"code": "AB-123", "kind": "fixed"}') and not accepts(code, '{"code": "A-1", "kind": "fixed"}')
 
 
+def test_escapes_count_as_one_character_and_surrogates_are_not_written():
+    short = schema_to_kbnf({"type": "object", "properties": {"s": {"type": "string", "minLength": 2}},
+                            "required": ["s"]})
+    assert accepts(short, '{"s": "\\u00e9\\n"}')
+    assert not accepts(short, '{"s": "\\ud83d\\ude00"}')  # one character for JSON Schema, and never written
+
+
 def test_json_object_grammar():
     assert accepts(JSON_OBJECT_GRAMMAR, '{"a": [1, {"b": null}, "x"], "c": -1.5e3}')
     assert accepts(JSON_OBJECT_GRAMMAR, "{}")
@@ -145,6 +157,9 @@ def test_json_object_grammar():
     ({"type": "object", "additionalProperties": {"type": "integer"}}, "'additionalProperties'"),
     ({"type": "string", "pattern": "^.*$"}, "'pattern'"),
     ({"type": "string", "pattern": "abc"}, "'pattern'"),  # unanchored: "contains", not expressible here
+    ({"type": "string", "pattern": "^[ -~]+$"}, "'pattern'"),  # the range holds '"' and '\\'
+    ({"type": "string", "pattern": "^(a|[\\])$"}, "'pattern'"),  # not a valid regex
+    ({"const": float("nan")}, "not a JSON value"),
     ({"$ref": "#/$defs/missing"}, "names no definition"),
     ({"$ref": "http://example.com/s.json"}, "unsupported $ref"),
     ({"type": "object", "required": ["x"]}, "'x' has no schema"),

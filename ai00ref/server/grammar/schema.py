@@ -10,7 +10,9 @@ written either way); `items`, `minItems`, `maxItems` (at most MAX_REPEAT); `minL
 MAX_REPEAT); `pattern` when anchored `^...$` and made of literals, positive classes, `\d`, `\w`, groups,
 alternation and quantifiers (nothing that could match a quote, a backslash or a control character); `enum`,
 `const`; `anyOf`, `oneOf` (as alternatives: oneOf's exclusivity is not enforced); `$ref` to `#/$defs/...` or
-`#/definitions/...` (recursion allowed); `{}` or `true` (any JSON value). Annotations (`title`, `description`,
+`#/definitions/...` (recursion allowed); `{}` or `true` (any JSON value). A `type` list checks each type against its
+own keywords (OpenAI's nullable `{"type": ["string", "null"], "maxLength": 3}`); without `type`, `properties`,
+`items` or a string keyword imply object, array or string. Annotations (`title`, `description`,
 `default`, `examples`, `$schema`, `$id`, `$comment`, ...) are ignored. Every other keyword (`format`, `allOf`, `not`,
 `if`, `minimum`, `patternProperties`, `uniqueItems`, ...) is refused with SchemaError naming it and its path.
 """
@@ -28,7 +30,9 @@ KEYWORDS = {
     "string": {"type", "minLength", "maxLength", "pattern"},
     "number": {"type"}, "integer": {"type"}, "boolean": {"type"}, "null": {"type"},
 }
-JSON_CHAR = r'([^"\\\x00-\x1f]|\\(["\\/bfnrt]|u[0-9a-fA-F]{4}))'
+# one JSON string character: a raw one, or an escape (a \\u escape outside the surrogates, so that each counts as one
+# character for minLength/maxLength, as JSON Schema counts them)
+JSON_CHAR = r'([^"\\\x00-\x1f]|\\(["\\/bfnrt]|u([0-9a-cA-C][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}|[eEfF][0-9a-fA-F]{3})))'
 NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 INTEGER = r"-?(0|[1-9][0-9]*)"
 PATTERN_ESCAPE = re.compile(r"\\(.)")
@@ -36,15 +40,42 @@ PATTERN_ESCAPE = re.compile(r"\\(.)")
 
 def safe_pattern(pattern) -> bool:
     """An anchored `^...$` regex that cannot match a quote, a backslash or a control character: no `.`, no negated
-    class, no escapes but \\d, \\w and escaped punctuation."""
+    class, no class range over those characters, no escapes but \\d, \\w and escaped punctuation."""
     if not isinstance(pattern, str) or len(pattern) < 2 or pattern[0] != "^" or pattern[-1] != "$":
         return False
     body = pattern[1:-1]
-    if '"' in body or "." in PATTERN_ESCAPE.sub("", body) or "[^" in body or "^" in body.replace("\\^", "") \
-            or "$" in body.replace("\\$", ""):
+    try:
+        re.compile(body)
+    except re.error:
         return False
-    return all(c in "dw" or (not c.isalnum() and c != "\\" and c.isprintable())
-               for c in PATTERN_ESCAPE.findall(body)) and all(c.isprintable() for c in body)
+    chars = []  # (char, escaped, in a class)
+    i, in_class = 0, False
+    while i < len(body):
+        if body[i] == "\\":
+            if i + 1 >= len(body):
+                return False
+            chars.append((body[i + 1], True, in_class))
+            i += 2
+            continue
+        if body[i] == "[" and not in_class:
+            if body[i + 1:i + 2] == "^":
+                return False
+            in_class = True
+        elif body[i] == "]" and in_class:
+            in_class = False
+        else:
+            chars.append((body[i], False, in_class))
+        i += 1
+    for k, (char, escaped, inside) in enumerate(chars):
+        if not char.isprintable() or char == '"' or (char in ".^$" and not escaped):
+            return False
+        if escaped and not (char in "dw" or (not char.isalnum() and char != "\\")):
+            return False
+        if inside and char == "-" and not escaped and 0 < k < len(chars) - 1 and chars[k - 1][2] and chars[k + 1][2]:
+            low, high = chars[k - 1][0], chars[k + 1][0]
+            if any(low <= bad <= high for bad in ('"', "\\")):
+                return False
+    return True
 
 
 class SchemaError(ValueError):
@@ -62,8 +93,19 @@ def kbnf_regex(pattern: str) -> str:
 
 
 def json_text(value) -> str:
-    """`value` in the grammar's layout."""
-    return json.dumps(value, ensure_ascii=False)
+    """`value` in the grammar's layout (NaN and infinities are not JSON)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise SchemaError(f"{value!r} is not a JSON value (NaN or an infinity)") from None
+
+
+def implied_type(schema: dict) -> str | None:
+    """The type a schema without `type` constrains by its keywords (`properties` -> object, ...), else None."""
+    for kind in ("object", "array", "string"):
+        if any(key in schema for key in KEYWORDS[kind] - {"type"}):
+            return kind
+    return None
 
 
 class Converter:
@@ -122,15 +164,17 @@ class Converter:
             if not isinstance(schema["enum"], list) or not schema["enum"]:
                 raise SchemaError(f"'enum' must be a non-empty list at {path}")
             return "(" + " | ".join(kbnf_literal(json_text(v)) for v in schema["enum"]) + ")"
-        kinds = schema.get("type")
+        kinds = schema.get("type", implied_type(schema))
         if kinds is None:
             self.only(schema, set(), path)
             return self.any_value()
         if isinstance(kinds, list):
-            if not kinds:
-                raise SchemaError(f"'type' must not be an empty list at {path}")
-            return "(" + " | ".join(self.typed({**schema, "type": kind}, path) for kind in kinds) + ")"
-        return self.typed(schema, path)
+            if not kinds or not all(kind in KEYWORDS for kind in kinds):
+                raise SchemaError(f"'type' must be a non-empty list of JSON types at {path}")
+            self.only(schema, set().union(*(KEYWORDS[kind] for kind in kinds)), path)
+            return "(" + " | ".join(self.typed({k: v for k, v in schema.items() if k in KEYWORDS[kind]} | {"type": kind},
+                                               path) for kind in kinds) + ")"
+        return self.typed({**schema, "type": kinds}, path)
 
     def only(self, schema: dict, allowed: set, path: str) -> None:
         for key in schema:
