@@ -1,4 +1,6 @@
-"""Kernels every version uses (no `from __future__ import annotations` here: Taichi reads the annotations). Each mirrors a function of `ai00ref/ref/common.py` and is tested against it.
+"""The per-operation kernels of RWKV-4 (kernels/v4.py), and the activation codes every version uses (no
+`from __future__ import annotations` here: Taichi reads the annotations). Each kernel mirrors a function of
+`ai00ref/ref/common.py` and is tested against it. v5-v7 run one fused kernel per layer (kernels/lanes.py).
 
 Shapes: x (T, C) holds the T token positions of one pass (all batch rows, concatenated); `row[t]` is the batch row
 of position t and `first[t]` is 1 where t starts its row's segment. Weights may be f16 or f32; arithmetic is f32.
@@ -105,32 +107,6 @@ def layer_norm(x, w, b, y, eps: float) -> None:
 
 
 @kernel
-def _group_norm(x: ti.types.ndarray(), w: ti.types.ndarray(), b: ti.types.ndarray(), y: ti.types.ndarray(),
-                n_head: ti.i32, eps: ti.f32):
-    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
-        N = x.shape[1] // n_head
-        h = c // N
-        mean = 0.0
-        for n in range(N):
-            mean += x[t, h * N + n]
-        mean /= N
-        var = 0.0
-        for n in range(N):
-            var += (x[t, h * N + n] - mean) ** 2
-        y[t, c] = (x[t, c] - mean) / ti.sqrt(var / N + eps) * ti.cast(w[c], ti.f32) + ti.cast(b[c], ti.f32)
-
-
-def group_norm(x, w, b, y, n_head: int, eps: float) -> None:
-    """Must match ref.common.group_norm: LN within each head's N channels of x (T, C), then the affine.
-
-    Every element recomputes its head's statistics (N cached reads), so no thread walks a whole row;
-    y must not be x (other elements still read x).
-    """
-    assert y is not x, "group_norm cannot run in place"
-    _group_norm(x, w, b, y, n_head, eps)
-
-
-@kernel
 def token_shift(x: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32, row: ti.types.ndarray(),
                 first: ti.types.ndarray(), prev: ti.types.ndarray()):
     """Must match ref.common.previous_tokens per row: prev[t] = x[t-1], or the row's state at its first token."""
@@ -147,20 +123,6 @@ def store_last(x: ti.types.ndarray(), last: ti.types.ndarray(), shift: ti.types.
     for b, c in ti.ndrange(last.shape[0], x.shape[1]):
         if last[b] >= 0:
             shift[b, layer, c] = x[last[b], c]
-
-
-@functools.cache
-def _mix_kernel(convention: int):
-    @kernel
-    def mix_inputs(x: ti.types.ndarray(), prev: ti.types.ndarray(), m: ti.types.ndarray(), y: ti.types.ndarray()):
-        for t, c in ti.ndrange(x.shape[0], x.shape[1]):
-            y[t, c] = mix(x[t, c], prev[t, c], ti.cast(m[c], ti.f32), convention)
-    return mix_inputs
-
-
-def mix_inputs(x, prev, m, y, convention: int) -> None:
-    """Must match ref.common.lerp_current / lerp_previous: y = mix(x, prev; m), all (T, C), m (C,)."""
-    _mix_kernel(convention)(x, prev, m, y)
 
 
 # ---- y = act(W x) [+ y]: must match ref.common.linear ----

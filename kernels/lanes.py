@@ -99,13 +99,21 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
     return acc
 
 
+def _given(value) -> bool:
+    """For `ti.static` (Taichi scope has no `is not`): whether an optional template argument was passed."""
+    return value is not None
+
+
 @ti.func
 def emit_tile(acc: ti.template(), Y: ti.template(), col: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32,
-              act: ti.i32, accumulate: ti.template()):
-    """Y[t0+u, col] = act(Σ_lanes acc[u]) (or += with `accumulate`), written by lane 0."""
+              act: ti.i32, accumulate: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0):
+    """Y[t0+u, col] = act(Σ_lanes acc[u]) (or += with `accumulate`), written by lane 0; with a `gate` array, the
+    value is first multiplied by gate[t0+u, gate_col]."""
     for u in ti.static(range(acc.n)):
         s = activate(lane_sum(acc[u]), act)
         if lane == 0 and t0 + u < T:
+            if ti.static(_given(gate)):
+                s *= gate[t0 + u, gate_col]
             if ti.static(accumulate):
                 Y[t0 + u, col] = Y[t0 + u, col] + s  # one writer per element: no atomic add
             else:
@@ -115,9 +123,10 @@ def emit_tile(acc: ti.template(), Y: ti.template(), col: ti.i32, t0: ti.i32, T: 
 @ti.func
 def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32, X: ti.template(),
                 x_col: ti.i32, Y: ti.template(), y_col: ti.i32, act: ti.i32, accumulate: ti.template(),
-                tile: ti.template()):
-    """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ).
-    Must match ref.common.linear."""
+                tile: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0):
+    """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
+    times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
+    receptance). Must match ref.common.linear (and the product that follows it)."""
     T = X.shape[0]
     n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
@@ -125,18 +134,19 @@ def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n
         lane, group = g % LANES, g // LANES
         o, t0 = group // n_tiles, group % n_tiles * tile  # neighbouring rows of threads share a weight row
         acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile)
-        emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate)
+        emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
 
 
 @ti.func
 def shift_mix_task(x: ti.template(), vec: ti.template(), ln_row: ti.template(), mix_row: ti.template(),
                    n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
-                   out: ti.template(), out_col: ti.template()):
+                   out: ti.template(), out_col: ti.template(), keep_delta: ti.template() = False):
     """LayerNorm, token shift and the token-shift mixes of one layer part, for every position t:
 
     out[t, out_col + m*C + c] = z + (prev - z) * vec[layer, mix_row + m, c],  z = LN(x[t]), prev = LN(x[t-1]) or the state,
     LN's weight and bias in vec[layer, ln_row] and vec[layer, ln_row + 1]. The first position of each row also
     stores LN(x[last]) as the row's new shift state: it alone touches that state, reading before writing.
+    With `keep_delta`, block n_mix gets prev - z as well (kernels/v6.py: data_mix_task scales it by the LoRA).
     Must match ref.common.layer_norm, previous_tokens and lerp_previous (the v6/v7 mixing convention).
     """
     T, C = x.shape[0], x.shape[1]
@@ -167,6 +177,8 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), ln_row: ti.template(), 
                     prev = (x[t - 1, c] - other[0]) * other[1] * w + bias
                 for m in ti.static(range(n_mix)):
                     out[t, out_col + m * C + c] = z + (prev - z) * vec[layer, mix_row + m, c]
+                if ti.static(keep_delta):
+                    out[t, out_col + n_mix * C + c] = prev - z
 
 
 @ti.func

@@ -1,4 +1,4 @@
-"""The Taichi kernels of `kernels/common.py` (v4-v6), each against the reference function it mirrors, then the
+"""The Taichi kernels of `kernels/common.py` (v4), each against the reference function it mirrors, then the
 whole RWKV-7 Taichi engine against the reference engine (its tasks: tests/test_kernels_lanes.py).
 Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
 
@@ -27,7 +27,6 @@ ti = taichi_arch.import_taichi()
 
 from ai00ref.model_info import read_model_info  # noqa: E402
 from ai00ref.ref import common as ref
-from ai00ref.ref import v7 as ref_v7
 from ai00ref.ref.model import RefModel
 from ai00ref.ref.state import V7State
 from ai00ref.weights.canonical import canonical_weights
@@ -114,17 +113,6 @@ def test_layer_norm(T, C, seed, in_place):
     assert_close(y.to_numpy(), ref.layer_norm(x.astype(np.float64), w, b, ref.LN_EPS))
 
 
-@given(T=st.integers(1, 12), H=st.integers(1, 6), N=st.integers(1, 20), seed=seeds)
-def test_group_norm(T, H, N, seed):
-    from kernels import common
-
-    rng = rng_of(seed)
-    x, w, b = normal(rng, T, H * N, scale=2.0), normal(rng, H * N), normal(rng, H * N)
-    y = dev(np.zeros_like(x))
-    common.group_norm(dev(x), dev(w), dev(b), y, H, ref.GN_EPS)
-    assert_close(y.to_numpy(), ref.group_norm(x.astype(np.float64), H, w, b, ref.GN_EPS))
-
-
 @given(lengths=plans(), L=st.integers(1, 3), C=dims, seed=seeds, data=st.data())
 def test_token_shift(lengths, L, C, seed, data):
     from kernels import common
@@ -138,22 +126,6 @@ def test_token_shift(lengths, L, C, seed, data):
     expected = np.concatenate([ref.previous_tokens(x[a:b], shift[r, layer])
                                for r, (a, b) in enumerate(segments(lengths))])
     np.testing.assert_array_equal(prev.to_numpy(), expected)  # a copy: exact
-
-
-@given(T=st.integers(1, 12), C=dims, seed=seeds, convention=st.sampled_from(["current", "previous"]))
-def test_mix_inputs(T, C, seed, convention):
-    from kernels import common
-
-    rng = rng_of(seed)
-    x, prev, m = normal(rng, T, C), normal(rng, T, C), rng.uniform(0, 1, C).astype(np.float32)
-    y = dev(np.zeros_like(x))
-    kind = common.MIX_CURRENT if convention == "current" else common.MIX_PREVIOUS
-    common.mix_inputs(dev(x), dev(prev), dev(m), y, kind)
-    lerp = ref.lerp_current if convention == "current" else ref.lerp_previous
-    x64, p64 = x.astype(np.float64), prev.astype(np.float64)
-    expected = lerp(x64, p64, m)
-    terms = np.abs(x64) + np.abs(p64) if convention == "previous" else np.abs(x64 * m) + np.abs(p64 * (1 - m))
-    assert_close(y.to_numpy(), expected, terms)
 
 
 ACTIVATIONS = {"none": (0, lambda s: s), "relu_squared": (1, ref.relu_squared), "sigmoid": (2, ref.sigmoid),

@@ -1,7 +1,9 @@
-"""The lane tasks of `kernels/lanes.py` and the RWKV-7 layer tasks of `kernels/v7.py`, each against the reference
-function (or lines of `ai00ref/ref/v7.py`) it mirrors. Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
+"""The lane tasks of `kernels/lanes.py` and the layer tasks of `kernels/v7.py` and `kernels/v6.py` (RWKV-6 and -5),
+each against the reference function (or lines of `ai00ref/ref/v7.py`, `v6.py`, `v5.py`) it mirrors.
+Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
 
-Every task is a `ti.func`; a small wrapper kernel per test runs it alone. Tolerances as tests/test_kernels_common_v7.py
+Every task is a `ti.func`; a small wrapper kernel per test runs it alone (v6: the layer kernel built with only the
+tasks under test). Tolerances as tests/test_kernels_common_v7.py
 (spec/tolerances.md, "Taichi kernels"): every element within 1e-5·‖ref‖₂ + 1e-6·‖|terms|‖₂ of a float64 reference
 computed on the very inputs the kernel gets. Shapes are drawn so that rows end part-way through a lane group
 (LANES is 32 on CUDA, the subgroup size on Vulkan, 1 on the CPU) and token tiles end part-filled.
@@ -19,6 +21,9 @@ import taichi_arch
 ti = taichi_arch.import_taichi()
 
 from ai00ref.ref import common as ref  # noqa: E402
+from ai00ref.ref import v4 as ref_v4  # noqa: E402
+from ai00ref.ref import v5 as ref_v5  # noqa: E402
+from ai00ref.ref import v6 as ref_v6  # noqa: E402
 from ai00ref.ref import v7 as ref_v7  # noqa: E402
 from test_kernels_common_v7 import (ACTIVATIONS, assert_close, dev, dims, make_plan, normal, plans,  # noqa: E402
                                     rng_of, seeds, segments)
@@ -37,24 +42,28 @@ f64 = functools.partial(np.asarray, dtype=np.float64)
 # ---- wrapper kernels (cached: each compiles once per static configuration) ----
 
 @functools.cache
-def linear_runner(act: int, accumulate: bool, tile: int):
+def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False):
     from kernels.lanes import linear_task
 
     @ti.kernel
     def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
-            X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32):
-        linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile)
+            X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32, G: ti.types.ndarray(),
+            g_col: ti.i32):
+        if ti.static(gated):
+            linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile, G, g_col)
+        else:
+            linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile)
     return run
 
 
 @functools.cache
-def shift_mix_runner(n_mix: int, out_col: int):
+def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
     from kernels.lanes import shift_mix_task
 
     @ti.kernel
     def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
             plan: ti.types.ndarray(), out: ti.types.ndarray()):
-        shift_mix_task(x, vec, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col)
+        shift_mix_task(x, vec, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col, keep_delta)
     return run
 
 
@@ -94,10 +103,12 @@ def v7_runner(task: str, shape, tile: int = 1):
        n_in=st.one_of(dims, st.sampled_from([31, 32, 33, 300, 513])), n_out=dims,
        offsets=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 4)),
        act=st.sampled_from(sorted(ACTIVATIONS)), accumulate=st.booleans(), f16=st.booleans(),
-       tile=st.sampled_from([1, 8]), seed=seeds, data=st.data())
-def test_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, seed, data):
-    """Y[:, y_col:] (+)= act(X[:, x_col:x_col+in] W[layer, w_row:w_row+out, :in]ᵀ) vs ref.common.linear."""
+       tile=st.sampled_from([1, 8]), gated=st.booleans(), seed=seeds, data=st.data())
+def test_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, data):
+    """Y[:, y_col:] (+)= act(X[:, x_col:x_col+in] W[layer, w_row:w_row+out, :in]ᵀ) vs ref.common.linear; `gated`:
+    times G[:, g_col:g_col+out] (the v5/v6 channel mix's r · (k Wvᵀ))."""
     w_row, x_col, y_col = offsets
+    g_col = data.draw(st.integers(0, 3), label="g_col")
     L = data.draw(st.integers(1, 3), label="L")
     layer = data.draw(st.integers(0, L - 1), label="layer")
     rng = rng_of(seed)
@@ -105,27 +116,30 @@ def test_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, seed, 
     if f16:
         W = W.astype(np.float16).astype(np.float32)
     X, Y0 = normal(rng, T, x_col + n_in + 1), normal(rng, T, y_col + n_out + 2)
+    G = normal(rng, T, g_col + n_out + 1)
     code, fn = ACTIVATIONS[act]
     Y = dev(Y0)
-    linear_runner(code, accumulate, tile)(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in, dev(X),
-                                          x_col, Y, y_col)
+    linear_runner(code, accumulate, tile, gated)(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in,
+                                                 dev(X), x_col, Y, y_col, dev(G), g_col)
     used_W, used_X = f64(W[layer, w_row:w_row + n_out, :n_in]), f64(X[:, x_col:x_col + n_in])
     s = ref.linear(used_X, used_W)
     terms = np.abs(used_X) @ np.abs(used_W).T
     if act == "relu_squared":
         terms = 2 * terms * np.abs(s)
+    gate = f64(G[:, g_col:g_col + n_out]) if gated else 1.0
+    terms = terms * np.abs(gate)
     expected = f64(Y0).copy()
-    expected[:, y_col:y_col + n_out] = fn(s) + (Y0[:, y_col:y_col + n_out] if accumulate else 0)
+    expected[:, y_col:y_col + n_out] = fn(s) * gate + (Y0[:, y_col:y_col + n_out] if accumulate else 0)
     all_terms = np.abs(expected)
     all_terms[:, y_col:y_col + n_out] = terms + (np.abs(Y0[:, y_col:y_col + n_out]) if accumulate else 0)
     assert_close(Y.to_numpy(), expected, all_terms)
 
 
 @given(lengths=plans(max_rows=4, max_len=5), L=st.integers(1, 3), C=st.one_of(dims, st.sampled_from([64, 100])),
-       n_mix=st.sampled_from([1, 6]), seed=seeds, data=st.data())
-def test_shift_mix_task(lengths, L, C, n_mix, seed, data):
-    """out = lerp_previous(z, previous_tokens(z, state)) for each mix, z = layer_norm(x) per row; the state gets
-    z at each row's last position."""
+       n_mix=st.sampled_from([1, 2, 6]), keep_delta=st.booleans(), seed=seeds, data=st.data())
+def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, seed, data):
+    """out = lerp_previous(z, previous_tokens(z, state)) for each mix, z = layer_norm(x) per row, and with
+    `keep_delta` one more block prev - z; the state gets z at each row's last position."""
     layer = data.draw(st.integers(0, L - 1), label="layer")
     rng = rng_of(seed)
     plan, B = make_plan(lengths), len(lengths)
@@ -133,17 +147,22 @@ def test_shift_mix_task(lengths, L, C, n_mix, seed, data):
     vec = normal(rng, L, 2 + n_mix, C)  # rows: LN weight, LN bias, then the mixes
     vec[:, 2:] = rng.uniform(0, 1, (L, n_mix, C))
     shift0 = normal(rng, B, L, C)
-    out_col = 3
-    out, shift = dev(np.zeros((plan.T, out_col + n_mix * C), np.float32)), dev(shift0)
-    shift_mix_runner(n_mix, out_col)(dev(x), dev(vec), shift, layer, plan.packed, out)
+    out_col, blocks = 3, n_mix + keep_delta
+    out, shift = dev(np.zeros((plan.T, out_col + blocks * C), np.float32)), dev(shift0)
+    shift_mix_runner(n_mix, out_col, keep_delta)(dev(x), dev(vec), shift, layer, plan.packed, out)
     expected_out, expected_shift = np.zeros((plan.T, n_mix * C)), f64(shift0).copy()
+    expected_delta, delta_terms = np.zeros((plan.T, C)), np.zeros((plan.T, C))
     for b, (a, z) in enumerate(segments(lengths)):
         normed = ref.layer_norm(f64(x[a:z]), f64(vec[layer, 0]), f64(vec[layer, 1]))
         prev = ref.previous_tokens(normed, f64(shift0[b, layer]))
         for m in range(n_mix):
             expected_out[a:z, m * C:(m + 1) * C] = ref.lerp_previous(normed, prev, f64(vec[layer, 2 + m]))
+        expected_delta[a:z], delta_terms[a:z] = prev - normed, np.abs(prev) + np.abs(normed)
         expected_shift[b, layer] = normed[-1]
-    assert_close(out.to_numpy()[:, out_col:], expected_out)
+    got = out.to_numpy()[:, out_col:]
+    assert_close(got[:, :n_mix * C], expected_out)
+    if keep_delta:  # a difference: its rounding is relative to |prev| + |z|, not to the (maybe tiny) result
+        assert_close(got[:, n_mix * C:], expected_delta, delta_terms)
     assert_close(shift.to_numpy(), expected_shift)
 
 
@@ -297,3 +316,210 @@ def test_v7_output_gate_task(T, H, N, layer, seed):
     terms = (np.abs(normed) + (np.abs(r * k * r_k).reshape(T, H, N).sum(-1, keepdims=True)
                                * np.abs(v.reshape(T, H, N))).reshape(T, C)) * np.abs(g)
     assert_close(out[:, s.Y:s.Y + C], expected, terms)
+
+
+# ---- kernels/v6.py (RWKV-6, and RWKV-5 through the same kernel) ----
+# Each test runs the real layer kernel with only the tasks under test (`layer_kernel(shape, tile, tasks)`) on
+# weights packed by `device_blocks` from random canonical blocks, so the load-time packing (v6's r, k, v, g, w block
+# order, v5's 1 - mix) is checked with each task. With f16 the matrices are rounded to f16 first: the kernel and the
+# reference then see the same numbers.
+
+VERSIONS_5_6 = ("v6", "v5.2", "v5.0")  # v5.1 is read as v5.2 (spec/v5.md §1)
+
+
+def v56_blocks(rng, version, H, N, F, Dm, Dd, f16, L=2):
+    """L random canonical blocks of `version` (only what each version has: v5.0 no gate, v5 no LoRAs)."""
+    from ai00ref.weights.canonical import Block, ChannelMix, LayerNorm, V5TimeMix, V6TimeMix
+
+    C = H * N
+
+    def mat(*shape, gain=1.0):  # a matrix the device keeps in the matrix dtype
+        m = normal(rng, *shape, scale=gain * shape[-1] ** -0.5)
+        return m.astype(np.float16).astype(np.float32) if f16 else m
+
+    def unit(*shape):
+        return rng.uniform(0, 1, shape).astype(np.float32)
+
+    def norm():
+        return LayerNorm(rng.uniform(0.6, 1.4, C).astype(np.float32), normal(rng, C, scale=0.1))
+
+    blocks = []
+    for _ in range(L):
+        ffn = ChannelMix(mix_k=unit(C), mix_r=unit(C), key=mat(F, C), value=mat(C, F), receptance=mat(C, C))
+        bonus = rng.uniform(-1, 1, (H, N)).astype(np.float32)
+        if version == "v6":
+            att = V6TimeMix(maa_x=unit(C), maa_wkvrg=unit(5, C), maa_w1=mat(5 * Dm, C, gain=2.0),
+                            maa_w2=mat(5, C, Dm), decay=rng.uniform(-4, 1, C).astype(np.float32),
+                            decay_w1=mat(Dd, C), decay_w2=mat(C, Dd), bonus=bonus, key=mat(C, C), value=mat(C, C),
+                            receptance=mat(C, C), gate=mat(C, C), output=mat(C, C), ln_x=norm())
+        else:
+            gated = version != "v5.0"
+            att = V5TimeMix(mix_k=unit(C), mix_v=unit(C), mix_r=unit(C), mix_g=unit(C) if gated else None,
+                            decay=np.exp(-np.exp(rng.uniform(-4, 1, (H, N)))).astype(np.float32), bonus=bonus,
+                            key=mat(C, C), value=mat(C, C), receptance=mat(C, C),
+                            gate=mat(C, C) if gated else None, output=mat(C, C), ln_x=norm())
+        blocks.append(Block(ln1=norm(), att=att, ln2=norm(), ffn=ffn))
+    return blocks
+
+
+def v56_layers(version, blocks, f16):
+    from kernels import v5, v6
+
+    return (v6 if version == "v6" else v5).device_blocks(blocks, ti.f16 if f16 else ti.f32)
+
+
+def run_v56(layers, tasks, layer, plan, tile=1, x=None, att_x=None, S=None, ffn_x=None, sc=None):
+    """The layer kernel holding only `tasks`, once; returns the host arrays x, att_x, S, ffn_x, sc after it."""
+    from kernels import v6
+
+    s = layers.shape
+    T, B = plan.T, len(plan.lengths_host)
+    defaults = (np.zeros((T, s.C)), np.zeros((B, 2, s.C)), np.zeros((B, 2, s.H, s.N, s.N)), np.zeros((B, 2, s.C)),
+                np.zeros((T, s.WIDTH)))
+    arrays = [dev(a if a is not None else d) for a, d in zip((x, att_x, S, ffn_x, sc), defaults)]
+    x_d, att_x_d, S_d, ffn_x_d, sc_d = arrays
+    v6.layer_kernel(s, tile, tuple(tasks))(x_d, layers.vec, layers.mats, layers.second, layers.ffn_value, att_x_d,
+                                           S_d, ffn_x_d, plan.packed, sc_d, layer)
+    return [a.to_numpy() for a in arrays]
+
+
+def block_of(array, start, C):
+    return f64(array[:, start:start + C])
+
+
+v56_case = dict(version=st.sampled_from(VERSIONS_5_6), H=st.integers(1, 3), N=st.integers(1, 12),
+                F=st.integers(1, 20), Dm=st.integers(1, 6), Dd=st.integers(1, 6), f16=st.booleans(),
+                layer=st.integers(0, 1), seed=seeds)
+
+
+@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
+def test_v6_token_shift_mixes(lengths, tile, version, H, N, F, Dm, Dd, f16, layer, seed):
+    """Tasks shift_mix, maa_lora, data_mix vs ref.v6.token_shift_mixes on z = layer_norm(x; ln1) and its token
+    shift, per row (v5: its static mixes, ref lerp_current); the state gets z at each row's last position."""
+    from kernels import v6
+
+    rng = rng_of(seed)
+    blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
+    layers, att = v56_layers(version, blocks, f16), blocks[layer].att
+    s, C, plan = layers.shape, H * N, make_plan(lengths)
+    x, att_x0 = normal(rng, plan.T, C), normal(rng, len(lengths), 2, C)
+    _, att_x, _, _, sc = run_v56(layers, ("shift_mix", "maa_lora", "data_mix"), layer, plan, tile, x=x, att_x=att_x0)
+    ln1 = blocks[layer].ln1
+    expected_att_x = f64(att_x0).copy()
+    for b, (a, z) in enumerate(segments(lengths)):
+        normed = ref.layer_norm(f64(x[a:z]), ln1.weight, ln1.bias)
+        prev = ref.previous_tokens(normed, f64(att_x0[b, layer]))
+        expected_att_x[b, layer] = normed[-1]
+        got = lambda m: sc[a:z, s.MIXED + m * C:s.MIXED + (m + 1) * C]  # noqa: E731
+        if version != "v6":
+            mixes = ((v6.MIX_R, att.mix_r), (v6.MIX_K, att.mix_k), (v6.MIX_V, att.mix_v), (v6.MIX_G, att.mix_g))
+            for m, mix in mixes[:4 if s.gated else 3]:
+                assert_close(got(m), ref.lerp_current(normed, prev, f64(mix)), np.abs(normed) + np.abs(prev))
+            continue
+        delta = np.abs(prev - normed)
+        xxx = ref.lerp_previous(normed, prev, f64(att.maa_x))
+        assert_close(got(v6.MIX_X), xxx, np.abs(normed) + np.abs(prev))
+        expected = ref_v6.token_shift_mixes(normed, prev, att)  # (5, T, C) in the reference's w, k, v, r, g order
+        W1 = f64(att.maa_w1).reshape(5, Dm, C)
+        lora = np.tanh(xxx @ f64(att.maa_w1).T).reshape(-1, 5, Dm)
+        for m, r in enumerate(v6.REF_ORDER):  # kernel block 1 + m is the reference's mix r
+            W2 = np.abs(f64(att.maa_w2[r]))
+            terms = np.abs(normed) + delta * (f64(att.maa_wkvrg[r]) + np.abs(lora[:, r]) @ W2.T
+                                              + ((np.abs(normed) + np.abs(prev)) @ np.abs(W1[r]).T) @ W2.T)
+            assert_close(got(v6.MIX_R + m), expected[r], terms)
+    assert_close(att_x, expected_att_x)
+
+
+@given(T=st.integers(1, 11), tile=st.sampled_from([1, 8]), **v56_case)
+def test_v6_projections_and_decay(T, tile, version, H, N, F, Dm, Dd, f16, layer, seed):
+    """Tasks projections (and decay, v6) vs the linear lines of ref.v6/v5.time_mix, and ref.v6.decay on x_w."""
+    from kernels import v6
+
+    rng = rng_of(seed)
+    blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
+    layers, att = v56_layers(version, blocks, f16), blocks[layer].att
+    s, C = layers.shape, H * N
+    sc0 = normal(rng, T, s.WIDTH)
+    *_, sc = run_v56(layers, ("projections", "decay"), layer, make_plan([T]), tile, sc=sc0)
+    mixed = lambda m: block_of(sc0, s.MIXED + m * C, C)  # noqa: E731
+    matrices = ((v6.MIX_R, att.receptance), (v6.MIX_K, att.key), (v6.MIX_V, att.value), (v6.MIX_G, att.gate))
+    for p, (m, W) in enumerate(matrices[:4 if s.gated else 3]):
+        W = f64(W)
+        assert_close(block_of(sc, s.PROJ + p * C, C), ref.linear(mixed(m), W), np.abs(mixed(m)) @ np.abs(W).T)
+    if version != "v6":
+        return
+    x_w, Wd1, Wd2 = mixed(v6.MIX_W), f64(att.decay_w1), f64(att.decay_w2)
+    hidden = np.tanh(ref.linear(x_w, Wd1))
+    first_terms = np.abs(x_w) @ np.abs(Wd1).T
+    assert_close(block_of(sc, s.DECAY_LOW, Dd), hidden, first_terms)
+    w = ref_v6.decay(x_w, att)
+    exponent_terms = np.abs(att.decay) + (np.abs(hidden) + first_terms) @ np.abs(Wd2).T
+    assert_close(block_of(sc, s.W, C), w, w + w * np.exp(att.decay + hidden @ Wd2.T) * exponent_terms)
+
+
+@given(lengths=plans(max_rows=3, max_len=5), **v56_case)
+def test_v6_wkv_task(lengths, version, H, N, F, Dm, Dd, f16, layer, seed):
+    """vs ref.v5.wkv_step looped over each row of a ragged batch from a random state: v6 with its per-token decay
+    (the W column), v5 with the static one it was packed with."""
+    rng = rng_of(seed)
+    blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
+    layers, att = v56_layers(version, blocks, f16), blocks[layer].att
+    s, C, plan, B = layers.shape, H * N, make_plan(lengths), len(lengths)
+    T = plan.T
+    sc0 = normal(rng, T, s.WIDTH)
+    sc0[:, s.W:s.W + C] = rng.uniform(0, 1, (T, C))
+    S0 = normal(rng, B, 2, H, N, N, scale=0.5)
+    *_, S, _, sc = run_v56(layers, ("wkv",), layer, plan, S=S0, sc=sc0)
+    per_head = lambda start: block_of(sc0, start, C).reshape(T, H, N)  # noqa: E731
+    r, k, v, w = (per_head(c) for c in (s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.W))
+    expected_S, expected_y = f64(S0).copy(), np.zeros((T, C))
+    for b, (start, stop) in enumerate(segments(lengths)):
+        state = expected_S[b, layer]
+        for t in range(start, stop):
+            decay = w[t] if version == "v6" else f64(att.decay)
+            y, state = ref_v5.wkv_step(r[t], k[t], v[t], state, decay, f64(att.bonus))
+            expected_y[t] = y.reshape(C)
+        expected_S[b, layer] = state
+    terms_scale = np.abs(expected_y).sum() + 1.0  # the recurrence has no cheap |terms| (as test_v7_wkv_task)
+    assert_close(sc[:, s.Y:s.Y + C], expected_y, terms=np.full_like(expected_y, terms_scale / expected_y.size ** 0.5))
+    assert_close(S, expected_S)
+
+
+@given(T=st.integers(1, 10), **v56_case)
+def test_v6_output_gate_task(T, version, H, N, F, Dm, Dd, f16, layer, seed):
+    """group_norm(y; ln_x) * silu(x_g W_gᵀ) (ref.v6.time_mix, ref.v5.time_mix; v5.0: no gate)."""
+    rng = rng_of(seed)
+    blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
+    layers, att = v56_layers(version, blocks, f16), blocks[layer].att
+    s, C = layers.shape, H * N
+    sc0 = normal(rng, T, s.WIDTH)
+    *_, sc = run_v56(layers, ("output_gate",), layer, make_plan([T]), sc=sc0)
+    normed = ref.group_norm(block_of(sc0, s.Y, C), H, f64(att.ln_x.weight), f64(att.ln_x.bias), ref.GN_EPS)
+    gate = ref.silu(block_of(sc0, s.PROJ + 3 * C, C)) if version != "v5.0" else 1.0
+    assert_close(block_of(sc, s.Y, C), normed * gate)
+
+
+@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
+def test_v6_channel_mix(lengths, tile, version, H, N, F, Dm, Dd, f16, layer, seed):
+    """Tasks ffn_shift_mix, ffn_key, ffn_receptance, ffn_value: x += ref.v6.channel_mix(layer_norm(x; ln2), ...)
+    per row (v5: ref.v4.channel_mix); the state gets the normed x at each row's last position."""
+    rng = rng_of(seed)
+    blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
+    layers, block = v56_layers(version, blocks, f16), blocks[layer]
+    C, plan, ffn = H * N, make_plan(lengths), block.ffn
+    x0, ffn_x0 = normal(rng, plan.T, C), normal(rng, len(lengths), 2, C)
+    x, _, _, ffn_x, _ = run_v56(layers, ("ffn_shift_mix", "ffn_key", "ffn_receptance", "ffn_value"), layer, plan,
+                                tile, x=x0, ffn_x=ffn_x0)
+    expected, terms, expected_ffn_x = f64(x0).copy(), np.abs(f64(x0)), f64(ffn_x0).copy()
+    channel_mix = ref_v6.channel_mix if version == "v6" else ref_v4.channel_mix
+    Wk, Wv, Wr = (np.abs(f64(W)) for W in (ffn.key, ffn.value, ffn.receptance))
+    for b, (a, z) in enumerate(segments(lengths)):
+        normed = ref.layer_norm(f64(x0[a:z]), block.ln2.weight, block.ln2.bias)
+        out, expected_ffn_x[b, layer] = channel_mix(normed, f64(ffn_x0[b, layer]), ffn)
+        expected[a:z] += out
+        inputs = np.abs(normed) + np.abs(ref.previous_tokens(normed, f64(ffn_x0[b, layer])))  # bounds |x_k|, |x_r|
+        key_terms = inputs @ Wk.T  # bounds |x_k W_kᵀ| and its summands
+        # relu²'s value and its rounding (2|s|·δs) through W_v, then the receptance's rounding times |r·(k W_vᵀ)|
+        terms[a:z] += (3 * key_terms ** 2) @ Wv.T + (inputs @ Wr.T) * np.abs(out)
+    assert_close(x, expected, terms)
+    assert_close(ffn_x, expected_ffn_x)

@@ -1,7 +1,8 @@
 """Taichi kernels for RWKV v4, v5 (5.0/5.1/5.2) and v6 (kernels/v4.py, v5.py, v6.py) against the reference.
 
 (a) whole models: ragged batch, then single-token steps; logits per row within spec/tolerances.md (fp32 ≤ 1e-4,
-fp16 ≤ 1e-2 relative L2), states too. (b) hypothesis: each recurrent/mixing kernel against its ref function.
+fp16 ≤ 1e-2 relative L2), states too; v5 and v6 run one launch per layer. (b) hypothesis: v4's recurrent kernel
+against its ref function (the v5/v6 layer kernel's tasks: tests/test_kernels_lanes.py).
 Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py), one per process.
 """
 from __future__ import annotations
@@ -13,10 +14,7 @@ from hypothesis import strategies as st
 
 import ai00ref
 from ai00ref.ref import v4 as ref_v4
-from ai00ref.ref import v5 as ref_v5
-from ai00ref.ref import v6 as ref_v6
 from ai00ref.ref.state import to_official
-from ai00ref.weights.canonical import LayerNorm, V6TimeMix
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 
 pytestmark = pytest.mark.taichi
@@ -79,6 +77,19 @@ def test_model_matches_reference(taichi_arch, model_paths, variant, precision):
             assert rel_l2(a, r) <= tol
 
 
+@pytest.mark.parametrize("variant", ["v5.0", "v5.2", "v6"])
+def test_one_launch_per_layer(taichi_arch, model_paths, variant):
+    """v5 and v6 run each layer as one kernel launch (kernels/v6.py), then one for the head."""
+    from kernels.launch import recording
+
+    model = ai00ref.load_model(model_paths[variant], backend="taichi", arch=taichi_arch, graph=False)
+    state, plan = model.new_state(2), model.passes.get((3, 1))
+    x = model.workspace.buffer("x", (plan.T, model.info.n_embd))
+    with recording() as calls:
+        model.launch_pass(x, state, plan, False)
+    assert len(calls) == model.info.n_layer + 1
+
+
 # ---- (b) kernels against their reference functions ----
 
 @st.composite
@@ -113,67 +124,3 @@ def test_v4_wkv_matches_wkv_step(taichi_arch, case, C, fresh):
     np.testing.assert_allclose(y.to_numpy(), expect, rtol=1e-5, atol=1e-5)
     for ours, ref in zip(state, (aa, bb, pp)):
         np.testing.assert_allclose(ours.to_numpy(), ref, rtol=1e-5, atol=1e-5)
-
-
-@given(ragged(), st.integers(1, 3), st.integers(1, 8), st.booleans())
-def test_v5_wkv_matches_wkv_step(taichi_arch, case, H, N, per_token):
-    """Static decay through fill_decay (v5) or a per-position decay buffer (v6's use)."""
-    from kernels import v5
-
-    lengths, L, layer, seed = case
-    g, B, T, C = np.random.default_rng(seed), len(lengths), sum(lengths), H * N
-    r, k, v = (g.normal(0, 1, (T, C)).astype(np.float32) for _ in range(3))
-    S = g.normal(0, 1, (B, L, H, N, N)).astype(np.float32)
-    bonus = g.normal(0, 1, (H, N)).astype(np.float32)
-    w = g.uniform(0, 1, (T, C) if per_token else (H, N)).astype(np.float32)
-    decay = w if per_token else np.broadcast_to(w.reshape(1, C), (T, C))
-    w_buffer = device(w) if per_token else device(np.zeros((T, C)))
-    if not per_token:
-        v5.fill_decay(device(w), w_buffer)
-    S_dev, plan, y = device(S), plan_for(lengths), device(np.zeros((T, C)))
-    v5.wkv(device(r), device(k), device(v), w_buffer, device(bonus), S_dev, layer, plan.start, plan.length, y)
-    expect = np.empty((T, C), np.float32)
-    for b, start in enumerate(np.cumsum([0] + lengths[:-1])):
-        for t in range(start, start + lengths[b]):
-            out, S[b, layer] = ref_v5.wkv_step(*(a[t].reshape(H, N) for a in (r, k, v)), S[b, layer],
-                                               decay[t].reshape(H, N), bonus)
-            expect[t] = out.reshape(C)
-    np.testing.assert_allclose(y.to_numpy(), expect, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(S_dev.to_numpy(), S, rtol=1e-5, atol=1e-5)
-
-
-def random_v6_att(g, C: int, Dm: int, Dd: int, H: int) -> V6TimeMix:
-    """Just the fields the mixes and the decay read are meaningful; the matrices are placeholders."""
-    eye = np.eye(C, dtype=np.float32)
-    return V6TimeMix(
-        maa_x=g.uniform(0, 1, C), maa_wkvrg=g.uniform(0, 1, (5, C)), maa_w1=g.normal(0, 0.5, (5 * Dm, C)),
-        maa_w2=g.normal(0, 0.5, (5, C, Dm)), decay=g.uniform(-4, 1, C), decay_w1=g.normal(0, 0.5, (Dd, C)),
-        decay_w2=g.normal(0, 0.5, (C, Dd)), bonus=np.zeros((H, C // H)), key=eye, value=eye, receptance=eye,
-        gate=eye, output=eye, ln_x=LayerNorm(np.ones(C), np.zeros(C)))
-
-
-def to_f32(att: V6TimeMix) -> V6TimeMix:
-    import dataclasses
-
-    return dataclasses.replace(att, **{f.name: np.asarray(getattr(att, f.name), np.float32)
-                                       for f in dataclasses.fields(att) if f.name != "ln_x"})
-
-
-@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**32 - 1))
-def test_v6_mixes_and_decay_match_reference(taichi_arch, T, C, Dm, Dd, seed):
-    import taichi as ti
-
-    from kernels import v6
-    from kernels.engine import Workspace, to_device
-
-    g = np.random.default_rng(seed)
-    att = to_f32(random_v6_att(g, C, Dm, Dd, 1))
-    x, prev = (g.normal(0, 1, (T, C)).astype(np.float32) for _ in range(2))
-    dev_att, ws = to_device(att, ti.f32), Workspace()
-    outs = v6.token_shift_mixes(ws, device(x), device(prev), dev_att)
-    expect = ref_v6.token_shift_mixes(x, prev, att)
-    for name, ours, ref in zip(v6.MIX_NAMES, outs, expect):
-        np.testing.assert_allclose(ours.to_numpy(), ref, rtol=1e-5, atol=1e-5, err_msg=f"x_{name}")
-    w = device(np.zeros((T, C)))
-    v6.decay(ws, outs[0], dev_att, w)
-    np.testing.assert_allclose(w.to_numpy(), ref_v6.decay(expect[0], att), rtol=1e-5, atol=1e-6)
