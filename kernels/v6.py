@@ -35,8 +35,10 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, LN_EPS
 from kernels import lanes
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels.lanes import GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv, shift_mix_task
+from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
+                           shift_mix_task)
 from kernels.launch import kernel
+from kernels.stacking import upload
 
 # Blocks of the scratch buffer's mixed inputs, and the matching rows of V6Layers.vec from MIX on. The kernel orders
 # the five data-dependent mixes r, k, v, g, w (the reference: w, k, v, r, g) so that mixed block 1 + m feeds
@@ -160,16 +162,6 @@ class V6Layers:
     @property
     def n_layer(self) -> int:
         return self.vec.shape[0]
-
-
-def upload(per_layer, dtype) -> ti.Ndarray:
-    """Per-layer host arrays -> one stacked device array in `dtype` (np.float16 or np.float32)."""
-    host = np.stack([np.asarray(a, np.float32) for a in per_layer]).astype(dtype)
-    if host.size >= 2 ** 31:  # Taichi indexes an ndarray with 32-bit integers
-        raise ValueError(f"stacked layer array of {host.size} elements is past Taichi's 2^31 index limit")
-    device = ti.ndarray(ti.f16 if dtype == np.float16 else ti.f32, host.shape)
-    device.from_numpy(host)
-    return device
 
 
 def stack_layers(shape: Shape, vectors, mats, second, ffn_value, matrix_dtype) -> V6Layers:

@@ -29,6 +29,7 @@ from kernels import lanes
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.launch import kernel
+from kernels.stacking import upload
 
 # Rows of V7Layers.vec (L, NV, C): every per-channel vector of a layer.
 LN1, LN2 = 0, 2  # weight, then bias
@@ -154,14 +155,6 @@ def device_blocks(blocks, matrix_dtype) -> V7Layers:
 
     def v2(block):
         return block.att.v2 if block.att.v2 is not None else np.zeros((C, Dv), np.float32)
-
-    def upload(per_layer, dtype):
-        host = np.stack([np.asarray(a, np.float32) for a in per_layer]).astype(dtype)
-        if host.size >= 2 ** 31:  # Taichi indexes an ndarray with 32-bit integers
-            raise ValueError(f"stacked layer array of {host.size} elements is past Taichi's 2^31 index limit")
-        device = ti.ndarray(ti.f16 if dtype == np.float16 else ti.f32, host.shape)
-        device.from_numpy(host)
-        return device
 
     return V7Layers(
         shape=shape,

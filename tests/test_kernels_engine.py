@@ -140,3 +140,12 @@ def test_assign_row_overwrites_one_row(models):
     host = state.to_host()
     for name, array in host.arrays().items():
         np.testing.assert_array_equal(array[1], other_host.arrays()[name][0])
+
+
+def test_a_stack_past_taichis_index_range_is_refused_by_name(taichi_arch):
+    """7B-sized stacked weights (here a zero-copy view of that shape) are refused before anything is allocated."""
+    from kernels.stacking import StackTooLarge, upload
+
+    layer = np.broadcast_to(np.float16(0), (30720, 4096))  # one v6 7B layer's matrix rows, C 4096
+    with pytest.raises(StackTooLarge, match="2\\^31 index limit.*backend='ref'"):
+        upload([layer] * 32, np.float16)
