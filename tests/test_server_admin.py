@@ -289,18 +289,19 @@ def test_load_with_a_bad_setting_is_400(fresh_server):
     assert status == 400 and "precision" in error["error"]["message"]
 
 
-def test_load_a_broken_file_is_500_and_the_server_goes_on(fresh_server):
+def test_load_a_broken_file_is_400_and_the_server_goes_on(fresh_server):
     status, body = admin(fresh_server, "/admin/models/load", {"model_path": "broken.st"})
-    assert status == 500 and "broken.st" in body["error"]["message"] and body["error"]["code"] == "load_failed"
+    assert status == 400 and "broken.st" in body["error"]["message"] and body["error"]["code"] == "load_failed"
     assert call(fresh_server, "/api/oai/models") == (200, {"object": "list", "data": []})
     assert generation_status(fresh_server) == 503
     assert admin(fresh_server, "/admin/models/load", {"model_path": "tiny.st"})[0] == 200
     assert generation_status(fresh_server) == 200
 
 
-def test_load_a_missing_file_is_500_naming_it(fresh_server):
+def test_load_a_missing_file_is_404_naming_it_and_the_model_stays(fresh_server):
     status, body = admin(fresh_server, "/admin/models/load", {"model_path": "absent.st"})
-    assert status == 500 and "absent.st" in body["error"]["message"]
+    assert status == 404 and "absent.st" in body["error"]["message"]
+    assert generation_status(fresh_server) == 200
 
 
 def test_unload_then_generation_is_503(fresh_server):

@@ -54,6 +54,7 @@ from ai00ref.errors import ModelFileError
 from ai00ref.model_info import read_model_info
 from ai00ref.server.config import ConfigError, config_from_dict, load_config, resolve_under
 from ai00ref.server.errors import ApiError, bad_request
+from ai00ref.server.openapi import Operation, array, documented, nullable, obj, operation_of, typed
 from ai00ref.server.protocol import parse_json_body
 from ai00ref.server.runtime import start_runtime
 from ai00ref.weights.safetensors_io import read_safetensors_header
@@ -174,14 +175,25 @@ def check_admin(request: web.Request) -> None:
 
 
 def admin_only(handler):
-    """The handler behind `check_admin`."""
+    """The handler behind `check_admin` (its documented Operation marked admin)."""
     @functools.wraps(handler)
     async def checked(request: web.Request):
         check_admin(request)
         return await handler(request)
+    if operation_of(handler) is not None:
+        checked.api_operation = dataclasses.replace(operation_of(handler), admin=True)
     return checked
 
 
+EXCHANGE_RESPONSE = obj({"token": nullable(typed("string")), "code": typed("integer"), "message": typed("string")},
+                        required=("token", "code", "message"))
+
+
+@documented(Operation("Exchange an app key for an admin token (JWT)", "auth",
+                      request=obj({"app_id": typed("string"), "app_secret": typed("string")}),
+                      response=EXCHANGE_RESPONSE, error_bodies=((403, EXCHANGE_RESPONSE),),
+                      description="Ai00's bodies: 200 {token, code 200, message SUCCESS}, or 403 {token null, "
+                                  "code 403, message NO-Match AppId and SecretKey}"))
 async def exchange(request: web.Request) -> web.Response:
     """POST /api/auth/exchange {app_id, app_secret}: Ai00's exact bodies, 200 or 403 (§1.11)."""
     body = parse_json_body(await request.read())
@@ -246,6 +258,15 @@ def file_entries(folder: Path, with_sha: bool) -> list[dict]:
     return [file_entry(path, with_sha) for path in sorted(folder.iterdir()) if path.is_file()]
 
 
+FILE_ENTRY = obj({"path": typed("string"), "name": typed("string"), "size": typed("integer"),
+                  "sha": typed("string", "Ai00's sampled SHA-256 (empty unless asked for)"),
+                  "info": nullable(typed("object", "ModelInfo as in /api/models/info, for .st/.safetensors"))},
+                 required=("path", "name", "size", "sha", "info"))
+STATUS_PATH = obj({"status": typed("string"), "path": typed("string")}, required=("status",))
+
+
+@documented(Operation("The files of the model folder, with sha and ModelInfo", "management",
+                      response=array(FILE_ENTRY)))
 async def models_list(request: web.Request) -> web.Response:
     """GET /api/models/list: the files of `[model].path` with sha and info; a missing folder gives []."""
     folder = Path(request.app[CONFIG].model.path)
@@ -328,16 +349,38 @@ async def close_runtime(app: web.Application) -> None:
 
 
 def load_failure(model_file: Path, error: Exception) -> ApiError:
-    """A 500 naming the file and the problem (a ModelFileError's message already names its file)."""
-    problem = str(error) if isinstance(error, ModelFileError) else f"{model_file}: {type(error).__name__}: {error}"
-    return ApiError(500, f"loading the model failed: {problem}", code="load_failed")
+    """A file that is not a model this server reads is the client's 400 (a ModelFileError's message names its file);
+    anything else a 500 naming the file and the problem."""
+    if isinstance(error, ModelFileError):
+        return ApiError(400, f"loading the model failed: {error}", param="model_path", code="load_failed")
+    return ApiError(500, f"loading the model failed: {model_file}: {type(error).__name__}: {error}",
+                    code="load_failed")
 
 
+NAMED_FILES = array(obj({"path": typed("string", minLength=1), "alpha": nullable(typed("number")),
+                         "name": nullable(typed("string")), "id": nullable(typed("string")),
+                         "default": nullable(typed("boolean"))}, required=("path",)))
+RELOAD_REQUEST = obj({
+    "model_path": typed("string", "a model file under [model].path", minLength=1),
+    "lora": nullable(NAMED_FILES), "state": nullable(NAMED_FILES),
+    **{key: nullable(typed("integer")) for key in ("quant", "token_chunk_size", "max_batch")},
+    "quant_type": nullable(typed("string")), "precision": nullable(typed("string", enum=["Fp16", "Fp32"])),
+    "tokenizer_path": nullable(typed("string")), "bnf": nullable(typed("object")),
+    "adapter": nullable(obj({"engine": typed("string", enum=["auto", "vulkan", "cuda", "cpu", "ref"])}))},
+    required=("model_path",), description="Ai00's ReloadRequest; absent fields keep the current config")
+
+
+@documented(Operation("Load a model (the current one is closed first)", "admin", request=RELOAD_REQUEST,
+                      response=obj({"status": typed("string"), "model": typed("string")}), errors=(404, 500),
+                      description="404: no such file under the model folder (the loaded model stays); 400: the file "
+                                  "is not a model this server reads, or a config value is wrong"))
 async def load_model(request: web.Request) -> web.Response:
-    """POST /admin/models/load: close the current runtime, start the requested one -> 200, or 500 (then no model
-    is loaded and the server goes on)."""
+    """POST /admin/models/load: close the current runtime, start the requested one -> 200; a missing file is a 404
+    (the current model stays); a file that does not load is a 400 or 500, and then no model is loaded."""
     app = request.app
     config, model_file = reload_config(app[CONFIG], parse_json_body(await request.read()))
+    if not model_file.is_file():  # before anything is closed: the loaded model stays
+        raise ApiError(404, f"no such model file: {model_file}", param="model_path", code="not_found")
     async with app[LOAD_LOCK]:
         await close_runtime(app)
         try:
@@ -350,6 +393,7 @@ async def load_model(request: web.Request) -> web.Response:
     return web.json_response({"status": "loaded", "model": str(model_file)})
 
 
+@documented(Operation("Unload the model (generation then answers 503)", "admin", response=STATUS_PATH))
 async def unload_model(request: web.Request) -> web.Response:
     """GET /admin/models/unload: close the runtime; generation answers 503 until the next load."""
     async with request.app[LOAD_LOCK]:
@@ -368,6 +412,10 @@ def _save_target(runtime, body: dict) -> Path:
     return target
 
 
+@documented(Operation("Write the loaded model, LoRAs merged, as one .st under the model folder", "admin",
+                      request=obj({"path": nullable(typed("string")), "model_path": nullable(typed("string"))},
+                                  description="path, or its alias model_path"),
+                      response=STATUS_PATH, errors=(404, 409, 500, 503)))
 async def save_model(request: web.Request) -> web.Response:
     """POST /admin/models/save `{"path"|"model_path"}`: the loaded model with its LoRAs merged, as one `.st` under
     `[model].path` (ai00ref.engine.save_prefab). Ai00 writes a CBOR prefab of its quantized runtime (§10.4); ours
@@ -397,6 +445,13 @@ def sandboxed(assets_root: Path, value, allowed: tuple[str, ...], field: str = "
                    param=field, code="forbidden")
 
 
+PATH_REQUEST = obj({"path": typed("string", "under assets/{models,tokenizer,configs,www}", minLength=1)},
+                   required=("path",))
+
+
+@documented(Operation("The files of a permitted folder", "admin", response=array(FILE_ENTRY), errors=(403, 404),
+                      request=obj({**PATH_REQUEST["properties"], "is_sha": nullable(typed("boolean"))},
+                                  required=("path",))))
 async def files_dir(request: web.Request) -> web.Response:
     """POST /admin/files/dir (and /ls) {path, is_sha=false}: the files of a permitted directory."""
     body = parse_json_body(await request.read())
@@ -426,6 +481,8 @@ def config_document(config) -> dict:
     return document
 
 
+@documented(Operation("A TOML config as JSON", "admin", request=PATH_REQUEST, response=typed("object"),
+                      errors=(403, 404)))
 async def config_load(request: web.Request) -> web.Response:
     """POST /admin/files/config/load {path}: the TOML config as JSON; 404 missing, 400 invalid, 403 outside."""
     body = parse_json_body(await request.read())
@@ -455,6 +512,9 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(file.name, path)
 
 
+@documented(Operation("Write a config as TOML (checked first; .toml only)", "admin", response=STATUS_PATH,
+                      request=obj({**PATH_REQUEST["properties"], "config": typed("object")},
+                                  required=("path", "config")), errors=(403, 404)))
 async def config_save(request: web.Request) -> web.Response:
     """POST /admin/files/config/save {path, config}: write the config as TOML. Only `.toml` (else 403), in the
     sandbox; the text is checked as `load_config` checks a file before it replaces anything (invalid -> 400)."""
@@ -501,6 +561,11 @@ def extract_zip(zip_path: Path, output: Path) -> None:
         raise ApiError(404, f"cannot unzip {zip_path}: {error}", code="not_found") from None
 
 
+@documented(Operation("Extract a permitted zip into assets/unzip or assets/temp", "admin", errors=(403, 404),
+                      request=obj({name: nullable(typed("string")) for name in ("path", "zip_path", "output",
+                                                                                "target_dir")},
+                                  description="path (or zip_path) and output (or target_dir)"),
+                      response=obj({"status": typed("string"), "output": typed("string")})))
 async def unzip(request: web.Request) -> web.Response:
     """POST /admin/files/unzip {path|zip_path, output|target_dir}: extract a permitted zip into a fresh
     `assets/unzip/...` or `assets/temp/...` directory -> 200; a missing or unreadable zip -> 404."""

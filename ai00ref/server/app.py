@@ -13,13 +13,15 @@ import uuid
 from aiohttp import web
 
 from ai00ref.server import protocol
-from ai00ref.server.chat import chat_prompt
+from ai00ref.server.chat import CHAT_FIELDS, chat_prompt
 from ai00ref.server.errors import ApiError, bad_request
 from ai00ref.server.generation import Generation, GenerationParams
-from ai00ref.server.grammar.request import request_grammar
-from ai00ref.server.samplers import build_sampler, make_rng, request_bias
-from ai00ref.server.states import resolve_state
-from ai00ref.server.tools import ToolCallReader, call_id, history_messages, parse_tools, tool_grammar
+from ai00ref.server.grammar.request import GRAMMAR_FIELDS, request_grammar
+from ai00ref.server.observability import add_observability, observe
+from ai00ref.server.openapi import Operation, add_docs_routes, array, documented, nullable, obj, typed
+from ai00ref.server.samplers import SAMPLER_FIELDS, build_sampler, make_rng, request_bias
+from ai00ref.server.states import STATE, resolve_state
+from ai00ref.server.tools import TOOL_FIELDS, ToolCallReader, call_id, history_messages, parse_tools, tool_grammar
 from ai00ref.server.webui import load_static, static_response
 
 log = logging.getLogger("ai00ref.server")
@@ -197,16 +199,36 @@ async def stream_events(request: web.Request, job: Generation, kind: str, reques
     return response
 
 
+GENERATION_ERRORS = (404, 429, 500, 503)  # unknown state id, queue full, engine failure, no model
+COMMON_FIELDS = {**protocol.GENERATION_FIELDS, **SAMPLER_FIELDS, **GRAMMAR_FIELDS, "state": STATE}
+
+
+@documented(Operation(
+    "Complete a prompt", "openai", request=obj({"prompt": protocol.PROMPT, **COMMON_FIELDS}),
+    response=protocol.COMPLETION_RESPONSE, streams=True, errors=GENERATION_ERRORS,
+    description="Ai00's completions: sampler fields at the top level or a sampler object, stop strings, a state, "
+                "a grammar (bnf_schema or response_format). Chunks carry delta.content and OpenAI's text."))
 async def completions(request: web.Request):
     return await generate(request, "completion")
 
 
+@documented(Operation(
+    "Answer a chat", "openai", request=obj({**CHAT_FIELDS, **COMMON_FIELDS, **TOOL_FIELDS}),
+    response=protocol.CHAT_RESPONSE, streams=True, errors=GENERATION_ERRORS,
+    description="Ai00's chat template over messages (roles system, user, assistant, observation or tool); tools "
+                "and tool_choice as OpenAI's. Streams begin with a {role} delta."))
 async def chat_completions(request: web.Request):
     return await generate(request, "chat")
 
 
 # ---- model information ----
 
+MODEL_LIST = obj({"object": typed("string"), "data": array(obj({"object": typed("string"), "id": typed("string"),
+                                                               "owned_by": typed("string")}))},
+                 required=("object", "data"))
+
+
+@documented(Operation("The loaded model (an empty list without one)", "openai", response=MODEL_LIST))
 async def models(request: web.Request):
     runtime = request.app[RUNTIME]
     data = [] if runtime is None else [{"object": "models", "id": runtime.model_path.stem, "owned_by": "ai00ref"}]
@@ -230,12 +252,26 @@ def runtime_info(runtime) -> dict:
 
 
 NO_MODEL_INFO = {"reload": None, "model": None, "states": [], "status": None}
+MODEL_INFO = obj({key: typed("integer") for key in ("num_layer", "num_emb", "num_hidden", "num_vocab", "num_head")}
+                 | {"version": typed("string"), "custom": typed("string")})
+RUNTIME_INFO = obj({
+    "reload": nullable(obj({"model_path": typed("string"), "backend": typed("string"), "max_batch": typed("integer"),
+                            "token_chunk_size": typed("integer")})),
+    "model": nullable(MODEL_INFO),
+    "states": array(obj({"id": typed("string"), "name": typed("string")}, required=("id", "name"))),
+    "status": nullable(obj({"busy": typed("integer", "slots in use"), "waiting": typed("integer", "queued")}))},
+    required=("reload", "model", "states", "status"))
 
 
+@documented(Operation("The loaded model, its states and the scheduler's status", "ai00", response=RUNTIME_INFO,
+                      errors=(503,)))
 async def models_info(request: web.Request):
     return web.json_response(runtime_info(runtime_of(request)))
 
 
+@documented(Operation("The runtime info as server-sent events every 0.5 s", "ai00", media="text/event-stream",
+                      response=typed("string", "each event's data: the /api/models/info object as a JSON string "
+                                               "(encoded twice, as Ai00)")))
 async def models_state(request: web.Request) -> web.StreamResponse:
     """SSE: the runtime info every STATE_INTERVAL seconds until the client leaves or the server stops. As Ai00's,
     each event's data is the JSON *encoded again as a JSON string* (a quirk its clients parse)."""
@@ -261,6 +297,7 @@ ADAPTERS = {"ref": "NumPy reference engine (Ref)", "cpu": "Taichi x64 CPU (Cpu)"
             "cuda": "Taichi GPU (Cuda)"}
 
 
+@documented(Operation("The engine the loaded model runs on", "ai00", response=array(typed("string"))))
 async def adapters(request: web.Request):
     """Ai00's `["<adapter name> (<Backend>)"]`: here the engine the loaded model runs on (none without a model)."""
     runtime = request.app[RUNTIME]
@@ -273,8 +310,10 @@ def make_app(runtime, config=None, assets_root=None) -> web.Application:
     from ai00ref.server.admin import add_admin_routes
     from ai00ref.server.extensions import add_extension_routes
 
-    app = web.Application(middlewares=[errors_and_cors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[observe, errors_and_cors], client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
+    add_observability(app, lambda: app[RUNTIME])
+    add_docs_routes(app)
     app[STOPPING] = asyncio.Event()
     app[STATIC] = load_static(config.web.path if config is not None and config.web is not None else None)
     for prefix in OAI_PREFIXES:

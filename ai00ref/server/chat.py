@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from ai00ref.server.errors import bad_request
+from ai00ref.server.openapi import array, nullable, obj, typed
 
 # Accepted spellings of each role (§1.5) -> its key.
 ROLE_KEYS = {"system": "system", "System": "system", "user": "user", "User": "user",
@@ -16,6 +17,19 @@ ROLE_KEYS = {"system": "system", "System": "system", "user": "user", "User": "us
 DEFAULT_NAMES = {"system": "System", "user": "User", "assistant": "Assistant", "observation": "Observation"}
 DEFAULT_TEMPLATE = {"record": "{role}: {content}", "prefix": "{assistant}:", "sep": "\n\n"}
 BLANK_LINES = re.compile(r"\n(\s*\n)+")  # a run of blank lines collapses to one "\n"
+
+# the fields' schemas (the OpenAPI document), from the tables above
+ROLE = typed("string", enum=sorted(ROLE_KEYS))
+MESSAGE = obj({"role": ROLE, "content": typed("string"), "name": typed("string"),
+               "tool_calls": array(obj({"function": obj({"name": typed("string"), "arguments": typed("string")})}),
+                                   "an assistant's earlier tool calls (content null)")},
+              required=("role",), description="content is a string, except for an assistant message with tool_calls")
+MESSAGES = nullable({"anyOf": [array(MESSAGE), MESSAGE]})
+NAMES = nullable({"type": "object", "propertyNames": ROLE, "additionalProperties": typed("string"),
+                  "description": f"role -> display name (default {DEFAULT_NAMES})"})
+TEMPLATE = nullable(obj({key: nullable(typed("string")) for key in DEFAULT_TEMPLATE},
+                        description=f"the prompt template (default {DEFAULT_TEMPLATE})"))
+CHAT_FIELDS = {"messages": MESSAGES, "names": NAMES, "template": TEMPLATE}
 
 
 def role_key(role: object, param: str) -> str:

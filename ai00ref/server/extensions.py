@@ -27,10 +27,13 @@ from aiohttp import web
 from ai00ref.server import protocol
 from ai00ref.server.app import OAI_PREFIXES, runtime_of
 from ai00ref.server.errors import ApiError, bad_request
-from ai00ref.server.states import resolve_state, state_to_ai00_layout
+from ai00ref.server.openapi import Operation, array, documented, nullable, obj, typed
+from ai00ref.server.states import STATE, resolve_state, state_to_ai00_layout
 
 MAX_CHOICES = 64
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on inputs per request
+ERRORS = (404, 500, 503)  # an unknown state id, an engine failure, no model
+INPUT = {**protocol.STRINGS, "description": "a string, or a list of strings joined with \"\""}
 
 
 # ---- engine access: forward passes on the inference thread, a chunk per call ----
@@ -153,6 +156,16 @@ def ranked_choices(choices: list[str], perplexities: list[float]) -> list[dict]:
              "perplexity": json_float(perplexities[i])} for rank, i in enumerate(order)]
 
 
+CHOOSES_REQUEST = obj({"input": INPUT, "choices": array(typed("string"), minItems=1, maxItems=MAX_CHOICES),
+                       "calibrate": protocol.BOOLEAN, "state": STATE}, required=("input", "choices"))
+CHOOSES_RESPONSE = obj({"object": typed("string"), "model": typed("string"), "data": array(obj(
+    {"object": typed("string"), "index": typed("integer"), "rank": typed("integer"), "choice": typed("string"),
+     "perplexity": nullable(typed("number", "mean NLL in nats; null for an empty choice"))}))},
+    required=("object", "data"))
+
+
+@documented(Operation("Rank choices by perplexity after the input", "ai00", request=CHOOSES_REQUEST,
+                      response=CHOOSES_RESPONSE, errors=ERRORS))
 async def chooses(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     body = protocol.parse_json_body(await request.read())
@@ -167,6 +180,14 @@ async def chooses(request: web.Request) -> web.Response:
 
 # ---- states (§1.9) ----
 
+STATES_RESPONSE = obj({"object": typed("string"), "model": typed("string"), "data": array(obj(
+    {"object": typed("string"), "index": typed("integer"), "data": array(typed("number")),
+     "shape": array(typed("integer"))})), "usage": protocol.USAGE}, required=("object", "data"))
+
+
+@documented(Operation("The state after the input, in web-rwkv's layout", "ai00",
+                      request=obj({"input": INPUT, "state": STATE}, required=("input",)), response=STATES_RESPONSE,
+                      errors=ERRORS))
 async def states(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     body = protocol.parse_json_body(await request.read())
@@ -237,6 +258,21 @@ async def embed(runtime, tokens: list[int], state_id: str, layer: int) -> np.nda
     return state.att_x[0, layer]
 
 
+EMBEDDINGS_REQUEST = obj({
+    "input": {"anyOf": [typed("string"), array(typed("string")), array(typed("integer", minimum=0)),
+                        array(array(typed("integer", minimum=0)))],
+              "description": f"one vector per string or token list (at most {MAX_EMBEDDING_INPUTS})"},
+    "layer": nullable(typed("integer", "the layer (default the last)", minimum=0)),
+    "embed_layer": nullable(typed("integer", "Ai00 v0.5's alias of layer", minimum=0)),
+    "encoding_format": nullable(typed("string", enum=["float", "base64"])), "state": STATE}, required=("input",))
+EMBEDDINGS_RESPONSE = obj({"object": typed("string"), "model": typed("string"), "data": array(obj(
+    {"object": typed("string"), "index": typed("integer"),
+     "embedding": {"anyOf": [array(typed("number")), typed("string")]}})),
+    "usage": obj({"prompt_tokens": typed("integer"), "total_tokens": typed("integer")})}, required=("object", "data"))
+
+
+@documented(Operation("The att token-shift of a layer after each input (not a trained embedding model)", "ai00",
+                      request=EMBEDDINGS_REQUEST, response=EMBEDDINGS_RESPONSE, errors=ERRORS))
 async def embeddings(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     body = protocol.parse_json_body(await request.read())
@@ -259,6 +295,8 @@ def embeds_route(embed_config):
     Without `[embed]` it is Ai00's 400. With it, 501: nothing here fetches models from a hub, and no embedding model is
     bundled; `/embeddings` gives the RWKV model's own vectors."""
 
+    @documented(Operation("Ai00's third-party embedding model: 400 without [embed], 501 with it", "ai00",
+                          request=typed("object"), errors=(501,)))
     async def embeds(request: web.Request) -> web.Response:
         if embed_config is None:
             raise bad_request("/embeds needs an [embed] section in the config (a third-party embedding model); "

@@ -10,6 +10,7 @@ from aiohttp import web
 from ai00ref.server.app import make_app
 from ai00ref.server.config import (ConfigError, default_config, load_config, resolve_config_paths,
                                    with_overrides)
+from ai00ref.server.observability import JsonLogFormatter
 from ai00ref.server.runtime import start_runtime
 
 log = logging.getLogger("ai00ref.server")
@@ -46,8 +47,17 @@ def tls_context(listen, certs: Path) -> ssl.SSLContext | None:
     return context
 
 
-def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(log_format: str = "text") -> None:
+    """INFO to stderr: plain lines, or one JSON object a line (`json`, with each request's fields)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | None = None,
+          log_format: str = "text") -> int:
+    setup_logging(log_format)
     config = read_config(config_path, ip, port)
     context = tls_context(config.listen, Path.cwd() / CERTS)
     try:

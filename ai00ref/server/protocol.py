@@ -9,11 +9,24 @@ import json
 import time
 
 from ai00ref.server.errors import ApiError, bad_request
+from ai00ref.server.openapi import array, nullable, obj, typed
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 1 << 20  # larger requests are refused (Ai00 has no limit)
 DEFAULT_STOPS = ["\n\n"]  # only when `stop` is absent; null or [] means none
 MAX_STOPS = 32
+
+# ---- the fields' schemas (the OpenAPI document, ai00ref/server/openapi.py), from the limits the parsers check ----
+
+STRINGS = {"anyOf": [typed("string"), array(typed("string"))]}
+PROMPT = nullable({**STRINGS, "description": "a string, or a list of strings joined with \"\" (not a batch)"})
+MAX_TOKENS = nullable(typed("integer", f"tokens to generate at most (default {DEFAULT_MAX_TOKENS})", minimum=1,
+                            maximum=MAX_TOKENS_LIMIT))
+STOP = nullable({"anyOf": [typed("string"), array(typed("string"), maxItems=MAX_STOPS)],
+                 "description": "stop strings; absent: [\"\\n\\n\"], null or []: none"})
+BOOLEAN = nullable(typed("boolean"))
+GENERATION_FIELDS = {"max_tokens": MAX_TOKENS, "max_completion_tokens": MAX_TOKENS, "stop": STOP,
+                     "stream": nullable(typed("boolean", "server-sent events (spec/api.md §4)"))}
 
 
 def parse_json_body(raw: bytes) -> dict:
@@ -83,6 +96,26 @@ def joined_text(body: dict, name: str) -> str:
 
 
 # ---- responses ----
+
+USAGE = obj({"prompt": typed("integer"), "completion": typed("integer"), "total": typed("integer"),
+             "duration": obj({"secs": typed("integer"), "nanos": typed("integer")}),
+             "prompt_tokens": typed("integer"), "completion_tokens": typed("integer"),
+             "total_tokens": typed("integer")}, required=("prompt_tokens", "completion_tokens", "total_tokens"))
+FINISH_REASON = nullable(typed("string", enum=["stop", "length", "tool_calls"]))
+ENVELOPE = {"id": typed("string"), "object": typed("string"), "created": typed("integer"), "model": typed("string")}
+COMPLETION_RESPONSE = obj({**ENVELOPE, "choices": array(obj({"text": typed("string"), "index": typed("integer"),
+                                                              "finish_reason": FINISH_REASON},
+                                                             required=("text", "index", "finish_reason"))),
+                           "usage": USAGE}, required=("id", "object", "choices", "usage"))
+TOOL_CALL = obj({"id": typed("string"), "type": typed("string", enum=["function"]),
+                 "function": obj({"name": typed("string"), "arguments": typed("string")},
+                                 required=("name", "arguments"))}, required=("id", "type", "function"))
+CHAT_MESSAGE = obj({"role": typed("string"), "content": nullable(typed("string")), "tool_calls": array(TOOL_CALL)},
+                   required=("role", "content"))
+CHAT_RESPONSE = obj({**ENVELOPE, "choices": array(obj({"message": CHAT_MESSAGE, "index": typed("integer"),
+                                                        "finish_reason": FINISH_REASON},
+                                                       required=("message", "index", "finish_reason"))),
+                     "usage": USAGE}, required=("id", "object", "choices", "usage"))
 
 def usage(prompt_tokens: int, completion_tokens: int, seconds: float) -> dict:
     """Ai00's keys and OpenAI's together."""

@@ -33,6 +33,7 @@ from typing import Union
 import numpy as np
 
 from ai00ref.server.errors import bad_request
+from ai00ref.server.openapi import nullable, obj, typed
 
 DEFAULT_PENALTY_DECAY = 0.99654026  # 0.5 ** (1/200): a 200-token half-life (§4.2)
 SAMPLER_TYPES = ("Nucleus", "Typical", "Mirostat")
@@ -229,6 +230,38 @@ class Mirostat:
 
 
 Sampler = Union[Nucleus, Typical, Mirostat]
+
+
+# ---- the fields' schemas (the OpenAPI document): the ranges and defaults the parsers below check ----
+
+def _number_field(description: str, **limits) -> dict:
+    return nullable(typed("number", description, **limits))
+
+
+TOP_P = _number_field("Nucleus: keep the most probable tokens up to this mass (default 0.5)", minimum=0, maximum=1)
+TOP_K = nullable(typed("integer", "keep at most this many tokens; 0: no limit (default 128)", minimum=0))
+TEMPERATURE = _number_field("0: greedy (default 1)", minimum=0)
+PENALTY_FIELDS = {
+    "presence_penalty": _number_field("subtracted once a token appeared (default 0.3)"),
+    "frequency_penalty": _number_field("subtracted per (decayed) occurrence (default 0.3)"),
+    "penalty_decay": _number_field(f"per-token decay of the penalties (default {DEFAULT_PENALTY_DECAY}); not with "
+                                   "half_life", exclusiveMinimum=0, maximum=1),
+    "half_life": _number_field("decay = 0.5^(1/half_life), in tokens; not with penalty_decay", exclusiveMinimum=0)}
+NUCLEUS_FIELDS = {"top_p": TOP_P, "top_k": TOP_K, "temperature": TEMPERATURE, **PENALTY_FIELDS}
+SAMPLER_TYPE = typed("string", enum=[*SAMPLER_TYPES, *(name.lower() for name in SAMPLER_TYPES)])
+SAMPLER_OBJECT = {"anyOf": [
+    obj({"type": SAMPLER_TYPE, **NUCLEUS_FIELDS}, description="Nucleus (also without type)"),
+    obj({"type": SAMPLER_TYPE, "tau": _number_field("typical mass (default 0.5)", minimum=0, maximum=1),
+         "top_k": TOP_K, "temperature": TEMPERATURE, **PENALTY_FIELDS}, required=("type",), description="Typical"),
+    obj({"type": SAMPLER_TYPE, "tau": _number_field("target surprise (default 3)", exclusiveMinimum=0),
+         "rate": _number_field("learning rate (default 0.1)", minimum=0), "learning_rate": _number_field(
+             "alias of rate", minimum=0)}, required=("type",), description="Mirostat")],
+    "description": "Ai00's sampler object; replaces the top-level sampler fields"}
+BIAS = nullable({"type": "object", "propertyNames": {"pattern": "^[0-9]+$"}, "additionalProperties": typed("number"),
+                 "description": "token id -> a number added to its logit (ids below the model's vocabulary size)"})
+SEED = nullable(typed("integer", "seeds the request's sampler"))
+SAMPLER_FIELDS = {**NUCLEUS_FIELDS, "sampler": nullable(SAMPLER_OBJECT), "sampler_override": nullable(SAMPLER_OBJECT),
+                  "bias": BIAS, "logit_bias": BIAS, "seed": SEED}
 
 
 # ---- request fields (§1.3) ----

@@ -16,11 +16,14 @@ import concurrent.futures
 import dataclasses
 import logging
 import threading
+import time
+import typing
 
 import numpy as np
 
 from ai00ref.ref.state import RecurrentState
 from ai00ref.server.errors import ApiError
+from ai00ref.server.metrics import SchedulerMetrics
 
 log = logging.getLogger("ai00ref.server.scheduler")
 CACHE_PROMPTS_LONGER_THAN = 32  # Ai00 caches the post-prompt state of prompts longer than this
@@ -67,6 +70,14 @@ class Slot:
     fed: list[int]  # tokens fed so far (the state is the state after them)
     prompt_done: bool = False
     logits: np.ndarray | None = None  # a cached prompt's logits: sample at once, nothing to feed
+    submitted_at: float = 0.0  # time.perf_counter() when the job entered the queue
+    last_token_at: float | None = None  # when its last token was sampled
+
+
+class Waiting(typing.NamedTuple):
+    """A queued job and when it was submitted (for the time to first token)."""
+    job: object
+    submitted_at: float  # time.perf_counter()
 
 
 def host_row(state, b: int) -> RecurrentState:
@@ -90,9 +101,10 @@ class Scheduler:
         self.default_state = default_state
         self.state = engine.new_state(max_batch)
         self.slots: list[Slot | None] = [None] * max_batch
-        self.waiting: collections.deque = collections.deque()
+        self.waiting: collections.deque = collections.deque()  # Waiting(job, submitted_at)
         self.calls: collections.deque = collections.deque()  # (fn, future): engine work between steps
         self.cache = PrefixCache()
+        self.metrics = SchedulerMetrics()  # read by /metrics (ai00ref/server/metrics.py)
         self.wake = threading.Condition()
         self.running = True
         self.thread = threading.Thread(target=self.run, name="ai00ref-inference", daemon=True)
@@ -107,7 +119,7 @@ class Scheduler:
             if len(self.waiting) >= self.queue_size:
                 raise ApiError(429, f"too many requests waiting ({self.queue_size}); retry later",
                                code="queue_full", type="rate_limit_error")
-            self.waiting.append(job)
+            self.waiting.append(Waiting(job, time.perf_counter()))
             self.wake.notify()
 
     def call(self, fn) -> concurrent.futures.Future:
@@ -146,8 +158,8 @@ class Scheduler:
             self.running = False
             waiting, self.waiting = list(self.waiting), collections.deque()
             self.wake.notify()
-        for job in waiting:
-            job.fail(ApiError(503, "the server is shutting down", code="unavailable"))
+        for entry in waiting:
+            entry.job.fail(ApiError(503, "the server is shutting down", code="unavailable"))
         self.thread.join(timeout)
         for _, future in self.calls:
             future.cancel()
@@ -200,6 +212,8 @@ class Scheduler:
         for b, (slot, n) in enumerate(zip(self.slots, take)):
             if slot is None or n == 0:
                 continue
+            if not slot.prompt_done:
+                self.metrics.prefilled_tokens.inc(n)
             slot.fed += slot.pending[:n]
             slot.pending = slot.pending[n:]
             if not slot.pending:
@@ -214,18 +228,28 @@ class Scheduler:
             if self.slots[b] is not None:
                 continue
             with self.wake:
-                job = self.waiting.popleft() if self.waiting else None
-            if job is None:
+                entry = self.waiting.popleft() if self.waiting else None
+            if entry is None:
                 return
+            job = entry.job
             if job.cancelled:
                 continue
             cached, logits, skip = self.cache.checkout(job.state_id, job.prompt)
+            self.count_admitted(len(job.prompt), skip)
             self.state.assign_row(b, cached if cached is not None else self.start_state(job.state_id))
-            slot = Slot(job, pending=list(job.prompt[skip:]), fed=list(job.prompt[:skip]))
+            slot = Slot(job, pending=list(job.prompt[skip:]), fed=list(job.prompt[:skip]),
+                        submitted_at=entry.submitted_at)
             if not slot.pending:
                 slot.prompt_done, slot.logits = True, logits
             self.slots[b] = slot
             job.started()
+
+    def count_admitted(self, prompt_tokens: int, cached_tokens: int) -> None:
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        self.metrics.cache_lookups.inc()
+        if cached_tokens:
+            self.metrics.cache_hits.inc()
+            self.metrics.cache_hit_tokens.inc(cached_tokens)
 
     def start_state(self, state_id: str) -> RecurrentState:
         state = self.initial_states.get(state_id, self.request_states.get(state_id, self.default_state))
@@ -264,12 +288,23 @@ class Scheduler:
             job.fail(ApiError(500, f"sampling failed: {type(error).__name__}: {error}", code="sampler_error"))
             self.slots[b] = None
             return
+        self.count_token(slot)
         if reason is None:
             slot.pending = [token]
             return
         if reason == "stop":  # the state after every fed token (the last sampled one was never fed)
             self.cache.insert(job.state_id, slot.fed, host_row(self.state, b), logits)
         self.slots[b] = None
+
+    def count_token(self, slot: Slot) -> None:
+        """A sampled token: the time to first token (from the queue) or since the previous token."""
+        now = time.perf_counter()
+        if slot.last_token_at is None:
+            self.metrics.time_to_first_token.observe(now - slot.submitted_at)
+        else:
+            self.metrics.inter_token_latency.observe(now - slot.last_token_at)
+        slot.last_token_at = now
+        self.metrics.generated_tokens.inc()
 
     def cache_prompt(self, b: int, slot: Slot, logits: np.ndarray) -> None:
         prompt = slot.job.prompt

@@ -23,9 +23,18 @@ from ai00ref.engine import load_state
 from ai00ref.ref.state import V4State, V7State, zero_state
 from ai00ref.server.config import resolve_under
 from ai00ref.server.errors import ApiError, bad_request
+from ai00ref.server.openapi import array, nullable, obj, typed
 
 NIL_STATE = "00000000-0000-0000-0000-000000000000"
 REQUEST_STATES = 64  # states registered by requests, kept by the scheduler
+STATE_ID = typed("string", format="uuid")
+STATE = nullable({"anyOf": [  # the field's schema (the OpenAPI document), the three forms parse_state reads
+    {**STATE_ID, "description": "a configured or registered state's id; the nil UUID: the default state"},
+    obj({"name": typed("string"), "id": STATE_ID, "data": array(typed("number")), "shape": array(typed("integer"))},
+        required=("id", "data", "shape"), description="a value in the layout /states returns"),
+    obj({"name": typed("string"), "id": STATE_ID, "path": typed("string", minLength=1)}, required=("id", "path"),
+        description="a .state file under the model folder")],
+    "description": "the initial state (spec/api.md §3)"})
 
 
 @dataclasses.dataclass(frozen=True)

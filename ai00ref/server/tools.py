@@ -15,10 +15,21 @@ import re
 import uuid
 
 from ai00ref.server.errors import bad_request
+from ai00ref.server.openapi import array, nullable, obj, typed
 
 CALL_OPEN = '{"name": "'
 ARGUMENTS = '", "arguments": '
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+FUNCTION_NAME = typed("string", pattern=NAME_PATTERN.pattern)
+TOOLS = nullable(array(obj({"type": typed("string", enum=["function"]), "function": obj(
+    {"name": FUNCTION_NAME, "description": typed("string"),
+     "parameters": typed("object", "a JSON Schema of the arguments (what spec/bnf.md §4 can express)")},
+    required=("name",))}, required=("type", "function")), "OpenAI's tools (chat only)", minItems=1))
+TOOL_CHOICE = nullable({"anyOf": [typed("string", enum=["none", "auto", "required"]),
+                                  obj({"type": typed("string", enum=["function"]),
+                                       "function": obj({"name": FUNCTION_NAME}, required=("name",))},
+                                      required=("function",))]})
+TOOL_FIELDS = {"tools": TOOLS, "tool_choice": TOOL_CHOICE}
 PLAIN_TEXT = 'plain_text ::= #e"[^{ \\t\\n](.|\\n)*\\n\\n";'  # text up to the default stop "\n\n", not a "{"
 
 

@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 from ai00ref.server.errors import bad_request
+from ai00ref.server.openapi import nullable, obj, typed
 
 RESPONSE_TYPES = ("text", "json_object", "json_schema")
+GRAMMAR_FIELDS = {  # the fields' schemas (the OpenAPI document)
+    "bnf_schema": nullable(typed("string", "a KBNF grammar the output must follow (spec/bnf.md)", minLength=1)),
+    "response_format": nullable(obj({"type": typed("string", enum=list(RESPONSE_TYPES)), "json_schema": obj(
+        {"name": typed("string"), "schema": typed("object", "a JSON Schema (spec/bnf.md §4)")},
+        required=("schema",))}, required=("type",), description="OpenAI's; not with bnf_schema"))}
 
 
 def response_format_grammar(value) -> str | None:

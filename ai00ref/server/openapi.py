@@ -1,0 +1,232 @@
+"""The OpenAPI 3.1 document of the server, built from the routes themselves (spec/api.md §12).
+
+Each handler carries its `Operation` (`@documented(...)`), written beside the code that parses its request; the
+fields' schemas are constants beside the functions that parse them (protocol.py, samplers.py, chat.py, ...), built
+from the same limits those functions check. `openapi_document(app)` walks the app's router, so a route is in the
+document exactly when it is served; a route without an Operation appears with `x-undocumented: true` (a test
+refuses that for the API's routes). `/api-docs/openapi.json` serves the document, `/api-docs` a page rendered from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+
+from aiohttp import web
+
+OPENAPI_VERSION = "3.1.0"
+TITLE = "ai00ref: Ai00 Server in Python"
+API_VERSION = "0.1.0"
+ADMIN_AUTH = "adminToken"
+
+
+# ---- JSON Schema pieces ----
+
+def nullable(schema: dict) -> dict:
+    """`schema` or null (a JSON null means "the default" for most request fields)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict, required: tuple[str, ...] = (), description: str = "", extra: bool = True) -> dict:
+    """An object; `extra`: unknown keys are allowed (they are ignored, as Ai00 ignores them)."""
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if not extra:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def array(items: dict, description: str = "", **limits) -> dict:
+    schema = {"type": "array", "items": items, **limits}
+    return {**schema, "description": description} if description else schema
+
+
+def typed(kind: str, description: str = "", **keywords) -> dict:
+    """`{"type": kind, ...}` with a description."""
+    schema = {"type": kind, **keywords}
+    return {**schema, "description": description} if description else schema
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = obj({"error": obj({"message": typed("string"), "type": typed("string"),
+                           "param": nullable(typed("string")), "code": nullable(typed("string"))},
+                          required=("message", "type", "param", "code"))},
+            required=("error",), description="Every error: OpenAI's shape (spec/api.md §6)")
+STATUS_TEXT = {400: "Invalid request (the field is named in error.param)", 401: "No admin token",
+               403: "Invalid admin token, or a path outside the permitted folders", 404: "Not found",
+               409: "Conflict", 429: "Queue full (Retry-After: 1)", 500: "The engine failed",
+               501: "Not implemented", 503: "No model is loaded (Retry-After: 1)"}
+
+
+# ---- operations ----
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """What the document says of one handler. `response`: the JSON Schema of its 200 body (`media` says its media
+    type); `streams`: with `"stream": true` the 200 is server-sent events; `errors`: the other statuses it answers;
+    `admin`: behind the JWT check (401/403 added)."""
+    summary: str
+    tag: str
+    description: str = ""
+    request: dict | None = None
+    response: dict | None = None
+    media: str = "application/json"
+    streams: bool = False
+    errors: tuple[int, ...] = ()
+    admin: bool = False
+    error_bodies: tuple[tuple[int, dict], ...] = ()  # (status, schema) where the body is not the Error object
+
+
+def documented(operation: Operation):
+    """Attach `operation` to a handler (functools.wraps keeps it on wrappers such as admin_only)."""
+    def attach(handler):
+        handler.api_operation = operation
+        return handler
+    return attach
+
+
+def operation_of(handler) -> Operation | None:
+    return getattr(handler, "api_operation", None)
+
+
+def responses(op: Operation) -> dict:
+    content = {op.media: {"schema": op.response}} if op.response is not None else {op.media: {}}
+    if op.streams:
+        content["text/event-stream"] = {"schema": typed("string", "`data: <chunk JSON>` events, then "
+                                                                  "`data: [DONE]` (spec/api.md §4)")}
+    out = {"200": {"description": "OK", "content": content}}
+    statuses = set(op.errors) | ({400} if op.request is not None else set()) | ({401, 403} if op.admin else set())
+    bodies = dict(op.error_bodies)
+    for status in sorted(statuses | set(bodies)):
+        out[str(status)] = {"description": STATUS_TEXT.get(status, "Error"),
+                            "content": {"application/json": {"schema": bodies.get(status, ref("Error"))}}}
+    return out
+
+
+def operation_object(method: str, op: Operation | None, path: str) -> dict:
+    if op is None:
+        return {"summary": f"{method} {path}", "x-undocumented": True, "responses": {"200": {"description": "OK"}}}
+    out = {"summary": op.summary, "tags": [op.tag], "operationId": operation_id(method, path),
+           "responses": responses(op)}
+    if op.description:
+        out["description"] = op.description
+    if op.request is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.request}}}
+    if op.admin:
+        out["security"] = [{ADMIN_AUTH: []}]
+    return out
+
+
+def operation_id(method: str, path: str) -> str:
+    words = "_".join(part.strip("{}") for part in path.strip("/").split("/") if part)
+    return f"{method.lower()}_{words.replace('-', '_').replace('.', '_')}"
+
+
+def app_paths(app: web.Application) -> dict:
+    """{path: {method: operation object}} for every route of the app's router (HEAD beside GET left out)."""
+    paths: dict[str, dict] = {}
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else None
+        if path is None or route.method in ("HEAD", "*"):
+            continue
+        paths.setdefault(path, {})[route.method.lower()] = operation_object(route.method, operation_of(route.handler),
+                                                                            path)
+    return paths
+
+
+def openapi_document(app: web.Application) -> dict:
+    return {"openapi": OPENAPI_VERSION,
+            "info": {"title": TITLE, "version": API_VERSION,
+                     "description": "Ai00's API (OpenAI-compatible routes under /api/oai, /api/oai/v1 and /v1, "
+                                    "Ai00's extensions, management and admin routes) and this server's own "
+                                    "(/health, /metrics). Built from the handlers' declarations (spec/api.md)."},
+            "paths": app_paths(app),
+            "components": {"schemas": {"Error": ERROR},
+                           "securitySchemes": {ADMIN_AUTH: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                                            "description": "from POST /api/auth/exchange; not "
+                                                                           "needed with [listen].force_pass"}}}}
+
+
+# ---- the routes ----
+
+DOCUMENT = web.AppKey("openapi_document", dict)
+
+
+def cached_document(app: web.Application) -> dict:
+    """Built once, at the first request: the router is frozen by then."""
+    if DOCUMENT not in app:
+        app[DOCUMENT] = openapi_document(app)
+    return app[DOCUMENT]
+
+
+@documented(Operation("The OpenAPI document of this server", "docs", response=typed("object")))
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(cached_document(request.app))
+
+
+@documented(Operation("This page: the OpenAPI document as HTML", "docs", media="text/html"))
+async def api_docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=render_page(cached_document(request.app)), content_type="text/html")
+
+
+def add_docs_routes(app: web.Application) -> None:
+    app.router.add_get("/api-docs/openapi.json", openapi_json)
+    app.router.add_get("/api-docs", api_docs_page)
+
+
+# ---- the human page (server-side HTML: no script, nothing fetched) ----
+
+PAGE_STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}code,pre{font:13px ui-monospace,monospace}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}details{margin:.4em 0 1em 1em}
+.op{margin:1em 0;padding:.3em .8em;border-left:4px solid #8ab}.m{display:inline-block;min-width:4em;font-weight:bold}
+nav a{margin-right:1em}"""
+
+
+def render_page(document: dict) -> str:
+    by_tag: dict[str, list] = {}
+    for path, methods in document["paths"].items():
+        for method, op in methods.items():
+            by_tag.setdefault((op.get("tags") or ["other"])[0], []).append((path, method, op))
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(TITLE)}</title>"
+             f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(document['info']['title'])}</h1>",
+             f"<p>{html.escape(document['info']['description'])}</p>",
+             "<p>Machine-readable: <a href='/api-docs/openapi.json'>/api-docs/openapi.json</a> (OpenAPI "
+             f"{document['openapi']}).</p><nav>"]
+    parts += [f"<a href='#{html.escape(tag)}'>{html.escape(tag)}</a>" for tag in by_tag]
+    parts.append("</nav>")
+    for tag, operations in by_tag.items():
+        parts.append(f"<h2 id='{html.escape(tag)}'>{html.escape(tag)}</h2>")
+        parts += [render_operation(path, method, op) for path, method, op in sorted(operations)]
+    parts.append(f"<h2>Error</h2><pre>{html.escape(json.dumps(ERROR, indent=2))}</pre></body></html>")
+    return "".join(parts)
+
+
+def render_operation(path: str, method: str, op: dict) -> str:
+    out = [f"<div class='op'><p><span class='m'>{method.upper()}</span> <code>{html.escape(path)}</code> — "
+           f"{html.escape(op['summary'])}{' (admin token)' if op.get('security') else ''}</p>"]
+    if op.get("description"):
+        out.append(f"<p>{html.escape(op['description'])}</p>")
+    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    if body is not None:
+        out.append(schema_block("request body", body))
+    for status, answer in op.get("responses", {}).items():
+        for media, content in answer.get("content", {}).items():
+            if status == "200" and "schema" in content:
+                out.append(schema_block(f"200 {media}", content["schema"]))
+    errors = [status for status in op.get("responses", {}) if status != "200"]
+    if errors:
+        out.append(f"<p>Errors: {', '.join(errors)} (the Error object below)</p>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def schema_block(title: str, schema: dict) -> str:
+    return (f"<details><summary>{html.escape(title)}</summary><pre>{html.escape(json.dumps(schema, indent=2))}"
+            "</pre></details>")
