@@ -3,6 +3,7 @@
     python -m ai00ref bench --random v7:L12:C768:V65536 --prefill 128 --decode 16 --batch 4
     python -m ai00ref bench --model assets/models/x.st --backend ref
     python -m ai00ref bench --random v7:L12:C768:V65536 --backend taichi --arch cpu --precision fp16
+    python -m ai00ref bench --random v7:L12:C768:V65536 --quant 12 --quant-type nf4   # spec/quant.md
 
 Prefill: one row of N tokens from a zero state. Decode: greedy single-token steps at batch 1, then at batch B.
 Peak memory is the process's maximum resident set size. Prints one `RESULT key=value` line per figure.
@@ -70,6 +71,8 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--arch", help="taichi: auto, vulkan, cuda or cpu (default auto)")
     parser.add_argument("--precision", help="taichi: fp32 or fp16 (default fp32)")
     parser.add_argument("--token-chunk-size", type=int, help="taichi: tokens per pass (default 256)")
+    parser.add_argument("--quant", type=int, default=0, metavar="N", help="quantize the first N layers (default 0)")
+    parser.add_argument("--quant-type", default="int8", choices=["int8", "nf4", "sf4"], help="(default int8)")
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--decode", type=int, default=16, help="decode steps (default 16)")
     parser.add_argument("--batch", type=int, default=4, help="rows for the batched decode (default 4)")
@@ -84,10 +87,14 @@ def run_bench_command(args: argparse.Namespace) -> int:
         path = args.model or write_random_model(parse_random(args.random), Path(tmp) / "random.st")
         options = {k: v for k, v in (("arch", args.arch), ("precision", args.precision),
                                       ("token_chunk_size", args.token_chunk_size)) if v is not None}
-        model = ai00ref.load_model(path, backend=args.backend, **options)
+        model = ai00ref.load_model(path, backend=args.backend, quant=args.quant, quant_type=args.quant_type,
+                                   progress=True, **options)
     info = model.info
     where = f"backend {args.backend}" + (f" on {model.arch}, {model.precision}" if args.backend == "taichi" else "")
     print(f"model: {args.model or args.random} ({info.variant}, L{info.n_layer} C{info.n_embd} V{info.n_vocab}), {where}")
+    quant = f"{info.quant_layers} layers {info.quant_type}" if info.quant_layers else "none"
+    print(f"quant: {quant}; weights {info.weight_bytes / 2**20:.1f} MiB (fp16: {info.weight_bytes_fp16 / 2**20:.1f} "
+          f"MiB); state {info.state_bytes_per_sequence / 2**10:.1f} KiB per sequence")
     if args.backend == "taichi":  # compile the kernels and record the graphs of the shapes timed below
         run_bench(model, args.prefill, 1, args.batch)
     result = run_bench(model, args.prefill, args.decode, args.batch)

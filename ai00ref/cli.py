@@ -8,6 +8,7 @@ there are no tracebacks for problems the user can fix.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Callable, Sequence
@@ -21,18 +22,54 @@ from ai00ref.weights.random_model import VARIANTS
 
 def add_convert_command(subparsers) -> None:
     parser = subparsers.add_parser(
-        "convert", help="convert a PyTorch .pth checkpoint to an Ai00 .st file (fp16 safetensors)",
+        "convert", help="convert a PyTorch .pth checkpoint to an Ai00 .st file, or any model to a (quantized) prefab",
         description="Convert like Ai00's convert_safetensors.py: renames, lower-case names, fp16, "
-                    "transposed low-rank matrices (spec/formats.md §3).")
-    parser.add_argument("--input", required=True, help="the .pth checkpoint (model, state or LoRA)")
-    parser.add_argument("--output", required=True, help="the .st file to write")
+                    "transposed low-rank matrices (spec/formats.md §3). With --prefab, --quant or --lora: write a "
+                    "prefab, the model with its LoRAs merged and its first N layers quantized (spec/formats.md "
+                    "§Prefab, spec/quant.md).")
+    parser.add_argument("--input", required=True, help="the .pth checkpoint (model, state or LoRA); for a prefab, "
+                                                       "any model file (.pth, .st)")
+    parser.add_argument("--output", required=True, help="the .st (or prefab) file to write")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--prefab", action="store_true", help="write a prefab (implied by --quant and --lora)")
+    parser.add_argument("--quant", type=int, default=0, metavar="N", help="prefab: quantize the first N layers")
+    parser.add_argument("--quant-type", default="int8", choices=["int8", "nf4", "sf4"], help="prefab: the scheme")
+    parser.add_argument("--lora", action="append", default=[], metavar="PATH[:ALPHA]",
+                        help="prefab: a LoRA to merge (alpha default 1); repeat for more, merged in order")
+    parser.add_argument("--tokenizer", help="prefab: the vocabulary the model uses (default: the bundled World one)")
     parser.set_defaults(run=run_convert)
+
+
+def parse_lora(text: str):
+    """"path" or "path:alpha" -> Lora."""
+    from ai00ref.engine import Lora
+
+    path, _, alpha = text.rpartition(":")
+    try:
+        return Lora(path, float(alpha)) if path else Lora(text)
+    except ValueError:
+        return Lora(text)
+
+
+def run_prefab(args: argparse.Namespace) -> int:
+    from ai00ref.engine import save_prefab
+    from ai00ref.tokenizer import load_tokenizer
+    from ai00ref.weights.prefab import read_prefab_header
+
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    save_prefab(args.input, args.output, [parse_lora(x) for x in args.lora], args.quant, args.quant_type,
+                tokenizer=tokenizer, progress=not args.no_progress)
+    header = read_prefab_header(args.output)
+    quant = f"{header.quant.layers} layers {header.quant.scheme}" if header.quant.active else "none"
+    print(f"wrote prefab {args.output} (quant: {quant}; {format_size(os.path.getsize(args.output))})")
+    return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from ai00ref.weights.convert import convert_file
 
+    if args.prefab or args.quant or args.lora:
+        return run_prefab(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = convert_file(args.input, args.output, progress=not args.no_progress)

@@ -4,7 +4,7 @@
     state = model.new_state(batch=2)
     logits, state = model.forward([[1, 2, 3], [4]], state)   # (2, V) after each row's last token
 
-File -> `.st`-form tensors -> (LoRA merge) -> ModelInfo -> canonical Weights -> engine.
+File -> `.st`-form tensors -> (LoRA merge) -> ModelInfo -> canonical Weights (quantized: spec/quant.md) -> engine.
 """
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ import numpy as np
 from ai00ref.model_info import ModelInfo, read_model_info
 from ai00ref.ref.state import RecurrentState
 from ai00ref.weights.adapters import has_time_state, merge_lora, state_from_tensors, state_to_tensors
-from ai00ref.weights.canonical import canonical_weights
+from ai00ref.weights.canonical import canonical_weights, quantize_tensors
+from ai00ref.weights.prefab import (PREFAB_FORMAT, PrefabHeader, check_prefab_use, is_prefab, quantized_entries,
+                                    read_prefab, read_prefab_header, vocab_identity, write_prefab, writer_version)
+from ai00ref.weights.quant import QuantConfig, quant_config
 
 BACKENDS = ("ref", "taichi")
-PREFAB_VERSION = "1"  # save_prefab's format: an Ai00 `.st` with LoRAs merged
 
 
 class Engine(Protocol):
@@ -40,15 +42,18 @@ class Lora:
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], bool]:
-    """A model, state or LoRA file as `.st`-form tensors, and whether it stores v5's bonus as log(u).
+    """A model, state, LoRA or prefab file as `.st`-form tensors, and whether it stores v5's bonus as log(u).
 
     Only an original `.pth` can say so: old v5 checkpoints with `time_first` and no `time_faaaa`
     (the official package then uses u = exp(time_first); the converter keeps the name, and Ai00 uses it raw).
+    A prefab's quantized matrices come back as QuantizedMatrix values.
     """
     from ai00ref.weights.convert import pth_to_st_tensors
     from ai00ref.weights.files import read_model_tensors
     from ai00ref.weights.pth import read_pth
 
+    if is_prefab(path):
+        return read_prefab(path)[0], False
     if not zipfile.is_zipfile(path):
         return read_model_tensors(path), False
     raw = read_pth(path)
@@ -65,38 +70,64 @@ def model_tensors(path: str | os.PathLike, lora: Sequence[Lora] = ()) -> tuple[d
     return tensors, log_bonus
 
 
-def save_prefab(model_path: str | os.PathLike, output: str | os.PathLike, lora: Sequence[Lora] = ()) -> None:
-    """Write the model with its LoRAs merged as one `.st` file that loads as the merged model (spec/formats.md
-    §Prefab). The tensors keep their dtypes, so the prefab's engine is exactly the merged one; an old v5 `.pth`
-    bonus stored as log(u) is written as u. Format version PREFAB_VERSION: quantized tensors come later."""
-    from ai00ref.weights.safetensors_io import write_safetensors
+def resolve_quant(path: str, quant: int, quant_type: str, lora: Sequence[Lora], tokenizer=None) -> QuantConfig:
+    """The quant settings a load or save uses: the asked-for ones, or a prefab's own (checked against them, and
+    its vocabulary against the tokenizer's when one is given)."""
+    config = quant_config(quant, quant_type)
+    if not is_prefab(path):
+        return config
+    header = read_prefab_header(path)
+    vocab = vocab_identity(tokenizer, header.n_vocab) if tokenizer is not None else None
+    check_prefab_use(path, header, config, len(lora), vocab)
+    return header.quant
 
+
+def save_prefab(model_path: str | os.PathLike, output: str | os.PathLike, lora: Sequence[Lora] = (),
+                quant: int = 0, quant_type: str = "int8", tokenizer=None, progress: bool = False) -> None:
+    """Write the model with its LoRAs merged and its first `quant` layers quantized as one prefab (spec/formats.md
+    §Prefab), which load_model reads without quantizing again. An old v5 `.pth` bonus stored as log(u) is written
+    as u. `tokenizer`: the model's, whose `vocab_identity` the prefab records (default: the bundled World one)."""
+    model_path = os.fspath(model_path)
+    config = resolve_quant(model_path, quant, quant_type, lora)
     tensors, log_bonus = model_tensors(model_path, lora)
     if log_bonus:
         tensors = {name: np.exp(value) if name.endswith("att.time_first") else value
                    for name, value in tensors.items()}
-    lora_note = ";".join(f"{os.path.basename(a.path)}*{a.alpha}" for a in lora)
-    write_safetensors(output, tensors, metadata={"format": "pt", "ai00ref": "prefab", "prefab_version": PREFAB_VERSION,
-                                                 "source": os.path.basename(os.fspath(model_path)),
-                                                 "lora": lora_note})
+    info = read_model_info(tensors, model_path)
+    tensors = quantize_tensors(tensors, info, config, model_path, progress)
+    if tokenizer is None:
+        from ai00ref.tokenizer import load_tokenizer
+        tokenizer = load_tokenizer()
+    header = PrefabHeader(PREFAB_FORMAT, vocab_identity(tokenizer, info.n_vocab), info.n_vocab, info.n_layer, config, quantized_entries(tensors),
+                          source=os.path.basename(model_path), writer=writer_version(),
+                          lora=";".join(f"{os.path.basename(a.path)}*{a.alpha}" for a in lora))
+    write_prefab(output, tensors, header)
 
 
 def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "float32",
-               state: str | os.PathLike | None = None, lora: Sequence[Lora] = (), **options) -> Engine:
-    """Load an Ai00 `.st` or an original `.pth` and return an engine of the chosen backend.
+               state: str | os.PathLike | None = None, lora: Sequence[Lora] = (), quant: int = 0,
+               quant_type: str = "int8", tokenizer=None, progress: bool = False, **options) -> Engine:
+    """Load an Ai00 `.st`, an original `.pth` or a prefab and return an engine of the chosen backend.
 
     options: the Taichi backend takes `arch` ("auto", "vulkan", "cuda", "cpu") and `precision` ("fp32", "fp16").
     state: a `.state` file to start every new state from (else the model's own `time_state`, else zeros).
     lora: LoRA files merged at load, in order, before any other load-time transform.
+    quant, quant_type: quantize the first `quant` layers' matrices with "int8", "nf4" or "sf4" (spec/quant.md);
+    a prefab keeps its own quantization. tokenizer: the one the model is used with; a prefab made for another
+    vocabulary is refused (prefab.vocab_identity). progress: a progress bar while quantizing.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if options and backend == "ref":
         raise ValueError(f"backend 'ref' takes no options {sorted(options)} (they are for backend='taichi')")
     path = os.fspath(path)
+    config = resolve_quant(path, quant, quant_type, lora, tokenizer)
+    if backend == "taichi" and config.active:
+        raise NotImplementedError(f"quantized weights ({config.scheme}, {config.layers} layers) on the Taichi "
+                                  "engine: its kernels are not written yet (issue 6); use backend='ref', or quant=0")
     tensors, log_bonus = model_tensors(path, lora)
     info = read_model_info(tensors, path)
-    weights = canonical_weights(tensors, info, path, dtype, log_bonus)
+    weights = canonical_weights(tensors, info, path, dtype, log_bonus, config, progress)
     initial = load_state(state, info, dtype) if state is not None else None
     if initial is None and has_time_state(tensors):
         initial = state_from_tensors(tensors, info, path, dtype)

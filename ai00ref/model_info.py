@@ -32,12 +32,23 @@ class ModelInfo:
     head_size: int  # N = C / H (C for v4)
     n_vocab: int  # V
     ffn_size: int  # F
+    # How the loaded weights are held; filled in by ai00ref.weights.canonical (spec/quant.md §5).
+    quant_layers: int = 0  # layers 0..quant_layers-1 hold quantized matrices
+    quant_type: str = "none"  # "int8" | "nf4" | "sf4" | "none"
+    weight_bytes: int = 0  # the weights as a GPU engine holds them: fp16 tensors, quantized matrices' codes + scales
+    weight_bytes_fp16: int = 0  # the same weights all in fp16 (Ai00 without quant): the baseline of the ratios
+    quantized_bytes: int = 0  # the quantized matrices alone: codes + scales
+    quantized_bytes_fp16: int = 0  # the same matrices in fp16
 
     @property
     def state_floats_per_sequence(self) -> int:
         if self.version == "v4":
             return self.n_layer * 5 * self.n_embd
         return self.n_layer * (2 * self.n_embd + self.n_head * self.head_size**2)
+
+    @property
+    def state_bytes_per_sequence(self) -> int:
+        return 4 * self.state_floats_per_sequence  # the recurrent state is f32 (in web-rwkv too)
 
 
 def detect_version(tensors: dict[str, np.ndarray], path: str = "<tensors>") -> str:

@@ -8,8 +8,13 @@ GN_EPS = 64e-5  # ln_x GroupNorm: 1e-5 * head_size_divisor**2, divisor 8 (spec/c
 L2_EPS = 1e-12  # v7 key normalization, torch F.normalize semantics (spec/v7.md §3)
 
 
-def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """y = W x for each row of x: (T, in) @ (out, in)^T -> (T, out)."""
+def linear(x: np.ndarray, weight) -> np.ndarray:
+    """y = W x for each row of x: (T, in) @ (out, in)^T -> (T, out).
+
+    A quantized W (ai00ref.weights.quant.QuantizedMatrix) is dequantized here, at the product (spec/quant.md §5).
+    """
+    if not isinstance(weight, np.ndarray):
+        weight = weight.dequantize()  # (out, in) float32
     return x @ weight.T
 
 

@@ -10,17 +10,21 @@ reference engine and the kernels both consume. The transforms, each cited:
 - v5 bonus   u = time_first, or exp(time_first) for old `.pth` without faaaa   spec/v5.md §2
 - v6 decay   stays raw: exp(-exp(.)) is applied per token after its LoRA       spec/v6.md §2
 - v5.0/v5.1 per-head decay and bonus (H,) are broadcast to (H, N)              spec/v5.md §1
+- `quant`: the first N layers' big matrices are quantized (after LoRA merge)    spec/quant.md §1
 Nothing else changes: LN0 is applied at run time (the official package folds it into the embedding).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ai00ref.errors import ModelFileError
 from ai00ref.model_info import ModelInfo
+from ai00ref.weights.quant import NO_QUANT, QuantConfig, QuantizedMatrix, quantize
 
 
 @dataclass(frozen=True)
@@ -163,9 +167,10 @@ class _Reader:
     def vec(self, name: str, size: int) -> np.ndarray:
         return self.get(name, (size,))
 
-    def matrix(self, name: str, rows: int | None = None, cols: int | None = None) -> np.ndarray:
-        value = self.get(name)
-        if value.ndim != 2 or (rows and value.shape[0] != rows) or (cols and value.shape[1] != cols):
+    def matrix(self, name: str, rows: int | None = None, cols: int | None = None) -> np.ndarray | QuantizedMatrix:
+        stored = self.tensors.get(name)
+        value = stored if isinstance(stored, QuantizedMatrix) else self.get(name)
+        if len(value.shape) != 2 or (rows and value.shape[0] != rows) or (cols and value.shape[1] != cols):
             raise ModelFileError(self.path, f"tensor {name} has shape {value.shape}, expected ({rows}, {cols})")
         return value
 
@@ -257,9 +262,67 @@ def _ffn(r: _Reader, p: str, info: ModelInfo):
 _TIME_MIX = {"v4": _v4_att, "v5": _v5_att, "v6": _v6_att, "v7": _v7_att}
 
 
+# ---- quantization (spec/quant.md §1) ----
+
+# web-rwkv quantizes these (gate: v5.1+/v6; ffn receptance: v4-v6); never emb, head or the v6/v7 low-rank matrices.
+QUANTIZED_MATRICES = ("att.key", "att.value", "att.receptance", "att.gate", "att.output",
+                      "ffn.key", "ffn.value", "ffn.receptance")
+
+
+def quantized_names(tensors: dict, info: ModelInfo, quant: QuantConfig) -> list[str]:
+    """The `.st` names of the matrices `quant` holds quantized: QUANTIZED_MATRICES of layers 0..quant.layers-1."""
+    if not quant.active:
+        return []
+    names = (f"blocks.{i}.{m}.weight" for i in range(min(quant.layers, info.n_layer)) for m in QUANTIZED_MATRICES)
+    return [name for name in names if name in tensors]
+
+
+def quantize_tensors(tensors: dict, info: ModelInfo, quant: QuantConfig, path: str = "<tensors>",
+                     progress: bool = False) -> dict:
+    """The tensors with `quantized_names` replaced by QuantizedMatrix (ones already quantized, from a prefab, kept)."""
+    names = [n for n in quantized_names(tensors, info, quant) if not isinstance(tensors[n], QuantizedMatrix)]
+    quantized = dict(tensors)
+    for name in tqdm(names, desc=f"quantizing ({quant.scheme})", unit="matrix", disable=None if progress else True):
+        try:
+            quantized[name] = quantize(np.asarray(tensors[name]), quant.scheme)
+        except ValueError as error:
+            raise ModelFileError(path, f"tensor {name}: {error}") from None
+    return quantized
+
+
+def _stored_leaves(value):
+    """Every array and quantized matrix in a Weights tree (its `info` left out)."""
+    if isinstance(value, (np.ndarray, QuantizedMatrix)):
+        yield value
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from _stored_leaves(item)
+    elif dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            if field.name != "info":
+                yield from _stored_leaves(getattr(value, field.name))
+
+
+def with_memory(weights: Weights, quant: QuantConfig) -> Weights:
+    """The weights with `info` reporting the quant settings and the bytes a GPU engine holds (fp16 tensors)."""
+    leaves = list(_stored_leaves(weights))
+    quantized = [m for m in leaves if isinstance(m, QuantizedMatrix)]
+    fp16 = sum(2 * int(np.prod(m.shape)) for m in leaves)
+    info = dataclasses.replace(
+        weights.info, quant_layers=min(quant.layers, weights.info.n_layer) if quantized else 0,
+        quant_type=quant.scheme if quantized else "none",
+        weight_bytes=fp16 + sum(m.nbytes - 2 * int(np.prod(m.shape)) for m in quantized), weight_bytes_fp16=fp16,
+        quantized_bytes=sum(m.nbytes for m in quantized),
+        quantized_bytes_fp16=sum(2 * int(np.prod(m.shape)) for m in quantized))
+    return dataclasses.replace(weights, info=info)
+
+
 def canonical_weights(tensors: dict[str, np.ndarray], info: ModelInfo, path: str = "<tensors>",
-                      dtype: str = "float32", log_bonus: bool = False) -> Weights:
-    """Build the typed weights. `log_bonus`: the file stores log(u) (old v5 `.pth` with `time_first`, no `time_faaaa`)."""
+                      dtype: str = "float32", log_bonus: bool = False, quant: QuantConfig = NO_QUANT,
+                      progress: bool = False) -> Weights:
+    """Build the typed weights. `log_bonus`: the file stores log(u) (old v5 `.pth` with `time_first`, no `time_faaaa`).
+    `quant`: the matrices of `quantized_names` become QuantizedMatrix; the others are in `dtype`."""
+    tensors = quantize_tensors(tensors, info, quant, path, progress)
     r = _Reader(tensors, path, np.dtype(dtype))
     C, V = info.n_embd, info.n_vocab
     blocks = tuple(
@@ -271,5 +334,6 @@ def canonical_weights(tensors: dict[str, np.ndarray], info: ModelInfo, path: str
         )
         for i in range(info.n_layer)
     )
-    return Weights(info=info, emb=r.matrix("emb.weight", V, C), ln0=r.layer_norm("blocks.0.ln0", C),
-                   blocks=blocks, ln_out=r.layer_norm("ln_out", C), head=r.matrix("head.weight", V, C))
+    weights = Weights(info=info, emb=r.matrix("emb.weight", V, C), ln0=r.layer_norm("blocks.0.ln0", C),
+                      blocks=blocks, ln_out=r.layer_norm("ln_out", C), head=r.matrix("head.weight", V, C))
+    return with_memory(weights, quant)
