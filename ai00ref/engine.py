@@ -95,10 +95,13 @@ def save_prefab(model_path: str | os.PathLike, output: str | os.PathLike, lora: 
                    for name, value in tensors.items()}
     info = read_model_info(tensors, model_path)
     tensors = quantize_tensors(tensors, info, config, model_path, progress)
+    if config.active:  # the settings as applied: quant beyond the last layer quantizes them all
+        config = QuantConfig(min(config.layers, info.n_layer), config.scheme)
     if tokenizer is None:
         from ai00ref.tokenizer import load_tokenizer
         tokenizer = load_tokenizer()
-    header = PrefabHeader(PREFAB_FORMAT, vocab_identity(tokenizer, info.n_vocab), info.n_vocab, info.n_layer, config, quantized_entries(tensors),
+    header = PrefabHeader(PREFAB_FORMAT, vocab_identity(tokenizer, info.n_vocab), info.n_vocab, info.n_layer, config,
+                          quantized_entries(tensors),
                           source=os.path.basename(model_path), writer=writer_version(),
                           lora=";".join(f"{os.path.basename(a.path)}*{a.alpha}" for a in lora))
     write_prefab(output, tensors, header)

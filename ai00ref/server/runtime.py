@@ -14,6 +14,7 @@ import numpy as np
 
 from ai00ref.engine import Lora, load_model, load_state
 from ai00ref.ref.state import RecurrentState
+from ai00ref.server.config import ConfigError
 from ai00ref.server.grammar.constraint import GrammarCompiler, GrammarLimits
 from ai00ref.server.scheduler import Scheduler
 from ai00ref.tokenizer import load_tokenizer
@@ -22,6 +23,7 @@ log = logging.getLogger("ai00ref.server")
 DEMO_MODEL = "demo-random-v7.st"  # generated into the model folder when no model is configured
 DEMO_SPEC = dict(variant="v7", n_layer=2, n_embd=64, n_vocab=65536, head_size=16, seed=2024)
 PRECISIONS = {"Fp16": "fp16", "Fp32": "fp32"}
+QUANT_TYPES = {"None": "none", "Int8": "int8", "NF4": "nf4", "SF4": "sf4"}  # Ai00's spelling -> load_model's
 
 
 @dataclasses.dataclass
@@ -101,6 +103,23 @@ def load_states(config, info) -> list[StateEntry]:
     return entries
 
 
+def load_quantized(model_path: Path, backend: str, lora: tuple, model_config, tokenizer, options: dict):
+    """load_model with `[model] quant` and `quant_type` (a prefab keeps its own, made for this tokenizer's vocab).
+
+    The Taichi engine has no quantized kernels yet (issue 6): that is a ConfigError saying what to change, not a
+    silent fall back to the NumPy reference, which would serve a real model hundreds of times slower.
+    """
+    try:
+        return load_model(model_path, backend=backend, lora=lora, quant=model_config.quant,
+                          quant_type=QUANT_TYPES[model_config.quant_type], tokenizer=tokenizer, progress=True,
+                          **options)
+    except NotImplementedError:
+        raise ConfigError(f"{model_path}: quantized weights (here [model] quant = {model_config.quant}, quant_type = "
+                          f"\"{model_config.quant_type}\", or a quantized prefab) need the quantized Taichi kernels, "
+                          "which are not written yet (issue 6): set quant = 0 to serve unquantized on Taichi, or "
+                          "[adapter] engine = \"ref\" to serve quantized on the NumPy reference (slow)") from None
+
+
 def start_runtime(config, model_path: Path | None = None) -> Runtime:
     """Load the configured model (or `model_path`), its LoRAs and states, and start the scheduler."""
     folder = Path(config.model.path)
@@ -111,8 +130,8 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
         options["precision"] = PRECISIONS[config.model.precision]
         options["token_chunk_size"] = config.model.token_chunk_size
     lora = tuple(Lora(item.path, item.alpha) for item in config.lora)
-    engine = load_model(model_path, backend=backend, lora=lora, **options)
     tokenizer = load_tokenizer(config.tokenizer.path if Path(config.tokenizer.path).exists() else None)
+    engine = load_quantized(model_path, backend, lora, config.model, tokenizer, options)
     states = load_states(config, engine.info)
     if getattr(engine, "initial_state", None) is not None:  # the model's own time_state
         states.insert(0, StateEntry(str(uuid.uuid4()), "internal", engine.initial_state, default=True))
@@ -120,8 +139,9 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
     scheduler = Scheduler(engine, max_batch=config.model.max_batch, token_chunk_size=config.model.token_chunk_size,
                           initial_states={s.id: s.state for s in states}, default_state=default)
     arch = getattr(engine, "arch", "ref")
-    log.info("serving %s (%s %s, %d layers, C=%d) on %s, %d slots", model_path, engine.info.version,
-             engine.info.variant, engine.info.n_layer, engine.info.n_embd, arch, config.model.max_batch)
+    log.info("serving %s (%s %s, %d layers, C=%d, quant %d %s) on %s, %d slots", model_path, engine.info.version,
+             engine.info.variant, engine.info.n_layer, engine.info.n_embd, engine.info.quant_layers,
+             engine.info.quant_type, arch, config.model.max_batch)
     limits = GrammarLimits(max_grammar_bytes=config.bnf.max_grammar_bytes, compile_seconds=config.bnf.compile_seconds,
                            regex_memory_bytes=config.bnf.regex_memory_bytes, cache_entries=config.bnf.cache_entries,
                            start_nonterminal=config.bnf.start_nonterminal)

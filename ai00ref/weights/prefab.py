@@ -68,7 +68,8 @@ def write_prefab(path: str | os.PathLike, tensors: dict, header: PrefabHeader) -
         else:
             stored[name] = np.ascontiguousarray(value)
     metadata = {"format": "pt", "ai00ref": "prefab", "prefab_version": header.format, "vocab": header.vocab,
-                "n_vocab": str(header.n_vocab), "n_layer": str(header.n_layer), "quant": str(header.quant.layers), "quant_type": header.quant.scheme,
+                "n_vocab": str(header.n_vocab), "n_layer": str(header.n_layer), "quant": str(header.quant.layers),
+                "quant_type": header.quant.scheme,
                 "quantized": json.dumps(header.quantized, sort_keys=True), "source": header.source,
                 "lora": header.lora, "writer": header.writer}
     write_safetensors(path, stored, metadata=metadata)
@@ -99,7 +100,8 @@ def read_prefab_header(path: str | os.PathLike) -> PrefabHeader:
                                    "original model with `python -m ai00ref convert --prefab ...`")
     try:
         quant = QuantConfig(int(meta["quant"]), meta["quant_type"])
-        return PrefabHeader(found, meta["vocab"], int(meta["n_vocab"]), int(meta["n_layer"]), quant if quant.active else NO_QUANT,
+        return PrefabHeader(found, meta["vocab"], int(meta["n_vocab"]), int(meta["n_layer"]),
+                            quant if quant.active else NO_QUANT,
                             json.loads(meta["quantized"]), meta.get("source", ""), meta.get("lora", ""),
                             meta.get("writer", ""))
     except (KeyError, ValueError) as error:

@@ -58,7 +58,7 @@ def student_t_quantile(p: np.ndarray, nu: int) -> np.ndarray:
 
 
 def sf4_probabilities() -> np.ndarray:
-    """web-rwkv `quantile_student`: 7 steps from δ up to 0.5 (excluded), then 9 from 0.5 to 1-δ; δ = (1/32+1/30)/2."""
+    """web-rwkv `quantile_student`: 7 steps from δ up to 0.5 (excluded), 9 from 0.5 to 1-δ; δ = (1/32+1/30)/2."""
     delta = (1 / 32 + 1 / 30) / 2
     lower = delta + (0.5 - delta) / 7 * np.arange(7)  # 7 negative codes
     upper = 0.5 + (1 - delta - 0.5) / 8 * np.arange(9)  # zero and 8 positive codes
