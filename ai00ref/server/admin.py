@@ -10,7 +10,7 @@ Routes (each `/admin/...` route also answers at its pre-0.5.2 `/api/...` path, �
     GET  /api/models/list                      files of [model].path with sampled sha and ModelInfo   (no auth)
     POST /admin/models/load                    a ReloadRequest: close the runtime, start the new one
     GET  /admin/models/unload                  close the runtime; generation then answers 503
-    POST /admin/models/save                    the loaded model, LoRAs merged, as one .st (engine.save_prefab)
+    POST /admin/models/save                    the loaded model, LoRAs merged, quantized as loaded (engine.save_prefab)
     POST /admin/files/dir, /admin/files/ls     {path, is_sha} -> the models/list shape
     POST /admin/files/config/load              {path} -> the TOML config as JSON
     POST /admin/files/config/save              {path, config} -> writes TOML (only .toml, checked before it is kept)
@@ -349,9 +349,9 @@ async def close_runtime(app: web.Application) -> None:
 
 
 def load_failure(model_file: Path, error: Exception) -> ApiError:
-    """A file that is not a model this server reads is the client's 400 (a ModelFileError's message names its file);
-    anything else a 500 naming the file and the problem."""
-    if isinstance(error, ModelFileError):
+    """A file that is not a model this server reads, or settings it cannot serve (quant on Taichi: a ConfigError), is
+    the client's 400 (the message names the file); anything else a 500 naming the file and the problem."""
+    if isinstance(error, (ModelFileError, ConfigError)):
         return ApiError(400, f"loading the model failed: {error}", param="model_path", code="load_failed")
     return ApiError(500, f"loading the model failed: {model_file}: {type(error).__name__}: {error}",
                     code="load_failed")
@@ -412,18 +412,21 @@ def _save_target(runtime, body: dict) -> Path:
     return target
 
 
-@documented(Operation("Write the loaded model, LoRAs merged, as one .st under the model folder", "admin",
+@documented(Operation("Write the loaded model, LoRAs merged and quantized as loaded, as one prefab under the model "
+                      "folder", "admin",
                       request=obj({"path": nullable(typed("string")), "model_path": nullable(typed("string"))},
                                   description="path, or its alias model_path"),
                       response=STATUS_PATH, errors=(404, 409, 500, 503)))
 async def save_model(request: web.Request) -> web.Response:
-    """POST /admin/models/save `{"path"|"model_path"}`: the loaded model with its LoRAs merged, as one `.st` under
-    `[model].path` (ai00ref.engine.save_prefab). Ai00 writes a CBOR prefab of its quantized runtime (§10.4); ours
-    is a safetensors file that any `.st` loader reads (spec/api.md)."""
+    """POST /admin/models/save `{"path"|"model_path"}`: the loaded model with its LoRAs merged and quantized with the
+    settings it runs with, as one prefab under `[model].path` (ai00ref.engine.save_prefab). Ai00 writes a CBOR
+    prefab of its quantized runtime (§10.4); ours is a safetensors prefab (spec/formats.md §Prefab, spec/api.md)."""
     runtime = _server_app().runtime_of(request)
     target = _save_target(runtime, parse_json_body(await request.read()))
+    info = runtime.info
     try:
-        await asyncio.to_thread(save_prefab, runtime.model_path, target, runtime.loras)
+        await asyncio.to_thread(save_prefab, runtime.model_path, target, runtime.loras, info.quant_layers,
+                                info.quant_type, runtime.tokenizer)
     except OSError as error:
         raise ApiError(500, f"writing {target} failed: {error}", code="save_failed") from None
     return web.json_response({"status": "saved", "path": str(target)})
