@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan system-libs conformance bench clean
+.PHONY: serve test conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-browser system-libs browser conformance bench clean
 
 # taichi links libX11; the Vulkan run needs the loader and Mesa's lavapipe (a software Vulkan device on the CPU)
 SYSTEM_LIBS := mesa-vulkan-drivers libvulkan1 libx11-6
@@ -23,10 +23,14 @@ serve: $(VENV)/.installed-test
 	$(BIN)/python -m ai00ref serve
 
 # Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest
-test: test-ref test-taichi-cpu test-taichi-vulkan
+test: test-ref test-taichi-cpu test-taichi-vulkan test-browser
 
 test-ref: $(VENV)/.installed-test $(LEGACY_OPENAI)
-	$(PYTEST) -m "not taichi"
+	$(PYTEST) -m "not taichi and not browser"
+
+# the web UI in Debian's headless Chromium, driven by playwright (from the [test] extra; it never downloads a browser)
+test-browser: $(VENV)/.installed-test browser
+	$(PYTEST) -m browser tests/test_browser.py
 
 # the seed README's example uses openai 0.28's module API, which cannot share a venv with openai >= 1
 $(LEGACY_OPENAI): | $(BIN)/python
@@ -48,6 +52,15 @@ system-libs:
 	    echo "installing $(SYSTEM_LIBS)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_LIBS) >/dev/null; \
 	else echo "WARNING: missing Vulkan/X11 libraries: apt-get install $(SYSTEM_LIBS) (as root)" >&2; fi
+
+# Debian's chromium for the browser tests, installed (as root) only when missing; without root it says so and goes
+# on (the browser tests then fail under CI=true and skip elsewhere: tests/test_browser.py)
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "WARNING: no /usr/bin/chromium: apt-get install chromium (as root)" >&2; fi
 
 conformance: $(VENV)/.installed-test
 	$(BIN)/python -m conformance --backend ref

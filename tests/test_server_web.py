@@ -76,13 +76,44 @@ def test_api_routes_come_first_and_keep_their_json_errors(ui_server):
     assert status == 405 and "error" in body
 
 
-def test_without_a_ui_the_root_is_a_json_404(tmp_path):
-    served = ServerThread(make_app(None, config_from_dict({"web": {"path": str(tmp_path / "none.zip")}}), tmp_path))
+def test_without_web_the_root_is_a_json_404(tmp_path):
+    served = ServerThread(make_app(None, config_from_dict({}), tmp_path))
     try:
         status, body = call(served, "/")
         assert status == 404 and "web UI" in body["error"]["message"]
     finally:
         served.close()
+
+
+@pytest.mark.parametrize("name, content", [("none.zip", None), ("broken.zip", b"not a zip")])
+def test_the_bundled_ui_when_the_path_has_none(tmp_path, name, content):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    served = ServerThread(make_app(None, config_from_dict({"web": {"path": str(tmp_path / name)}}), tmp_path))
+    try:
+        for path, content_type, words in [("/", "text/html", b'<script type="module" src="js/main.js">'),
+                                          ("/js/pages/chat.js", "text/javascript", b"export function mount"),
+                                          ("/style.css", "text/css", b":root")]:
+            status, got_type, body = get(served.url + path)
+            assert status == 200 and got_type.startswith(content_type) and words in body
+    finally:
+        served.close()
+
+
+def test_the_bundled_ui_is_package_data():
+    """Every file of ai00ref/server/www/ is matched by setup.cfg's package_data (so a wheel carries the UI)."""
+    import configparser
+    from fnmatch import fnmatch
+
+    import ai00ref
+
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).parent.parent / "setup.cfg")
+    patterns = parser["options.package_data"]["ai00ref"].split()
+    package = Path(ai00ref.__file__).parent
+    files = [path.relative_to(package).as_posix() for path in (package / "server" / "www").rglob("*") if path.is_file()]
+    assert files and all(any(fnmatch(name, pattern) and name.count("/") == pattern.count("/")
+                             for pattern in patterns) for name in files)
 
 
 def test_a_folder_is_served_too(tmp_path):

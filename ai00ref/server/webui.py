@@ -1,6 +1,8 @@
 """The web UI's static files at `/`: what no API route answers (ai00-server.md §1.1, §11; spec/api.md §Web UI).
 
-`[web].path` names a zip (Ai00's `assets/www/index.zip`) or a folder. Ai00 extracts the zip into `assets/temp` at
+Our own UI ships in the package (`ai00ref/server/www/`: plain HTML, CSS and ES modules) and is served when
+`[web].path` names nothing that exists (Ai00's default `assets/www/index.zip` is not shipped here) or cannot be
+read. `[web].path` may name a zip (Ai00's `index.zip`) or a folder to serve instead; without `[web]` there is no UI. Ai00 extracts the zip into `assets/temp` at
 start; here a zip is read into memory once (nothing is written, nothing outside it can be reached), and plugin zips
 in the zip's folder's `plugins/` are served under `/plugins/<stem>/` as Ai00 extracts them. Any GET that names no
 file gets `index.html` (a single-page app's routes), except under the API prefixes, which answer JSON 404s.
@@ -20,6 +22,7 @@ log = logging.getLogger("ai00ref.server")
 MAX_UI_BYTES = 256 * 1024 * 1024  # the uncompressed size of the UI files held in memory
 API_PREFIXES = ("/api/", "/admin/", "/v1/")
 INDEX = "index.html"
+BUNDLED_UI = Path(__file__).parent / "www"  # our own UI, package data
 
 
 class StaticFiles:
@@ -62,26 +65,34 @@ def _read_folder(folder: Path) -> dict[str, bytes]:
     return files
 
 
+def bundled_ui() -> StaticFiles:
+    return StaticFiles(_read_folder(BUNDLED_UI), str(BUNDLED_UI))
+
+
+def _read_ui(path: Path) -> StaticFiles:
+    if path.is_dir():
+        return StaticFiles(_read_folder(path), str(path))
+    files, budget = {}, [MAX_UI_BYTES]
+    _read_zip(path, "", files, budget)
+    for plugin in sorted((path.parent / "plugins").glob("*.zip")):
+        if plugin.name != "api.zip":  # as Ai00
+            _read_zip(plugin, f"plugins/{plugin.stem}/", files, budget)
+    return StaticFiles(files, str(path))
+
+
 def load_static(path: Path | None) -> StaticFiles | None:
-    """The UI's files, or None (no `[web]`, or nothing at its path: logged, the API still serves)."""
+    """The UI's files: those at `[web].path`, else the bundled UI (logged); None without `[web]` (`path` None)."""
     if path is None:
         return None
     path = Path(path)
+    if not path.exists():
+        log.info("no web UI at %s: serving the bundled UI", path)
+        return bundled_ui()
     try:
-        if path.is_dir():
-            return StaticFiles(_read_folder(path), str(path))
-        if not path.is_file():
-            log.info("no web UI at %s: / answers 404", path)
-            return None
-        files, budget = {}, [MAX_UI_BYTES]
-        _read_zip(path, "", files, budget)
-        for plugin in sorted((path.parent / "plugins").glob("*.zip")):
-            if plugin.name != "api.zip":  # as Ai00
-                _read_zip(plugin, f"plugins/{plugin.stem}/", files, budget)
-        return StaticFiles(files, str(path))
+        return _read_ui(path)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        log.error("the web UI at %s cannot be served: %s", path, error)
-        return None
+        log.error("the web UI at %s cannot be served (%s): serving the bundled UI", path, error)
+        return bundled_ui()
 
 
 def static_response(static: StaticFiles | None, path: str) -> web.Response:
