@@ -440,6 +440,8 @@ def sandboxed(assets_root: Path, value, allowed: tuple[str, ...], field: str = "
     the CWD."""
     if not isinstance(value, str) or not value:
         raise bad_request(f"{field} is required", field)
+    if "\0" in value:  # no file system takes it (os.path raises ValueError)
+        raise bad_request(f"{field} must not contain a NUL character", field)
     path = (assets_root / value).resolve()
     for folder in allowed:
         if path.is_relative_to((assets_root / folder).resolve()):

@@ -440,6 +440,8 @@ def resolve_under(root: str | os.PathLike, p: str | os.PathLike) -> Path:
     Returns the joined path, not the resolved one. Relative paths resolve against the process's CWD.
     Nothing needs to exist: only symlinks that do exist are followed.
     """
+    if "\0" in str(p):  # no file system takes it (os.path raises ValueError)
+        raise ApiError(400, f"path {str(p)!r} must not contain a NUL character", code="invalid_value")
     root, p = Path(root), Path(p)
     if ".." in p.parts:
         raise ApiError(404, f"path {str(p)!r} must not contain '..'", code="not_found")

@@ -258,10 +258,12 @@ async def embed(runtime, tokens: list[int], state_id: str, layer: int) -> np.nda
     return state.att_x[0, layer]
 
 
+TOKEN_ID = typed("integer", minimum=0)
 EMBEDDINGS_REQUEST = obj({
-    "input": {"anyOf": [typed("string"), array(typed("string")), array(typed("integer", minimum=0)),
-                        array(array(typed("integer", minimum=0)))],
-              "description": f"one vector per string or token list (at most {MAX_EMBEDDING_INPUTS})"},
+    "input": {"anyOf": [typed("string", minLength=1), array(typed("string", minLength=1), minItems=1),
+                        array(TOKEN_ID, minItems=1), array(array(TOKEN_ID, minItems=1), minItems=1)],
+              "description": f"one vector per string or token list (at most {MAX_EMBEDDING_INPUTS}); token ids "
+                             "below the model's vocabulary size"},
     "layer": nullable(typed("integer", "the layer (default the last)", minimum=0)),
     "embed_layer": nullable(typed("integer", "Ai00 v0.5's alias of layer", minimum=0)),
     "encoding_format": nullable(typed("string", enum=["float", "base64"])), "state": STATE}, required=("input",))

@@ -155,14 +155,15 @@ def openapi_document(app: web.Application) -> dict:
 
 # ---- the routes ----
 
-DOCUMENT = web.AppKey("openapi_document", dict)
+DOCUMENT = web.AppKey("openapi_document", dict)  # {"document": ...} once built
 
 
 def cached_document(app: web.Application) -> dict:
     """Built once, at the first request: the router is frozen by then."""
-    if DOCUMENT not in app:
-        app[DOCUMENT] = openapi_document(app)
-    return app[DOCUMENT]
+    cache = app[DOCUMENT]
+    if "document" not in cache:
+        cache["document"] = openapi_document(app)
+    return cache["document"]
 
 
 @documented(Operation("The OpenAPI document of this server", "docs", response=typed("object")))
@@ -176,6 +177,7 @@ async def api_docs_page(request: web.Request) -> web.Response:
 
 
 def add_docs_routes(app: web.Application) -> None:
+    app[DOCUMENT] = {}
     app.router.add_get("/api-docs/openapi.json", openapi_json)
     app.router.add_get("/api-docs", api_docs_page)
 
