@@ -217,3 +217,20 @@ def test_nbytes_counts_codes_and_scales():
     assert q8.nbytes == 4 * 256 + 4 * 2 * 2 * 2  # one byte per element, an fp16 pair per 128
     assert q4.nbytes == 4 * 128 + 4 * 4 * 2  # half a byte per element, an fp16 per 64
     assert q8.nbytes / (2 * 4 * 256) <= 0.53 and q4.nbytes / (2 * 4 * 256) <= 0.30
+
+
+@given(seed=st.integers(0, 2**16), scheme=st.sampled_from(["nf4", "sf4"]))
+def test_nearest_codes_equals_the_shaders_full_scan(seed, scheme):
+    table = Q.TABLES[scheme]
+    rng = np.random.default_rng(seed)
+    midpoints = (table[1:] + table[:-1]) / 2  # near-ties, and exact ties where the halving is exact
+    x = np.concatenate([rng.uniform(-1.05, 1.05, 200), table, midpoints, np.nextafter(midpoints, 2),
+                        np.nextafter(midpoints, -2)]).astype(np.float32)
+    scan = []
+    for v in x:
+        min_err, min_index = 1.0, 0
+        for j, code in enumerate(table):
+            if abs(code - v) <= min_err:
+                min_err, min_index = abs(code - v), j
+        scan.append(min_index)
+    np.testing.assert_array_equal(Q.nearest_codes(x, table), scan)

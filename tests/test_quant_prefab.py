@@ -1,6 +1,8 @@
 """Prefabs (spec/formats.md §Prefab), `convert --quant`, `bench --quant`, and the server's quant settings."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -209,3 +211,13 @@ def test_admin_load_with_quant_and_save_keeps_it(model_path, tmp_path):
         assert status == 400 and "prefab already quantized" in body["error"]["message"]
     finally:
         server.close()
+
+
+def test_a_prefab_quantizing_a_never_quantized_matrix_is_refused(prefab):
+    tensors, metadata = read_safetensors(prefab), read_safetensors_metadata(prefab)
+    quantized = {**json.loads(metadata["quantized"]), "emb.weight": {"scheme": "nf4", "shape": [64, 64]}}
+    tensors["emb.weight.codes"] = np.zeros((64, 32), np.uint8)
+    tensors["emb.weight.scales"] = np.zeros((64, 1), np.float16)
+    write_safetensors(prefab, tensors, metadata={**metadata, "quantized": json.dumps(quantized)})
+    with pytest.raises(ModelFileError, match="emb.weight is stored quantized, but only att.key"):
+        ai00ref.load_model(prefab)

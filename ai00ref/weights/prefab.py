@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from ai00ref.errors import ModelFileError
+from ai00ref.weights.canonical import QUANTIZED_MATRICES
 from ai00ref.weights.files import check_float_tensors
 from ai00ref.weights.quant import NO_QUANT, SCHEMES, QuantConfig, QuantizedMatrix
 from ai00ref.weights.safetensors_io import read_safetensors, read_safetensors_metadata, write_safetensors
@@ -123,6 +125,9 @@ def _quantized_matrix(path, name: str, entry: dict, codes, scales) -> QuantizedM
     from ai00ref.weights.quant import FP4_BLOCK, INT8_BLOCK
 
     scheme, (R, K) = entry.get("scheme"), entry.get("shape", (0, 0))
+    matrix = re.fullmatch(r"blocks\.\d+\.(\w+\.\w+)\.weight", name)
+    if matrix is None or matrix.group(1) not in QUANTIZED_MATRICES:
+        raise ModelFileError(path, f"{name} is stored quantized, but only {', '.join(QUANTIZED_MATRICES)} can be")
     if scheme not in SCHEMES or codes is None or scales is None:
         raise ModelFileError(path, f"quantized matrix {name}: missing codes or scales, or unknown scheme {scheme!r}")
     block = INT8_BLOCK if scheme == "int8" else FP4_BLOCK

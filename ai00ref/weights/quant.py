@@ -18,7 +18,7 @@ SCHEMES = ("int8", "nf4", "sf4")
 INT8_BLOCK = 128  # web-rwkv INT8_BLOCK_SIZE: elements per (min, max) pair
 FP4_BLOCK = 64  # web-rwkv NF4_BLOCK_SIZE: elements per absmax (NF4 and SF4)
 FP16_MAX = 65504.0  # the scales are stored as fp16
-CHUNK_ELEMENTS = 1 << 20  # the nearest-code search runs over this many elements at a time (memory: 16x this)
+CHUNK_ELEMENTS = 1 << 22  # the nearest-code search runs over this many elements at a time (bounds temporaries)
 
 # QLoRA's NormalFloat-4 table (bitsandbytes), as web-rwkv `Float4Quant::new` lists it.
 NF4_TABLE = np.array([
@@ -160,10 +160,16 @@ def dequantize_int8(codes: np.ndarray, scales: np.ndarray, K: int) -> np.ndarray
 # ---- NF4 / SF4: per-block absmax and a 16-code table (quant_mat_nf4.wgsl) ----
 
 def nearest_codes(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Index of the table entry nearest to each x (float32 distances); a tie goes to the higher index, as the
-    shader's `if abs(q - x) <= min_err` scan over the table in order."""
-    distance = np.abs(table - x[..., None])  # (..., 16)
-    return (len(table) - 1 - np.argmin(distance[..., ::-1], axis=-1)).astype(np.uint8)
+    """Index of the entry of the sorted table nearest to each x (float32 distances); a tie goes to the higher index,
+    as the shader's `if abs(q - x) <= min_err` scan over the whole table in order.
+
+    Only the two entries around x can be nearest (a rounded |t - x| still grows with |t - x|), so instead of 16
+    distances per element this compares those two: code `above` = the first entry >= x, and the one below it.
+    """
+    above = np.clip(np.searchsorted(table, x), 1, len(table) - 1)  # (n,) in 1..15
+    below = above - 1
+    take_above = np.abs(table[above] - x) <= np.abs(table[below] - x)
+    return np.where(take_above, above, below).astype(np.uint8)
 
 
 def quantize_fp4(w: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
