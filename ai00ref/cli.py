@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from ai00ref.bench import add_bench_command
 from ai00ref.errors import ModelFileError
+from ai00ref.generate import add_generate_command
 from ai00ref.weights.random_model import VARIANTS
 
 
@@ -95,14 +96,18 @@ def add_random_model_command(subparsers) -> None:
         "random-model", help="write a deterministic random model of any version and shape",
         description="The project's generator (ai00ref/weights/random_model.py): tests, benchmarks and the "
                     "conformance suite use it; every value is exact in fp16 and bf16.")
-    parser.add_argument("--variant", required=True, choices=VARIANTS)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--embd", type=int, default=64)
-    parser.add_argument("--vocab", type=int, default=256)
-    parser.add_argument("--head-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32", help=".pth only")
-    parser.add_argument("--output", required=True, help="a .pth or an Ai00 .st file")
+    parser.add_argument("--variant", required=True, choices=VARIANTS, help="the RWKV version")
+    parser.add_argument("--layers", type=int, default=2, help="layers (default: %(default)s)")
+    parser.add_argument("--embd", type=int, default=64, help="embedding size C (default: %(default)s)")
+    parser.add_argument("--vocab", type=int, default=256, help="vocabulary size; 65536 to use it with the World "
+                                                               "tokenizer, as serve and generate do (default: "
+                                                               "%(default)s)")
+    parser.add_argument("--head-size", type=int, default=64, help="head size N, v5 and later (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same file (default: "
+                                                            "%(default)s)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                        help=".pth only; an .st is fp16, as Ai00's (default: %(default)s)")
+    parser.add_argument("--output", required=True, help="a .pth or an Ai00 .st file (by its suffix)")
     parser.set_defaults(run=run_random_model)
 
 
@@ -118,10 +123,21 @@ def run_random_model(args: argparse.Namespace) -> int:
 # ---- serve ----
 
 def add_serve_command(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="serve the OpenAI-compatible API (Ai00's routes, port 65530)")
-    parser.add_argument("-c", "--config", default="assets/configs/Config.toml", help="Ai00 Config.toml")
+    parser = subparsers.add_parser(
+        "serve", help="serve the OpenAI-compatible API (Ai00's routes, port 65530)",
+        description="Serve Ai00's HTTP API: the OpenAI routes under /api/oai, /api/oai/v1 and /v1, Ai00's "
+                    "extensions and admin routes, the web UI at /, the API's documentation at /api-docs, /health "
+                    "and /metrics (spec/api.md). The model, LoRAs, states, engine and port come from the config; "
+                    "with no model configured a random demo model is generated and served.")
+    parser.add_argument("-c", "--config", default="assets/configs/Config.toml",
+                        help="Ai00 Config.toml (default: %(default)s; the built-in defaults when that file is "
+                             "missing)")
     parser.add_argument("-i", "--ip", default=None, help="overrides [listen].ip")
     parser.add_argument("-p", "--port", type=int, default=None, help="overrides [listen].port")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="json: one JSON object a line, with each request's id, route, status and duration "
+                             "(default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the loading bar")
     parser.set_defaults(run=run_serve)
 
 
@@ -130,26 +146,77 @@ def run_serve(args: argparse.Namespace) -> int:
     from ai00ref.server.main import serve
 
     try:
-        return serve(args.config, args.ip, args.port)
+        return serve(args.config, args.ip, args.port, args.log_format, progress=not args.no_progress)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
 
+# ---- conformance (the runner of conformance/__main__.py, which parses its own options) ----
+
+def add_conformance_command(subparsers) -> None:
+    subparsers.add_parser(
+        "conformance", add_help=False,
+        help="compare an engine's logits and states with the official rwkv package's fixtures (its own --help)")
+
+
+def run_conformance(argv: Sequence[str]) -> int:
+    from conformance.__main__ import main as conformance_main
+
+    return conformance_main(list(argv), prog="python -m ai00ref conformance")
+
+
 # ---- registry and entry point ----
 
-COMMANDS: list[Callable] = [add_convert_command, add_random_model_command, add_bench_command, add_serve_command]
+COMMANDS: list[Callable] = [add_serve_command, add_generate_command, add_convert_command, add_random_model_command,
+                            add_bench_command, add_conformance_command]
+DESCRIPTION = """Ai00 Server in Python: serve RWKV models (v4 to v7) over Ai00's OpenAI-compatible API, complete a
+prompt from the terminal, convert and generate model files, time engines, check them against the official package.
+
+`python -m ai00ref <command> --help` explains each command."""
+EPILOG = """examples:
+  python -m ai00ref serve                                  # assets/configs/Config.toml, port 65530
+  python -m ai00ref generate --prompt "The Eiffel tower is" --max-tokens 32
+  python -m ai00ref random-model --variant v7 --vocab 65536 --output assets/models/random.st
+  python -m ai00ref convert --input model.pth --output assets/models/model.st
+  python -m ai00ref bench --random v7:L12:C768:V65536
+  python -m ai00ref conformance --backend ref
+"""
+
+
+class ParagraphFormatter(argparse.HelpFormatter):
+    """Prose paragraphs are wrapped to the terminal; a paragraph of example lines (indented, or under a title
+    ending in ':') is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.strip().split("\n\n"):
+            lines = paragraph.splitlines()
+            if lines[0].endswith(":") or all(line.startswith(" ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ai00ref", description="Ai00 Server in Python")
+    from ai00ref import bench
+
+    parser = argparse.ArgumentParser(prog="python -m ai00ref", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=ParagraphFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for add_command in COMMANDS:
         add_command(subparsers)
+    for command in subparsers.choices.values():
+        command.formatter_class = ParagraphFormatter
+    subparsers.choices["bench"].epilog = "examples:\n" + bench.__doc__.split("\n\n")[1]
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["conformance"]:
+        return run_conformance(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

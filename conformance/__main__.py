@@ -11,6 +11,11 @@ import sys
 
 from conformance import runner
 
+DESCRIPTION = ("Check an engine against the conformance fixtures (logits and states of the official rwkv package on "
+               "the project's random models, conformance/README.md): one table row per fixture, file type and "
+               "check; exit 0 only if every check passes (a skip is not a pass). Options the runner does not know "
+               "(e.g. --arch vulkan --precision fp16) go to ai00ref.load_model as keyword arguments.")
+
 
 def parse_extra(extra: list[str]) -> dict[str, str]:
     """`--arch cpu --precision fp16` -> {"arch": "cpu", "precision": "fp16"}."""
@@ -19,12 +24,13 @@ def parse_extra(extra: list[str]) -> dict[str, str]:
     return {k[2:].replace("-", "_"): v for k, v in zip(extra[::2], extra[1::2])}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.split("\n")[0])
-    ap.add_argument("--backend", default="ref")
-    ap.add_argument("--dtype", default="float32")
+def main(argv=None, prog: str = "python -m conformance") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    ap.add_argument("--backend", default="ref", help="ref (NumPy) or taichi (default: %(default)s)")
+    ap.add_argument("--dtype", default="float32", help="ref: float32 or float64 (default: %(default)s)")
     ap.add_argument("--variant", nargs="*", help="only these variants (v4 v5.0 v5.1 v5.2 v6 v7)")
-    ap.add_argument("--files", nargs="*", default=list(runner.FILE_TYPES), choices=runner.FILE_TYPES)
+    ap.add_argument("--files", nargs="*", default=list(runner.FILE_TYPES), choices=runner.FILE_TYPES,
+                    help="the file types to load each fixture's model from (default: all)")
     args, extra = ap.parse_known_args(argv)
     kwargs = parse_extra(extra)
     rows, errors = [], []

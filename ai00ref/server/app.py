@@ -18,7 +18,7 @@ from ai00ref.server.errors import ApiError, bad_request
 from ai00ref.server.generation import Generation, GenerationParams
 from ai00ref.server.grammar.request import GRAMMAR_FIELDS, request_grammar
 from ai00ref.server.observability import add_observability, observe
-from ai00ref.server.openapi import Operation, add_docs_routes, array, documented, nullable, obj, typed
+from ai00ref.server.openapi import Operation, add_docs_routes, array, documented, nullable, obj, sse_event, typed
 from ai00ref.server.samplers import SAMPLER_FIELDS, build_sampler, make_rng, request_bias
 from ai00ref.server.states import STATE, resolve_state
 from ai00ref.server.tools import TOOL_FIELDS, ToolCallReader, call_id, history_messages, parse_tools, tool_grammar
@@ -270,8 +270,7 @@ async def models_info(request: web.Request):
 
 
 @documented(Operation("The runtime info as server-sent events every 0.5 s", "ai00", media="text/event-stream",
-                      response=typed("string", "each event's data: the /api/models/info object as a JSON string "
-                                               "(encoded twice, as Ai00)")))
+                      response=sse_event("the /api/models/info object as a JSON string (encoded twice, as Ai00)")))
 async def models_state(request: web.Request) -> web.StreamResponse:
     """SSE: the runtime info every STATE_INTERVAL seconds until the client leaves or the server stops. As Ai00's,
     each event's data is the JSON *encoded again as a JSON string* (a quirk its clients parse)."""

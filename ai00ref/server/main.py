@@ -7,11 +7,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ai00ref.loading import loading_bar
 from ai00ref.server.app import make_app
 from ai00ref.server.config import (ConfigError, default_config, load_config, resolve_config_paths,
                                    with_overrides)
 from ai00ref.server.observability import JsonLogFormatter
-from ai00ref.server.runtime import start_runtime
+from ai00ref.server.runtime import RUNTIME_STAGES, start_runtime
 
 log = logging.getLogger("ai00ref.server")
 DEFAULT_CONFIG = "assets/configs/Config.toml"
@@ -56,12 +57,13 @@ def setup_logging(log_format: str = "text") -> None:
 
 
 def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | None = None,
-          log_format: str = "text") -> int:
+          log_format: str = "text", progress: bool = True) -> int:
     setup_logging(log_format)
     config = read_config(config_path, ip, port)
     context = tls_context(config.listen, Path.cwd() / CERTS)
     try:
-        runtime = start_runtime(config)
+        with loading_bar(f"loading {config.model.name or 'the demo model'}", RUNTIME_STAGES, progress) as on_stage:
+            runtime = start_runtime(config, on_stage=on_stage)
     except (OSError, ValueError) as error:  # Ai00 stays up without a model; we too, and generation answers 503
         log.error("the model did not load: %s", error)
         runtime = None

@@ -54,6 +54,11 @@ def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def sse_event(data: str) -> dict:
+    """One server-sent event, as OpenAPI before 3.2 describes a text/event-stream (a schema per event)."""
+    return obj({"data": typed("string", data), "event": typed("string"), "id": typed("string")}, required=("data",))
+
+
 ERROR = obj({"error": obj({"message": typed("string"), "type": typed("string"),
                            "param": nullable(typed("string")), "code": nullable(typed("string"))},
                           required=("message", "type", "param", "code"))},
@@ -98,8 +103,7 @@ def operation_of(handler) -> Operation | None:
 def responses(op: Operation) -> dict:
     content = {op.media: {"schema": op.response}} if op.response is not None else {op.media: {}}
     if op.streams:
-        content["text/event-stream"] = {"schema": typed("string", "`data: <chunk JSON>` events, then "
-                                                                  "`data: [DONE]` (spec/api.md §4)")}
+        content["text/event-stream"] = {"schema": sse_event("a chunk as JSON, then [DONE] (spec/api.md §4)")}
     out = {"200": {"description": "OK", "content": content}}
     statuses = set(op.errors) | ({400} if op.request is not None else set()) | ({401, 403} if op.admin else set())
     bodies = dict(op.error_bodies)

@@ -23,6 +23,7 @@ log = logging.getLogger("ai00ref.server")
 DEMO_MODEL = "demo-random-v7.st"  # generated into the model folder when no model is configured
 DEMO_SPEC = dict(variant="v7", n_layer=2, n_embd=64, n_vocab=65536, head_size=16, seed=2024)
 PRECISIONS = {"Fp16": "fp16", "Fp32": "fp32"}
+RUNTIME_STAGES = ("tokenizer", "model", "states", "scheduler")  # what start_runtime reports to `on_stage`
 QUANT_TYPES = {"None": "none", "Int8": "int8", "NF4": "nf4", "SF4": "sf4"}  # Ai00's spelling -> load_model's
 
 
@@ -120,8 +121,13 @@ def load_quantized(model_path: Path, backend: str, lora: tuple, model_config, to
                           "[adapter] engine = \"ref\" to serve quantized on the NumPy reference (slow)") from None
 
 
-def start_runtime(config, model_path: Path | None = None) -> Runtime:
-    """Load the configured model (or `model_path`), its LoRAs and states, and start the scheduler."""
+def no_stage(name: str) -> None:
+    return None
+
+
+def start_runtime(config, model_path: Path | None = None, on_stage=no_stage) -> Runtime:
+    """Load the configured model (or `model_path`), its LoRAs and states, and start the scheduler.
+    `on_stage(name)` is called as each of RUNTIME_STAGES begins (ai00ref/loading.py draws a bar from it)."""
     folder = Path(config.model.path)
     if model_path is None:
         model_path = folder / config.model.name if config.model.name else demo_model(folder)
@@ -130,12 +136,16 @@ def start_runtime(config, model_path: Path | None = None) -> Runtime:
         options["precision"] = PRECISIONS[config.model.precision]
         options["token_chunk_size"] = config.model.token_chunk_size
     lora = tuple(Lora(item.path, item.alpha) for item in config.lora)
+    on_stage("tokenizer")
     tokenizer = load_tokenizer(config.tokenizer.path if Path(config.tokenizer.path).exists() else None)
+    on_stage("model")
     engine = load_quantized(model_path, backend, lora, config.model, tokenizer, options)
+    on_stage("states")
     states = load_states(config, engine.info)
     if getattr(engine, "initial_state", None) is not None:  # the model's own time_state
         states.insert(0, StateEntry(str(uuid.uuid4()), "internal", engine.initial_state, default=True))
     default = next((s.state for s in states if s.default), None)
+    on_stage("scheduler")
     scheduler = Scheduler(engine, max_batch=config.model.max_batch, token_chunk_size=config.model.token_chunk_size,
                           initial_states={s.id: s.state for s in states}, default_state=default)
     arch = getattr(engine, "arch", "ref")
