@@ -159,3 +159,10 @@ def test_the_openai_client_reads_the_call(server):
     pieces = [c.choices[0].delta.tool_calls[0].function.arguments or "" for c in streamed
               if c.choices and c.choices[0].delta.tool_calls]
     assert "".join(pieces) == tool_call.function.arguments
+
+
+def test_a_tool_schema_the_converter_cannot_express_is_a_400(server):
+    status, body = call(server, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "frobnicate": 1}}}]})
+    assert status == 400 and body["error"]["code"] == "unsupported_schema" and "frobnicate" in body["error"]["message"]

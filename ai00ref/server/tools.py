@@ -138,11 +138,14 @@ def kbnf_string(text: str) -> str:
 
 def tool_grammar(choice: ToolChoice) -> str:
     """KBNF: a call of one of the tools (arguments by its parameter schema), or, unless required, plain text."""
-    from ai00ref.server.grammar.schema import schema_to_kbnf
+    from ai00ref.server.grammar.schema import SchemaError, schema_to_kbnf
 
     rules, calls = [], []
     for k, tool in enumerate(choice.tools):
-        arguments = prefixed(schema_to_kbnf(tool.parameters), f"t{k}_")
+        try:
+            arguments = prefixed(schema_to_kbnf(tool.parameters), f"t{k}_")
+        except SchemaError as error:  # a schema the converter cannot express is the client's to change
+            raise bad_request(f"tools: {tool.name}'s parameters: {error}", "tools", code="unsupported_schema") from None
         rules.append(arguments)
         calls.append(f"{kbnf_string(CALL_OPEN + tool.name + ARGUMENTS)} t{k}_start \"}}\"")
     # the chat prefix "Assistant:" is usually followed by a space: one may come first
