@@ -101,6 +101,7 @@ def test_request_id_is_returned_and_accepted(server):
     request = urllib.request.Request(server.url + "/health", headers={"X-Request-Id": "client-id.42"})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["X-Request-Id"] == "client-id.42"
+        assert response.headers["Access-Control-Expose-Headers"] == "X-Request-Id"  # a web page may read it
     with urllib.request.urlopen(server.url + "/health", timeout=30) as response:
         fresh = response.headers["X-Request-Id"]
     assert len(fresh) == 32 and fresh != "client-id.42"

@@ -33,7 +33,7 @@ OAI_PREFIXES = ("/api/oai", "/api/oai/v1", "/v1")
 RETRY_AFTER_SECONDS = "1"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a state sent by value is num_emb * (head_size + 2) * num_layer numbers
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-                "Access-Control-Allow-Headers": "*"}
+                "Access-Control-Allow-Headers": "*", "Access-Control-Expose-Headers": "X-Request-Id"}
 
 
 def error_response(error: ApiError) -> web.Response:
