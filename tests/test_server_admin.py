@@ -489,3 +489,14 @@ def test_unzip_sandbox_and_errors(server, root):
     assert unzip("assets/www/missing.zip", "assets/unzip/m") == 404
     assert unzip("assets/www/bad.zip", "assets/unzip/b") == 404
     assert not (root / "assets" / "models" / "o").exists()
+
+
+@pytest.mark.parametrize("route, field", [("/admin/files/dir", "path"), ("/admin/models/load", "model_path"),
+                                          ("/admin/files/config/load", "path")])
+@pytest.mark.parametrize("bad, problem", [("a\0b", "NUL"), ("x" * 300, "longer than 255 bytes"),
+                                          ("y/" * 2100, "longer than 4096 bytes"), ("\udaad.st", "lone surrogate")])
+def test_a_path_no_file_system_takes_is_a_400(server, route, field, bad, problem):
+    """os functions raise for these instead of answering (found by schemathesis: they were 500s)."""
+    status, body = admin(server, route, {field: bad})
+    assert status == 400 and problem in body["error"]["message"], body
+    assert generation_status(server) == 200  # a load refused this way leaves the model loaded

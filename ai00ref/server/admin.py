@@ -52,7 +52,7 @@ except ModuleNotFoundError:  # Python 3.10
 from ai00ref.engine import save_prefab
 from ai00ref.errors import ModelFileError
 from ai00ref.model_info import read_model_info
-from ai00ref.server.config import ConfigError, config_from_dict, load_config, resolve_under
+from ai00ref.server.config import ConfigError, config_from_dict, load_config, path_problem, resolve_under
 from ai00ref.server.errors import ApiError, bad_request
 from ai00ref.server.openapi import Operation, array, documented, nullable, obj, operation_of, typed
 from ai00ref.server.protocol import parse_json_body
@@ -320,6 +320,8 @@ def reload_config(config, body: dict):
                                         "id": item.get("id"), "default": item.get("default")})
                          for item in _items(body, "state")]
     if body.get("tokenizer_path") is not None:
+        if isinstance(body["tokenizer_path"], str) and path_problem(body["tokenizer_path"]):
+            raise bad_request(f"tokenizer_path {path_problem(body['tokenizer_path'])}", "tokenizer_path")
         document["tokenizer"] = {"path": body["tokenizer_path"]}
     if isinstance(body.get("bnf"), dict):
         document["bnf"] = body["bnf"]
@@ -440,8 +442,9 @@ def sandboxed(assets_root: Path, value, allowed: tuple[str, ...], field: str = "
     the CWD."""
     if not isinstance(value, str) or not value:
         raise bad_request(f"{field} is required", field)
-    if "\0" in value:  # no file system takes it (os.path raises ValueError)
-        raise bad_request(f"{field} must not contain a NUL character", field)
+    problem = path_problem(value)
+    if problem is not None:
+        raise bad_request(f"{field} {problem}", field)
     path = (assets_root / value).resolve()
     for folder in allowed:
         if path.is_relative_to((assets_root / folder).resolve()):

@@ -432,6 +432,24 @@ def _join_under(root: Path, p: Path) -> Path:
     return p if p.is_absolute() or _starts_with(p, root) else root / p
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits on a file name and a path
+
+
+def path_problem(text: str) -> str | None:
+    """Why no file system would take `text` as a path (os functions would raise, not answer), or None."""
+    if "\0" in text:
+        return "contains a NUL character"
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    if len(encoded) > PATH_MAX:
+        return f"is longer than {PATH_MAX} bytes"
+    if any(len(name.encode()) > NAME_MAX for name in text.split("/")):
+        return f"has a name longer than {NAME_MAX} bytes"
+    return None
+
+
 def resolve_under(root: str | os.PathLike, p: str | os.PathLike) -> Path:
     """`p` as a path under `root` (Ai00's build_path), or ApiError 404.
 
@@ -440,8 +458,9 @@ def resolve_under(root: str | os.PathLike, p: str | os.PathLike) -> Path:
     Returns the joined path, not the resolved one. Relative paths resolve against the process's CWD.
     Nothing needs to exist: only symlinks that do exist are followed.
     """
-    if "\0" in str(p):  # no file system takes it (os.path raises ValueError)
-        raise ApiError(400, f"path {str(p)!r} must not contain a NUL character", code="invalid_value")
+    problem = path_problem(str(p))
+    if problem is not None:
+        raise ApiError(400, f"the path {problem}", code="invalid_value")
     root, p = Path(root), Path(p)
     if ".." in p.parts:
         raise ApiError(404, f"path {str(p)!r} must not contain '..'", code="not_found")
