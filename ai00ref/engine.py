@@ -71,15 +71,15 @@ def model_tensors(path: str | os.PathLike, lora: Sequence[Lora] = ()) -> tuple[d
 
 
 def resolve_quant(path: str, quant: int, quant_type: str, lora: Sequence[Lora], tokenizer=None) -> QuantConfig:
-    """The quant settings a load or save uses: the asked-for ones, or a prefab's own (checked against them, and
-    its vocabulary against the tokenizer's when one is given)."""
+    """The quant settings a load or save uses: the asked-for ones, or a quantized prefab's own (checked against them,
+    and a prefab's vocabulary against the tokenizer's when one is given)."""
     config = quant_config(quant, quant_type)
     if not is_prefab(path):
         return config
     header = read_prefab_header(path)
     vocab = vocab_identity(tokenizer, header.n_vocab) if tokenizer is not None else None
     check_prefab_use(path, header, config, len(lora), vocab)
-    return header.quant
+    return header.quant if header.quant.active else config
 
 
 def save_prefab(model_path: str | os.PathLike, output: str | os.PathLike, lora: Sequence[Lora] = (),

@@ -221,3 +221,10 @@ def test_a_prefab_quantizing_a_never_quantized_matrix_is_refused(prefab):
     write_safetensors(prefab, tensors, metadata={**metadata, "quantized": json.dumps(quantized)})
     with pytest.raises(ModelFileError, match="emb.weight is stored quantized, but only att.key"):
         ai00ref.load_model(prefab)
+
+
+def test_an_unquantized_prefab_can_be_quantized_at_load(model_path, tmp_path):
+    save_prefab(model_path, tmp_path / "plain.prefab")
+    assert read_prefab_header(tmp_path / "plain.prefab").quantized == {}
+    np.testing.assert_array_equal(logits_of(ai00ref.load_model(tmp_path / "plain.prefab", quant=1, quant_type="nf4")),
+                                  logits_of(ai00ref.load_model(model_path, quant=1, quant_type="nf4")))

@@ -145,13 +145,14 @@ def _quantized_matrix(path, name: str, entry: dict, codes, scales) -> QuantizedM
 
 
 def check_prefab_use(path, header: PrefabHeader, quant: QuantConfig, lora_count: int, vocab: str | None) -> None:
-    """Loading a prefab: the vocabulary must match; it is never quantized again, so asked-for settings other than
-    none or its own are refused; LoRAs cannot be merged into quantized matrices."""
+    """Loading a prefab: the vocabulary must match; a quantized one is never quantized again, so asked-for settings
+    other than none or its own are refused, and LoRAs cannot be merged into its quantized matrices. (An unquantized
+    prefab is a model like any other.)"""
     if vocab is not None and vocab != header.vocab:
         raise ModelFileError(path, f"prefab made for the vocabulary {header.vocab}, but the tokenizer in use is "
                                    f"{vocab}: re-create the prefab with this tokenizer")
     same_layers = min(quant.layers, header.n_layer) == min(header.quant.layers, header.n_layer)
-    if quant.active and (quant.scheme != header.quant.scheme or not same_layers):
+    if header.quant.active and quant.active and (quant.scheme != header.quant.scheme or not same_layers):
         raise ModelFileError(path, f"prefab already quantized with quant={header.quant.layers} "
                                    f"quant_type={header.quant.scheme}; asked for quant={quant.layers} "
                                    f"quant_type={quant.scheme} (a prefab is never quantized again: load it with "
