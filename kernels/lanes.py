@@ -138,13 +138,14 @@ def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n
 
 
 @ti.func
-def shift_mix_task(x: ti.template(), vec: ti.template(), ln_row: ti.template(), mix_row: ti.template(),
+def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
                    n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
                    out: ti.template(), out_col: ti.template(), keep_delta: ti.template() = False):
     """LayerNorm, token shift and the token-shift mixes of one layer part, for every position t:
 
-    out[t, out_col + m*C + c] = z + (prev - z) * vec[layer, mix_row + m, c],  z = LN(x[t]), prev = LN(x[t-1]) or the state,
-    LN's weight and bias in vec[layer, ln_row] and vec[layer, ln_row + 1]. The first position of each row also
+    out[t, out_col + m*C + c] = z + (prev - z) * vec[slot, mix_row + m, c],  z = LN(x[t]), prev = LN(x[t-1]) or the state,
+    LN's weight and bias in vec[slot, ln_row] and vec[slot, ln_row + 1] (`slot`: the layer's index in its weight
+    group, kernels/stacking.py), the state shift[b, layer]. The first position of each row also
     stores LN(x[last]) as the row's new shift state: it alone touches that state, reading before writing.
     With `keep_delta`, block n_mix gets prev - z as well (kernels/v6.py: data_mix_task scales it by the LoRA).
     Must match ref.common.layer_norm, previous_tokens and lerp_previous (the v6/v7 mixing convention).
@@ -167,7 +168,7 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), ln_row: ti.template(), 
         for q in range((width + LANES - 1) // LANES):
             c = piece * width + q * LANES + lane
             if c < C and q * LANES + lane < width:
-                w, bias = vec[layer, ln_row, c], vec[layer, ln_row + 1, c]
+                w, bias = vec[slot, ln_row, c], vec[slot, ln_row + 1, c]
                 z = (x[t, c] - now[0]) * now[1] * w + bias
                 prev = 0.0
                 if is_first == 1:
@@ -176,7 +177,7 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), ln_row: ti.template(), 
                 else:
                     prev = (x[t - 1, c] - other[0]) * other[1] * w + bias
                 for m in ti.static(range(n_mix)):
-                    out[t, out_col + m * C + c] = z + (prev - z) * vec[layer, mix_row + m, c]
+                    out[t, out_col + m * C + c] = z + (prev - z) * vec[slot, mix_row + m, c]
                 if ti.static(keep_delta):
                     out[t, out_col + n_mix * C + c] = prev - z
 

@@ -11,8 +11,8 @@ DECAY row             the static decay w = exp(-exp(time_decay)) (H, N), flatten
 """
 import numpy as np
 
-from kernels.v6 import (BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX, MIX_G, MIX_K, MIX_R, MIX_V, NV, Shape, V6Layers,
-                        stack_layers)
+from kernels.stacking import LayerGroups
+from kernels.v6 import BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX, MIX_G, MIX_K, MIX_R, MIX_V, NV, Shape, stack_layers
 from kernels.v6 import run_blocks  # noqa: F401  (the engine calls module.run_blocks)
 
 
@@ -35,8 +35,8 @@ def _vectors(block, C: int) -> np.ndarray:
     return rows.astype(np.float32)
 
 
-def device_blocks(blocks, matrix_dtype) -> V6Layers:
-    """Canonical v5 blocks -> V6Layers (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
+def device_blocks(blocks, matrix_dtype) -> LayerGroups:
+    """Canonical v5 blocks -> V6Layers in groups (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
     att = blocks[0].att
     C = att.key.shape[0]
     shape = Shape(C=C, H=att.decay.shape[0], F=blocks[0].ffn.key.shape[0], Dm=0, Dd=0, gated=att.gate is not None)

@@ -22,8 +22,8 @@ RWKV-5 is this layer without the data-dependent parts (`Shape.data_dependent` fa
 no decay task; the WKV reads the static decay), with v5's lerp_current mixes stored as 1 - mix at load
 (x·m + prev·(1-m) = x + (prev-x)·(1-m)), and, for v5.0, without the gate (`Shape.gated`).
 
-Weights are stacked by layer (`V6Layers`, built once at load by `device_blocks`), so one compiled kernel serves
-every layer. The WKV state keeps the reference's layout S[b, l, h, key j, value i] on every arch: the threads of
+Weights are stacked by layer (`V6Layers`, built once at load by `device_blocks`, in groups of layers: see
+kernels/stacking.py), so one compiled kernel serves every layer. The WKV state keeps the reference's layout S[b, l, h, key j, value i] on every arch: the threads of
 a warp, one per value channel i, read neighbouring addresses at each key j.
 """
 import dataclasses
@@ -38,7 +38,7 @@ from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.launch import kernel
-from kernels.stacking import upload
+from kernels.stacking import LayerGroups, stack_in_groups, upload
 
 # Blocks of the scratch buffer's mixed inputs, and the matching rows of V6Layers.vec from MIX on. The kernel orders
 # the five data-dependent mixes r, k, v, g, w (the reference: w, k, v, r, g) so that mixed block 1 + m feeds
@@ -152,7 +152,8 @@ class Shape:
 
 @dataclasses.dataclass
 class V6Layers:
-    """Every layer's weights stacked on a leading layer axis, on the device (few arrays: few kernel arguments)."""
+    """A group of layers' weights stacked on a leading axis, on the device (few arrays: few kernel arguments);
+    kernels/stacking.py groups the layers so each array stays within Taichi's index range."""
     shape: Shape
     vec: object  # (L, NV, C) f32: every per-channel vector
     mats: object  # (L, Shape.ROWS, C): receptance, key, value, gate, decay_w1 | maa_w1 | output | ffn key, receptance
@@ -164,11 +165,19 @@ class V6Layers:
         return self.vec.shape[0]
 
 
-def stack_layers(shape: Shape, vectors, mats, second, ffn_value, matrix_dtype) -> V6Layers:
-    """Per-layer host arrays (vectors (NV, C), mats (ROWS, C), second (C, SECOND), ffn_value (C, F)) -> V6Layers."""
+def stack_layers(shape: Shape, vectors, mats, second, ffn_value, matrix_dtype) -> LayerGroups:
+    """Per-layer host arrays (vectors (NV, C), mats (ROWS, C), second (C, SECOND), ffn_value (C, F)) -> V6Layers,
+    in groups of layers (kernels/stacking.py)."""
     host_dtype = np.float16 if matrix_dtype == ti.f16 else np.float32
-    return V6Layers(shape=shape, vec=upload(vectors, np.float32), mats=upload(mats, host_dtype),
-                    second=upload(second, host_dtype), ffn_value=upload(ffn_value, host_dtype))
+    per_layer = [np.size(a[0]) for a in (vectors, mats, second, ffn_value)]
+
+    def stack(layers) -> V6Layers:
+        return V6Layers(shape=shape, vec=upload([vectors[i] for i in layers], np.float32),
+                        mats=upload([mats[i] for i in layers], host_dtype),
+                        second=upload([second[i] for i in layers], host_dtype),
+                        ffn_value=upload([ffn_value[i] for i in layers], host_dtype))
+
+    return stack_in_groups(range(len(vectors)), per_layer, stack)
 
 
 def _vectors(block) -> np.ndarray:
@@ -191,8 +200,8 @@ def _second(att) -> np.ndarray:
     return np.concatenate([*maa_w2, att.decay_w2], axis=1)
 
 
-def device_blocks(blocks, matrix_dtype) -> V6Layers:
-    """Canonical v6 blocks -> V6Layers (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
+def device_blocks(blocks, matrix_dtype) -> LayerGroups:
+    """Canonical v6 blocks -> V6Layers in groups (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
     att = blocks[0].att
     shape = Shape(C=att.maa_x.shape[0], H=att.bonus.shape[0], F=blocks[0].ffn.key.shape[0],
                   Dm=att.maa_w2.shape[2], Dd=att.decay_w1.shape[0], gated=True)
@@ -203,7 +212,7 @@ def device_blocks(blocks, matrix_dtype) -> V6Layers:
 
 
 @ti.func
-def data_mix_task(s: ti.template(), second: ti.template(), layer: ti.i32, sc: ti.template(), tile: ti.template()):
+def data_mix_task(s: ti.template(), second: ti.template(), slot: ti.i32, sc: ti.template(), tile: ti.template()):
     """The rest of ref.v6.token_shift_mixes, in place: mixed block 1 + m (x + (prev-x)·maa_m, from shift_mix_task)
     += (prev - x) · (lora_m W2_mᵀ), for m in r, k, v, g, w; lora_m is LORA's block m, prev - x is DELTA."""
     T = sc.shape[0]
@@ -213,12 +222,12 @@ def data_mix_task(s: ti.template(), second: ti.template(), layer: ti.i32, sc: ti
         lane, group = g % lanes.LANES, g // lanes.LANES
         o, t0 = group // n_tiles, group % n_tiles * tile
         m, c = o // s.C, o % s.C
-        acc = dot_tile(second, layer, c, m * s.Dm, sc, s.LORA + m * s.Dm, s.Dm, t0, T, lane, tile)
+        acc = dot_tile(second, slot, c, m * s.Dm, sc, s.LORA + m * s.Dm, s.Dm, t0, T, lane, tile)
         emit_tile(acc, sc, s.MIXED + (MIX_R + m) * s.C + c, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
 
 
 @ti.func
-def projections_task(s: ti.template(), mats: ti.template(), layer: ti.i32, sc: ti.template(), tile: ti.template()):
+def projections_task(s: ti.template(), mats: ti.template(), slot: ti.i32, sc: ti.template(), tile: ti.template()):
     """r, k, v, gate = x_s W_sᵀ (ref.v6.time_mix, ref.v5.time_mix) and the decay LoRA's first stage
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m."""
     T = sc.shape[0]
@@ -230,12 +239,12 @@ def projections_task(s: ti.template(), mats: ti.template(), layer: ti.i32, sc: t
         mix, act = MIX_R + o // s.C, ACT_NONE
         if o >= 4 * s.C:  # decay_w1's rows (v6: always gated, so they follow the gate's)
             mix, act = MIX_W, ACT_TANH
-        acc = dot_tile(mats, layer, o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        acc = dot_tile(mats, slot, o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
         emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
 
 
 @ti.func
-def decay_task(s: ti.template(), vec: ti.template(), second: ti.template(), layer: ti.i32, sc: ti.template(),
+def decay_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.i32, sc: ti.template(),
                tile: ti.template()):
     """ref.v6.decay's second stage: W = exp(-exp(time_decay + DECAY_LOW Wd2ᵀ)), per position and channel."""
     T = sc.shape[0]
@@ -244,26 +253,26 @@ def decay_task(s: ti.template(), vec: ti.template(), second: ti.template(), laye
     for g in range(s.C * n_tiles * lanes.LANES):
         lane, group = g % lanes.LANES, g // lanes.LANES
         c, t0 = group // n_tiles, group % n_tiles * tile
-        acc = dot_tile(second, layer, c, s.DECAY_SECOND, sc, s.DECAY_LOW, s.Dd, t0, T, lane, tile)
+        acc = dot_tile(second, slot, c, s.DECAY_SECOND, sc, s.DECAY_LOW, s.Dd, t0, T, lane, tile)
         for u in ti.static(range(tile)):
             lora = lane_sum(acc[u])
             if lane == 0 and t0 + u < T:
-                sc[t0 + u, s.W + c] = ti.exp(-ti.exp(vec[layer, DECAY, c] + lora))
+                sc[t0 + u, s.W + c] = ti.exp(-ti.exp(vec[slot, DECAY, c] + lora))
 
 
 @ti.func
-def decay_at(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.template(), t: ti.i32, c: ti.i32) -> ti.f32:
+def decay_at(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template(), t: ti.i32, c: ti.i32) -> ti.f32:
     """The decay w of channel c at position t: v6's per-token one (decay_task), or v5's static one."""
     w = 0.0
     if ti.static(s.data_dependent):
         w = sc[t, s.W + c]
     else:
-        w = vec[layer, DECAY, c]
+        w = vec[slot, DECAY, c]
     return w
 
 
 @ti.func
-def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(),
+def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.i32, layer: ti.i32, plan: ti.template(),
              sc: ti.template()):
     """ref.v5.wkv_step over each row's tokens, u the bonus and w the decay:
 
@@ -282,13 +291,13 @@ def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), layer: ti.i
                 c = h * N + j
                 kv = sc[t, K + c] * v
                 old = S[b, layer, h, j, i]
-                out += sc[t, R + c] * (vec[layer, BONUS, c] * kv + old)
-                S[b, layer, h, j, i] = kv + decay_at(s, vec, layer, sc, t, c) * old
+                out += sc[t, R + c] * (vec[slot, BONUS, c] * kv + old)
+                S[b, layer, h, j, i] = kv + decay_at(s, vec, slot, sc, t, c) * old
             sc[t, s.Y + h * N + i] = out
 
 
 @ti.func
-def output_gate_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.template()):
+def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
     """In place: Y <- group_norm(Y) with ln_x's affine, times silu(gate) when gated (the last line of ref.v6.time_mix
     and ref.v5.time_mix)."""
     T, N = sc.shape[0], s.N
@@ -301,7 +310,7 @@ def output_gate_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti
             n = q * lanes.LANES + lane
             if n < N:
                 c = h * N + n
-                out = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[layer, LNX, c] + vec[layer, LNX + 1, c]
+                out = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
                 if ti.static(s.gated):
                     gate = sc[t, s.PROJ + 3 * s.C + c]
                     out *= gate / (1.0 + ti.exp(-gate))
@@ -323,42 +332,43 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
     def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
               second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
               S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
-              layer: ti.i32):
+              layer: ti.i32, slot: ti.i32):
         if ti.static("shift_mix" in tasks and v6):
-            shift_mix_task(x, vec, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED, True)
+            shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED, True)
         if ti.static("shift_mix" in tasks and not v6):
-            shift_mix_task(x, vec, LN1, MIX + MIX_R, n_static, att_x, layer, plan, LN_EPS, sc, s.MIXED + MIX_R * s.C)
+            shift_mix_task(x, vec, slot, LN1, MIX + MIX_R, n_static, att_x, layer, plan, LN_EPS, sc, s.MIXED + MIX_R * s.C)
         if ti.static("maa_lora" in tasks and v6):
-            linear_task(mats, layer, s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
+            linear_task(mats, slot, s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
         if ti.static("data_mix" in tasks and v6):
-            data_mix_task(s, second, layer, sc, tile)
+            data_mix_task(s, second, slot, sc, tile)
         if ti.static("projections" in tasks):
-            projections_task(s, mats, layer, sc, tile)
+            projections_task(s, mats, slot, sc, tile)
         if ti.static("decay" in tasks and v6):
-            decay_task(s, vec, second, layer, sc, tile)
+            decay_task(s, vec, second, slot, sc, tile)
         if ti.static("wkv" in tasks):
-            wkv_task(s, vec, S, layer, plan, sc)
+            wkv_task(s, vec, S, slot, layer, plan, sc)
         if ti.static("output_gate" in tasks):
-            output_gate_task(s, vec, layer, sc)
+            output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
-            linear_task(mats, layer, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
+            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
         if ti.static("ffn_shift_mix" in tasks):
-            shift_mix_task(x, vec, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
+            shift_mix_task(x, vec, slot, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("ffn_key" in tasks):
-            linear_task(mats, layer, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
+            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
         if ti.static("ffn_receptance" in tasks):
-            linear_task(mats, layer, s.FFN_RECEPTANCE, s.C, s.C, sc, s.MIXED + s.C, sc, s.FFN_R, ACT_SIGMOID, False,
+            linear_task(mats, slot, s.FFN_RECEPTANCE, s.C, s.C, sc, s.MIXED + s.C, sc, s.FFN_R, ACT_SIGMOID, False,
                         tile)
         if ti.static("ffn_value" in tasks):
-            linear_task(ffn_value, layer, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R)
+            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R)
 
     return layer
 
 
-def run_blocks(layers: V6Layers, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
-    """Every layer over the pass's positions: one launch each."""
+def run_blocks(layers: LayerGroups, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
+    """Every layer over the pass's positions: one launch each, with its group's weights."""
     scratch = ws.buffer("v6_scratch", (plan.T, layers.shape.WIDTH))
     run = layer_kernel(layers.shape, tile, tasks)
     for i in range(layers.n_layer):
-        run(x, layers.vec, layers.mats, layers.second, layers.ffn_value, state.att_x, state.wkv, state.ffn_x,
-            plan.packed, scratch, i)
+        group, slot = layers.locate(i)
+        run(x, group.vec, group.mats, group.second, group.ffn_value, state.att_x, state.wkv, state.ffn_x,
+            plan.packed, scratch, i, slot)

@@ -12,9 +12,10 @@ output_gate_task      group_norm(ln_x) + bonus, times g                   lanes 
 linear_task           linear(·, output); the channel mix's key, value    lanes per (output row, token tile)
 shift_mix_task        layer_norm(ln2), previous_tokens, lerp_previous    lanes per position
 
-Weights are stacked by layer (`V7Layers`, built once at load by `device_blocks`), so one compiled kernel serves
-every layer. On a GPU the WKV state is stored key-major, S[b, l, h, j (key), i (value)], so at each key j the
-threads of a warp read neighbouring addresses (`cell`, engine.device_transposed).
+Weights are stacked by layer (`V7Layers`, built once at load by `device_blocks`, in groups of layers: see
+kernels/stacking.py), so one compiled kernel serves every layer. On a GPU the WKV state is stored key-major,
+S[b, l, h, j (key), i (value)], so at each key j the threads of a warp read neighbouring addresses (`cell`,
+engine.device_transposed).
 """
 import dataclasses
 import functools
@@ -29,7 +30,7 @@ from kernels import lanes
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.launch import kernel
-from kernels.stacking import upload
+from kernels.stacking import LayerGroups, stack_in_groups, upload
 
 # Rows of V7Layers.vec (L, NV, C): every per-channel vector of a layer.
 LN1, LN2 = 0, 2  # weight, then bias
@@ -120,7 +121,8 @@ class Shape:
 
 @dataclasses.dataclass
 class V7Layers:
-    """Every layer's weights stacked on a leading layer axis, on the device (few arrays: few kernel arguments)."""
+    """A group of layers' weights stacked on a leading axis, on the device (few arrays: few kernel arguments);
+    kernels/stacking.py groups the layers so each array stays within Taichi's index range."""
     shape: Shape
     vec: object  # (L, NV, C) f32: every per-channel vector
     mats: object  # (L, Shape.ROWS, C): receptance, key, value | w1, a1, g1, v1 | output | ffn key
@@ -141,8 +143,8 @@ def _vectors(block) -> np.ndarray:
     return np.stack(rows).astype(np.float32)
 
 
-def device_blocks(blocks, matrix_dtype) -> V7Layers:
-    """Canonical v7 blocks -> V7Layers (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
+def device_blocks(blocks, matrix_dtype) -> LayerGroups:
+    """Canonical v7 blocks -> V7Layers in groups (the load-time stacking; matrices in `matrix_dtype`, vectors f32)."""
     host_dtype = np.float16 if matrix_dtype == ti.f16 else np.float32
     att = blocks[-1].att  # any layer past 0 has v1, v2 (a one-layer model has none: Dv 1, all zeros)
     C = att.w0.shape[0]
@@ -156,18 +158,21 @@ def device_blocks(blocks, matrix_dtype) -> V7Layers:
     def v2(block):
         return block.att.v2 if block.att.v2 is not None else np.zeros((C, Dv), np.float32)
 
-    return V7Layers(
-        shape=shape,
-        vec=upload([_vectors(b) for b in blocks], np.float32),
-        mats=upload([np.concatenate([b.att.receptance, b.att.key, b.att.value, b.att.w1, b.att.a1, b.att.g1, v1(b),
-                                     b.att.output, b.ffn.key]) for b in blocks], host_dtype),
-        second=upload([np.concatenate([b.att.w2, b.att.a2, b.att.g2, v2(b)], axis=1) for b in blocks], host_dtype),
-        ffn_value=upload([b.ffn.value for b in blocks], host_dtype),
-    )
+    def stack(group) -> V7Layers:
+        return V7Layers(
+            shape=shape,
+            vec=upload([_vectors(b) for b in group], np.float32),
+            mats=upload([np.concatenate([b.att.receptance, b.att.key, b.att.value, b.att.w1, b.att.a1, b.att.g1,
+                                         v1(b), b.att.output, b.ffn.key]) for b in group], host_dtype),
+            second=upload([np.concatenate([b.att.w2, b.att.a2, b.att.g2, v2(b)], axis=1) for b in group], host_dtype),
+            ffn_value=upload([b.ffn.value for b in group], host_dtype),
+        )
+
+    return stack_in_groups(blocks, (NV * C, shape.ROWS * C, C * shape.D, C * shape.F), stack)
 
 
 @ti.func
-def projections_task(s: ti.template(), mats: ti.template(), layer: ti.i32, sc: ti.template(), tile: ti.template()):
+def projections_task(s: ti.template(), mats: ti.template(), slot: ti.i32, sc: ti.template(), tile: ti.template()):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     and LOW columns; each reads its own mixed input."""
     T = sc.shape[0]
@@ -186,12 +191,12 @@ def projections_task(s: ti.template(), mats: ti.template(), layer: ti.i32, sc: t
                 mix = MIX_A
             elif j < s.Dw + s.Da + s.Dg:
                 mix, act = MIX_G, ACT_SIGMOID
-        acc = dot_tile(mats, layer, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        acc = dot_tile(mats, slot, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
         emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
 
 
 @ti.func
-def second_stage_task(s: ti.template(), second: ti.template(), layer: ti.i32, sc: ti.template(),
+def second_stage_task(s: ti.template(), second: ti.template(), slot: ti.i32, layer: ti.i32, sc: ti.template(),
                       tile: ti.template()):
     """The w, a, g, v second stages of the LOW columns into LORA's four C-wide blocks (v: not in layer 0)."""
     T = sc.shape[0]
@@ -209,12 +214,12 @@ def second_stage_task(s: ti.template(), second: ti.template(), layer: ti.i32, sc
         elif part == 3:
             begin, width = s.Dw + s.Da + s.Dg, s.Dv
         if part < 3 or layer > 0:  # layer 0 has no value residual
-            acc = dot_tile(second, layer, c, begin, sc, s.LOW + begin, width, t0, T, lane, tile)
+            acc = dot_tile(second, slot, c, begin, sc, s.LOW + begin, width, t0, T, lane, tile)
             emit_tile(acc, sc, s.LORA + o, t0, T, lane, ACT_NONE, False)
 
 
 @ti.func
-def prepare_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.template()):
+def prepare_task(s: ti.template(), vec: ti.template(), slot: ti.i32, layer: ti.i32, sc: ti.template()):
     """In place: LORA's w, a blocks -> the decay w and rate a; PROJ's k -> k·(1+(a-1)k_a) and v -> v with the value
     residual (layer 0: V_FIRST = v); KK = normalize(k·k_k) per head. The same lines of ref.v7.time_mix."""
     T, C, N = sc.shape[0], s.C, s.N
@@ -228,23 +233,23 @@ def prepare_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.tem
             n = q * lanes.LANES + lane
             if n < N:
                 c = h * N + n
-                part += (sc[t, K + c] * vec[layer, K_K, c]) ** 2
+                part += (sc[t, K + c] * vec[slot, K_K, c]) ** 2
         norm = ti.max(ti.sqrt(lane_sum(part)), L2_EPS)
         for q in range((N + lanes.LANES - 1) // lanes.LANES):
             n = q * lanes.LANES + lane
             if n < N:
                 c = h * N + n
                 k = sc[t, K + c]
-                a = 1.0 / (1.0 + ti.exp(-(vec[layer, A0, c] + sc[t, A + c])))
-                sc[t, W + c] = ti.exp(-DECAY_SCALE / (1.0 + ti.exp(-(vec[layer, W0, c] + sc[t, W + c]))))
+                a = 1.0 / (1.0 + ti.exp(-(vec[slot, A0, c] + sc[t, A + c])))
+                sc[t, W + c] = ti.exp(-DECAY_SCALE / (1.0 + ti.exp(-(vec[slot, W0, c] + sc[t, W + c]))))
                 sc[t, A + c] = a
-                sc[t, s.KK + c] = k * vec[layer, K_K, c] / norm
-                sc[t, K + c] = k * (1.0 + (a - 1.0) * vec[layer, K_A, c])
+                sc[t, s.KK + c] = k * vec[slot, K_K, c] / norm
+                sc[t, K + c] = k * (1.0 + (a - 1.0) * vec[slot, K_A, c])
                 v = sc[t, V + c]
                 if layer == 0:
                     sc[t, s.V_FIRST + c] = v
                 else:
-                    gate = 1.0 / (1.0 + ti.exp(-(vec[layer, V0, c] + sc[t, VG + c])))
+                    gate = 1.0 / (1.0 + ti.exp(-(vec[slot, V0, c] + sc[t, VG + c])))
                     sc[t, V + c] = v + (sc[t, s.V_FIRST + c] - v) * gate
 
 
@@ -285,7 +290,7 @@ def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.templat
 
 
 @ti.func
-def output_gate_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti.template()):
+def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
     """In place: Y <- (GN(Y) + (Σ_head r k r_k) v) * g, GN with ln_x's affine (ref.v7.time_mix's last line)."""
     T, C, N = sc.shape[0], s.C, s.N
     ti.loop_config(block_dim=GROUP)
@@ -298,13 +303,13 @@ def output_gate_task(s: ti.template(), vec: ti.template(), layer: ti.i32, sc: ti
             n = q * lanes.LANES + lane
             if n < N:
                 c = h * N + n
-                part += sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[layer, R_K, c]
+                part += sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[slot, R_K, c]
         bonus = lane_sum(part)
         for q in range((N + lanes.LANES - 1) // lanes.LANES):
             n = q * lanes.LANES + lane
             if n < N:
                 c = h * N + n
-                normed = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[layer, LNX, c] + vec[layer, LNX + 1, c]
+                normed = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
                 sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
 
 
@@ -321,35 +326,36 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
     def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
               second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
               S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
-              layer: ti.i32):
+              layer: ti.i32, slot: ti.i32):
         if ti.static("shift_mix" in tasks):
-            shift_mix_task(x, vec, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
+            shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("projections" in tasks):
-            projections_task(s, mats, layer, sc, tile)
+            projections_task(s, mats, slot, sc, tile)
         if ti.static("second_stage" in tasks):
-            second_stage_task(s, second, layer, sc, tile)
+            second_stage_task(s, second, slot, layer, sc, tile)
         if ti.static("prepare" in tasks):
-            prepare_task(s, vec, layer, sc)
+            prepare_task(s, vec, slot, layer, sc)
         if ti.static("wkv" in tasks):
             wkv_task(s, S, layer, plan, sc)
         if ti.static("output_gate" in tasks):
-            output_gate_task(s, vec, layer, sc)
+            output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
-            linear_task(mats, layer, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
+            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
         if ti.static("ffn_shift_mix" in tasks):
-            shift_mix_task(x, vec, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
+            shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("ffn_key" in tasks):
-            linear_task(mats, layer, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
+            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
         if ti.static("ffn_value" in tasks):
-            linear_task(ffn_value, layer, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile)
+            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile)
 
     return layer
 
 
-def run_blocks(layers: V7Layers, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
-    """Every layer over the pass's positions: one launch each."""
+def run_blocks(layers: LayerGroups, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
+    """Every layer over the pass's positions: one launch each, with its group's weights."""
     scratch = ws.buffer("v7_scratch", (plan.T, layers.shape.WIDTH))
     run = layer_kernel(layers.shape, tile, tasks)
     for i in range(layers.n_layer):
-        run(x, layers.vec, layers.mats, layers.second, layers.ffn_value, state.att_x, state.wkv, state.ffn_x,
-            plan.packed, scratch, i)
+        group, slot = layers.locate(i)
+        run(x, group.vec, group.mats, group.second, group.ffn_value, state.att_x, state.wkv, state.ffn_x,
+            plan.packed, scratch, i, slot)

@@ -142,10 +142,37 @@ def test_assign_row_overwrites_one_row(models):
         np.testing.assert_array_equal(array[1], other_host.arrays()[name][0])
 
 
-def test_a_stack_past_taichis_index_range_is_refused_by_name(taichi_arch):
-    """7B-sized stacked weights (here a zero-copy view of that shape) are refused before anything is allocated."""
-    from kernels.stacking import StackTooLarge, upload
+@pytest.mark.parametrize("variant", ["v5.2", "v6", "v7"])
+def test_layers_stacked_in_groups_give_the_same_model(variant, taichi_arch, tmp_path, monkeypatch):
+    """A model too large for one stack per array (here: the limit lowered to two layers' worth) runs in groups of
+    layers (kernels/stacking.py): logits and states equal the one-group engine's over prefill and decode."""
+    from kernels import stacking
 
-    layer = np.broadcast_to(np.float16(0), (30720, 4096))  # one v6 7B layer's matrix rows, C 4096
+    path = write_random_model(RandomModelSpec(variant, n_layer=5, n_embd=32, n_vocab=64, head_size=16),
+                              tmp_path / f"{variant}.st")
+    whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch)
+    assert len(whole.blocks.groups) == 1
+    per_layer = max(int(np.prod(getattr(whole.blocks.groups[0], name).shape[1:]))
+                    for name in ("vec", "mats", "second", "ffn_value"))
+    monkeypatch.setattr(stacking, "MAX_ELEMENTS", 2 * per_layer)
+    grouped = ai00ref.load_model(path, backend="taichi", arch=taichi_arch)
+    assert (len(grouped.blocks.groups), grouped.blocks.size) == (3, 2)
+    rows = [[1, 2, 3, 4], [5], [6, 7]]
+    expected, expected_state = whole.forward(rows, whole.new_state(3))
+    got, got_state = grouped.forward(rows, grouped.new_state(3))
+    np.testing.assert_array_equal(got, expected)
+    for _ in range(2):
+        expected, expected_state = whole.forward([[8], [9], [10]], expected_state)
+        got, got_state = grouped.forward([[8], [9], [10]], got_state)
+        np.testing.assert_array_equal(got, expected)
+    for b in range(3):
+        for x, y in zip(got_state.to_official(b), expected_state.to_official(b)):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_a_layer_past_taichis_index_range_is_refused_by_name():
+    from kernels.stacking import StackTooLarge, group_size
+
+    assert group_size(32, [30720 * 4096, 4096 * 14336]) == 17  # v6 7B: two groups of layers
     with pytest.raises(StackTooLarge, match="2\\^31 index limit.*backend='ref'"):
-        upload([layer] * 32, np.float16)
+        group_size(1, [2 ** 31])

@@ -63,7 +63,7 @@ def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
     @ti.kernel
     def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
             plan: ti.types.ndarray(), out: ti.types.ndarray()):
-        shift_mix_task(x, vec, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col, keep_delta)
+        shift_mix_task(x, vec, layer, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col, keep_delta)
     return run
 
 
@@ -87,9 +87,9 @@ def v7_runner(task: str, shape, tile: int = 1):
         if ti.static(task == "projections"):
             v7.projections_task(shape, mats, layer, sc, tile)
         if ti.static(task == "second_stage"):
-            v7.second_stage_task(shape, second, layer, sc, tile)
+            v7.second_stage_task(shape, second, layer, layer, sc, tile)
         if ti.static(task == "prepare"):
-            v7.prepare_task(shape, vec, layer, sc)
+            v7.prepare_task(shape, vec, layer, layer, sc)
         if ti.static(task == "wkv"):
             v7.wkv_task(shape, S, layer, plan, sc)
         if ti.static(task == "output_gate"):
@@ -365,7 +365,9 @@ def v56_blocks(rng, version, H, N, F, Dm, Dd, f16, L=2):
 def v56_layers(version, blocks, f16):
     from kernels import v5, v6
 
-    return (v6 if version == "v6" else v5).device_blocks(blocks, ti.f16 if f16 else ti.f32)
+    stacked = (v6 if version == "v6" else v5).device_blocks(blocks, ti.f16 if f16 else ti.f32)
+    assert len(stacked.groups) == 1  # a small model is one group: weight slot == layer
+    return stacked.groups[0]
 
 
 def run_v56(layers, tasks, layer, plan, tile=1, x=None, att_x=None, S=None, ffn_x=None, sc=None):
@@ -379,7 +381,7 @@ def run_v56(layers, tasks, layer, plan, tile=1, x=None, att_x=None, S=None, ffn_
     arrays = [dev(a if a is not None else d) for a, d in zip((x, att_x, S, ffn_x, sc), defaults)]
     x_d, att_x_d, S_d, ffn_x_d, sc_d = arrays
     v6.layer_kernel(s, tile, tuple(tasks))(x_d, layers.vec, layers.mats, layers.second, layers.ffn_value, att_x_d,
-                                           S_d, ffn_x_d, plan.packed, sc_d, layer)
+                                           S_d, ffn_x_d, plan.packed, sc_d, layer, layer)
     return [a.to_numpy() for a in arrays]
 
 
