@@ -228,3 +228,17 @@ def test_an_unquantized_prefab_can_be_quantized_at_load(model_path, tmp_path):
     assert read_prefab_header(tmp_path / "plain.prefab").quantized == {}
     np.testing.assert_array_equal(logits_of(ai00ref.load_model(tmp_path / "plain.prefab", quant=1, quant_type="nf4")),
                                   logits_of(ai00ref.load_model(model_path, quant=1, quant_type="nf4")))
+
+
+def test_convert_merges_loras_given_as_path_and_alpha(model_path, tmp_path):
+    from ai00ref.cli import parse_lora
+
+    assert parse_lora("a.lora:8") == ai00ref.Lora("a.lora", 8.0)
+    assert parse_lora("d:x/a.lora") == ai00ref.Lora("d:x/a.lora")
+    write_pth(tmp_path / "a.lora.pth", random_lora_tensors(SPEC, rank=4))
+    out = tmp_path / "lora.prefab"
+    assert main(["convert", "--input", str(model_path), "--output", str(out), "--lora",
+                 f"{tmp_path / 'a.lora.pth'}:8", "--no-progress"]) == 0
+    lora = [ai00ref.Lora(tmp_path / "a.lora.pth", 8.0)]
+    np.testing.assert_array_equal(logits_of(ai00ref.load_model(out)),
+                                  logits_of(ai00ref.load_model(model_path, lora=lora)))
