@@ -87,6 +87,10 @@ def preflight_worker(connection, table: dict[int, bytes], limits: GrammarLimits)
             connection.send(None)
         except GrammarError as error:
             connection.send(str(error))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # noqa: BLE001 - a panic in kbnf's Rust (pyo3's PanicException)
+            connection.send(f"the grammar compiler failed on it ({type(error).__name__}: {error})")
 
 
 class Preflight:
@@ -114,7 +118,11 @@ class Preflight:
         if not self.connection.poll(self.limits.compile_seconds):
             self.stop()
             raise TimeoutError
-        message = self.connection.recv()
+        try:
+            message = self.connection.recv()
+        except (EOFError, OSError):  # the worker died on this text: it is refused, the next check starts another
+            self.stop()
+            raise GrammarError("the grammar compiler failed on it") from None
         if message is not None:
             raise GrammarError(message)
 
