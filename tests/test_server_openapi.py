@@ -116,6 +116,9 @@ def test_the_page_renders_every_path_and_fetches_nothing(served, document):
     for path in document["paths"]:
         assert f"<code>{path}</code>" in page
     assert "<script" not in page and "src=" not in page and "http://" not in page and "https://" not in page
+    assert (f"<tr><td><code>max_tokens</code></td><td>integer (≥ 1, ≤ {protocol.MAX_TOKENS_LIMIT}) | null</td>"
+            "<td>tokens to generate at most (default 256)</td></tr>") in page
+    assert page.count("Answer a chat") == 1  # the three prefixes' chat routes are one entry
 
 
 # ---- schemathesis, and the fields the handlers read ----

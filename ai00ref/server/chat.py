@@ -24,7 +24,7 @@ MESSAGE = obj({"role": ROLE, "content": typed("string"), "name": typed("string")
                "tool_calls": array(obj({"function": obj({"name": typed("string"), "arguments": typed("string")})}),
                                    "an assistant's earlier tool calls (content null)")},
               required=("role",), description="content is a string, except for an assistant message with tool_calls")
-MESSAGES = nullable({"anyOf": [array(MESSAGE), MESSAGE]})
+MESSAGES = nullable({"anyOf": [array(MESSAGE), MESSAGE], "description": "the conversation, oldest first"})
 NAMES = nullable({"type": "object", "propertyNames": ROLE, "additionalProperties": typed("string"),
                   "description": f"role -> display name (default {DEFAULT_NAMES})"})
 TEMPLATE = nullable(obj({key: nullable(typed("string")) for key in DEFAULT_TEMPLATE},

@@ -9,10 +9,10 @@ refuses that for the API's routes). `/api-docs/openapi.json` serves the document
 from __future__ import annotations
 
 import dataclasses
-import html
-import json
 
 from aiohttp import web
+
+from ai00ref.server.docs_page import render_page
 
 OPENAPI_VERSION = "3.1.0"
 TITLE = "ai00ref: Ai00 Server in Python"
@@ -184,55 +184,3 @@ def add_docs_routes(app: web.Application) -> None:
     app[DOCUMENT] = {}
     app.router.add_get("/api-docs/openapi.json", openapi_json)
     app.router.add_get("/api-docs", api_docs_page)
-
-
-# ---- the human page (server-side HTML: no script, nothing fetched) ----
-
-PAGE_STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}code,pre{font:13px ui-monospace,monospace}
-pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}details{margin:.4em 0 1em 1em}
-.op{margin:1em 0;padding:.3em .8em;border-left:4px solid #8ab}.m{display:inline-block;min-width:4em;font-weight:bold}
-nav a{margin-right:1em}"""
-
-
-def render_page(document: dict) -> str:
-    by_tag: dict[str, list] = {}
-    for path, methods in document["paths"].items():
-        for method, op in methods.items():
-            by_tag.setdefault((op.get("tags") or ["other"])[0], []).append((path, method, op))
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(TITLE)}</title>"
-             f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(document['info']['title'])}</h1>",
-             f"<p>{html.escape(document['info']['description'])}</p>",
-             "<p>Machine-readable: <a href='/api-docs/openapi.json'>/api-docs/openapi.json</a> (OpenAPI "
-             f"{document['openapi']}).</p><nav>"]
-    parts += [f"<a href='#{html.escape(tag)}'>{html.escape(tag)}</a>" for tag in by_tag]
-    parts.append("</nav>")
-    for tag, operations in by_tag.items():
-        parts.append(f"<h2 id='{html.escape(tag)}'>{html.escape(tag)}</h2>")
-        parts += [render_operation(path, method, op) for path, method, op in sorted(operations)]
-    parts.append(f"<h2>Error</h2><pre>{html.escape(json.dumps(ERROR, indent=2))}</pre></body></html>")
-    return "".join(parts)
-
-
-def render_operation(path: str, method: str, op: dict) -> str:
-    out = [f"<div class='op'><p><span class='m'>{method.upper()}</span> <code>{html.escape(path)}</code> — "
-           f"{html.escape(op['summary'])}{' (admin token)' if op.get('security') else ''}</p>"]
-    if op.get("description"):
-        out.append(f"<p>{html.escape(op['description'])}</p>")
-    body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-    if body is not None:
-        out.append(schema_block("request body", body))
-    for status, answer in op.get("responses", {}).items():
-        for media, content in answer.get("content", {}).items():
-            if status == "200" and "schema" in content:
-                out.append(schema_block(f"200 {media}", content["schema"]))
-    errors = [status for status in op.get("responses", {}) if status != "200"]
-    if errors:
-        out.append(f"<p>Errors: {', '.join(errors)} (the Error object below)</p>")
-    out.append("</div>")
-    return "".join(out)
-
-
-def schema_block(title: str, schema: dict) -> str:
-    return (f"<details><summary>{html.escape(title)}</summary><pre>{html.escape(json.dumps(schema, indent=2))}"
-            "</pre></details>")
