@@ -217,6 +217,17 @@ def test_models_list(server, root):
     assert by_name["broken.st"]["info"] is None and by_name["notes.txt"]["info"] is None
 
 
+def test_models_list_reads_a_quantized_prefabs_info(root, tmp_path):
+    """A prefab stores each quantized matrix as NAME.codes and NAME.scales; its metadata gives the dense shapes."""
+    from ai00ref.engine import save_prefab
+    from ai00ref.server.admin import model_file_info
+
+    target = tmp_path / "tiny-nf4.prefab"
+    save_prefab(root / "assets" / "models" / "tiny.st", target, quant=1, quant_type="nf4")
+    assert model_file_info(target) == {"version": "V7", "num_layer": 1, "num_emb": 32, "num_hidden": 128,
+                                       "num_vocab": 65536, "num_head": 2, "custom": "None"}
+
+
 def test_models_list_of_a_missing_folder_is_empty(root, tmp_path):
     config = dataclasses.replace(make_config(root), model=dataclasses.replace(make_config(root).model,
                                                                               path=tmp_path / "nothing"))

@@ -70,7 +70,7 @@ UNZIP_DIRS = ("assets/unzip", "assets/temp")                                    
 SHA_WHOLE_FILE_LIMIT = 10_000_000  # §1.11: larger files are hashed from samples
 SHA_SEGMENTS = 10
 SHA_SEGMENT_BYTES = 1_000_000
-MODEL_SUFFIXES = (".st", ".safetensors")  # files whose ModelInfo /api/models/list reports
+MODEL_SUFFIXES = (".st", ".safetensors", ".prefab")  # files whose ModelInfo /api/models/list reports
 
 
 def _server_app():
@@ -242,8 +242,11 @@ def model_file_info(path: Path) -> dict | None:
     try:
         header, _ = read_safetensors_header(path)
         shapes = {name: _ShapeOnly(tuple(entry["shape"])) for name, entry in header.items() if name != "__metadata__"}
+        quantized = json.loads(header.get("__metadata__", {}).get("quantized", "{}"))  # a prefab's (weights.prefab)
+        for name, entry in quantized.items():  # stored as NAME.codes and NAME.scales: the dense shape is in metadata
+            shapes[name] = _ShapeOnly(tuple(entry["shape"]))
         return _server_app().model_info(read_model_info(shapes, str(path)))
-    except (ValueError, OSError, KeyError, IndexError):
+    except (ValueError, OSError, KeyError, IndexError, TypeError, AttributeError):
         return None
 
 
