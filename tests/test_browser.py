@@ -14,6 +14,8 @@ skip, except under CI=true, where they fail.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
 import time
 import uuid
@@ -69,10 +71,16 @@ def served(tmp_path_factory):
         "listen": {"force_pass": False, "slot": "browser-test", "app_keys": [{"app_id": APP_ID, "secret_key": SECRET}]},
         "web": {"path": str(folder / "no-such-ui.zip")},  # nothing there: the bundled UI
     })
-    server = ServerThread(make_app(start_runtime(config), config, folder))
+    server = start_server(make_app(start_runtime(config), config, folder))
     server.folder = folder
     yield server
     server.close()
+
+
+def start_server(app) -> ServerThread:
+    """ServerThread(app), set up from another thread: Playwright's sync API keeps an event loop running in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(ServerThread, app).result()
 
 
 def runtime_of(served):
@@ -82,7 +90,7 @@ def runtime_of(served):
 # ---- the browser ----
 
 @pytest.fixture(scope="module")
-def page(served):
+def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:
@@ -92,16 +100,27 @@ def page(served):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1360, "height": 820})
-        page.set_default_timeout(30_000)
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(served.url + "/")
-        page.wait_for_selector("#status:has-text('slots')")
-        page.errors = errors
-        yield page
+        yield browser
         browser.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def open_page(browser, url: str):
+    """A new page at `url`, its JavaScript errors collected in `page.errors`."""
+    page = browser.new_page(viewport={"width": 1360, "height": 820})
+    page.set_default_timeout(30_000)
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector("#status:has-text('slots'), #status:has-text('no model')")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, served):
+    page = open_page(browser, served.url + "/")
+    yield page
+    assert page.errors == [], f"JavaScript errors on the page: {page.errors}"
+    page.close()
 
 
 def shot(page, name: str) -> None:
@@ -156,6 +175,7 @@ def test_stop_cancels_the_reply_and_frees_the_slot(page, served):
     page.click("button[name=send]")
     page.wait_for_function("Number(document.querySelector('.msg.assistant.streaming')?.dataset.chunks) >= 3")
     assert runtime_of(served).scheduler.busy() == 1
+    page.wait_for_selector(f"#status:has-text('slots 1/{SLOTS}'):has-text('tok/s')")  # the live status line
     page.click("button[name=stop]")
     page.wait_for_selector(".msg.assistant[data-finish=stopped]")
     deadline = time.monotonic() + 10
@@ -166,6 +186,29 @@ def test_stop_cancels_the_reply_and_frees_the_slot(page, served):
     page.fill(".chat-options textarea[name=stops]", "\\n\\n\n\\n{user}:")
     page.dispatch_event(".chat-options textarea[name=stops]", "input")
     set_number(page, ".chat-options input[name=max_tokens]", 32)
+
+
+def test_the_grammar_boxes_constrain_the_reply(page):
+    page.fill(".chat-options textarea[name=bnf]", 'start ::= "yes" | "no";')
+    page.dispatch_event(".chat-options textarea[name=bnf]", "input")
+    body, reply = send_chat(page, "Is the sea blue?")
+    assert body["bnf_schema"] == 'start ::= "yes" | "no";' and "response_format" not in body
+    assert reply.locator(".text").inner_text() in ("yes", "no") and reply.get_attribute("data-finish") == "stop"
+    page.fill(".chat-options textarea[name=bnf]", "")
+    page.dispatch_event(".chat-options textarea[name=bnf]", "input")
+    page.fill(".chat-options textarea[name=schema]", '{"type": "object", "properties": {"blue": {"type": "boolean"}}')
+    page.dispatch_event(".chat-options textarea[name=schema]", "input")
+    page.fill("textarea[name=message]", "Answer as JSON.")
+    page.click("button[name=send]")
+    page.wait_for_selector("#chat-error:has-text('not JSON')")  # a brace short: nothing is sent
+    schema = '{"type": "object", "properties": {"blue": {"type": "boolean"}}, "required": ["blue"]}'
+    page.fill(".chat-options textarea[name=schema]", schema)
+    page.dispatch_event(".chat-options textarea[name=schema]", "input")
+    body, reply = send_chat(page, "Answer as JSON.")
+    assert body["response_format"]["json_schema"]["schema"] == json.loads(schema) and "bnf_schema" not in body
+    assert isinstance(json.loads(reply.locator(".text").inner_text())["blue"], bool)
+    page.fill(".chat-options textarea[name=schema]", "")
+    page.dispatch_event(".chat-options textarea[name=schema]", "input")
 
 
 def test_conversations_and_their_names_are_kept_in_the_browser(page):
@@ -180,7 +223,7 @@ def test_conversations_and_their_names_are_kept_in_the_browser(page):
     assert page.locator(".chat-list-items li").count() == 2
     assert page.locator(".msg.assistant .who").first.inner_text() == "Poet"
     page.click(".chat-list-items li:nth-child(2) .chat-name")
-    assert page.locator(".msg").count() == 6  # the first chat: three questions and their replies
+    assert page.locator(".msg").count() == 10  # the first chat: five questions and their replies
     shot(page, "chat-conversations")
 
 
@@ -253,3 +296,27 @@ def test_the_chat_answers_with_the_new_model(page):
     body, reply = send_chat(page, "Are you the small model?")
     assert reply.get_attribute("data-finish") in ("stop", "length")
     assert reply.locator(".text").inner_text().strip()
+
+
+# ---- force_pass = true, and no model ----
+
+def test_with_force_pass_and_no_model(browser, tmp_path):
+    """Admin actions ask for nothing with force_pass; with no model loaded the chat shows the server's 503."""
+    config = config_from_dict({"model": {"path": str(tmp_path)}, "listen": {"force_pass": True},
+                               "web": {"path": str(tmp_path / "none.zip")}})
+    server = start_server(make_app(None, config, tmp_path))
+    page = open_page(browser, server.url + "/#settings")
+    try:
+        page.wait_for_selector("#status:has-text('no model loaded')")
+        page.click("button[name=unload]")
+        page.wait_for_selector("#settings-message.ok:has-text('unloaded')")
+        assert not page.is_visible("dialog#login")
+        page.click("#nav a[data-page=chat]")
+        page.fill("textarea[name=message]", "Anyone there?")
+        page.click("button[name=send]")
+        page.wait_for_selector("#messages .msg.assistant:last-child[data-finish=error]")
+        assert "no model is loaded" in page.inner_text("#messages .msg.assistant:last-child .meta")
+        assert page.errors == []
+    finally:
+        page.close()
+        server.close()

@@ -182,8 +182,17 @@ def test_models_state_streams_the_info_double_encoded_as_ai00(server):
     for data in events:
         info = json.loads(json.loads(data))  # a JSON string holding the JSON object
         assert info["model"]["version"] == "V7" and info["model"]["num_emb"] == 32
-        assert info["status"] == {"busy": 0, "waiting": 0}
+        status = info["status"]
+        assert (status["busy"], status["waiting"]) == (0, 0) and isinstance(status["generated"], int)
     assert info == call(server, "/api/models/info")[1]
+
+
+def test_models_info_counts_the_tokens_sampled(server):
+    """`status.generated`: what the web UI turns into tokens per second."""
+    before = call(server, "/api/models/info")[1]["status"]["generated"]
+    status, body = call(server, "/v1/completions", {"prompt": "Hi", "max_tokens": 5, "stop": None, "seed": 1})
+    assert status == 200
+    assert call(server, "/api/models/info")[1]["status"]["generated"] - before == body["usage"]["completion_tokens"]
 
 
 def test_shutdown_ends_the_state_stream(tmp_path):

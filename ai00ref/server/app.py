@@ -55,6 +55,9 @@ async def errors_and_cors(request: web.Request, handler):
             response = await static_or_error(request)
     except web.HTTPException as error:  # aiohttp's own (405 method, ...): in the same JSON shape
         response = error_response(ApiError(error.status, error.reason, code=error.reason.lower().replace(" ", "_")))
+    except ConnectionResetError:  # the client left mid-stream (a UI's Stop button): the job was cancelled with it
+        log.info("%s %s: the client closed the connection", request.method, request.path)
+        response = error_response(ApiError(499, "the client closed the connection", code="client_closed"))
     except Exception as error:  # noqa: BLE001 - logged; the client gets a JSON 500 and the server goes on
         log.exception("unhandled error in %s %s", request.method, request.path)
         response = error_response(ApiError(500, f"internal error: {type(error).__name__}: {error}"))
@@ -242,13 +245,15 @@ def model_info(info) -> dict:
 
 
 def runtime_info(runtime) -> dict:
-    """Ai00's `{reload, model, states}`, plus `status` (busy slots, waiting requests): /api/models/info and /state."""
+    """Ai00's `{reload, model, states}`, plus `status` (busy slots, waiting requests, tokens sampled so far):
+    /api/models/info and /state."""
     scheduler = runtime.scheduler
     return {"reload": {"model_path": str(runtime.model_path), "backend": runtime.backend,
                        "max_batch": scheduler.max_batch, "token_chunk_size": scheduler.token_chunk_size},
             "model": model_info(runtime.info),
             "states": [{"id": s.id, "name": s.name} for s in runtime.states],
-            "status": {"busy": scheduler.busy(), "waiting": scheduler.waiting_count()}}
+            "status": {"busy": scheduler.busy(), "waiting": scheduler.waiting_count(),
+                       "generated": scheduler.metrics.generated()}}
 
 
 NO_MODEL_INFO = {"reload": None, "model": None, "states": [], "status": None}
@@ -259,7 +264,8 @@ RUNTIME_INFO = obj({
                             "token_chunk_size": typed("integer")})),
     "model": nullable(MODEL_INFO),
     "states": array(obj({"id": typed("string"), "name": typed("string")}, required=("id", "name"))),
-    "status": nullable(obj({"busy": typed("integer", "slots in use"), "waiting": typed("integer", "queued")}))},
+    "status": nullable(obj({"busy": typed("integer", "slots in use"), "waiting": typed("integer", "queued"),
+                            "generated": typed("integer", "tokens sampled since the model was loaded")}))},
     required=("reload", "model", "states", "status"))
 
 

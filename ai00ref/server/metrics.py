@@ -41,6 +41,11 @@ class SchedulerMetrics:
         self.inter_token_latency = Histogram(f"{PREFIX}_inter_token_latency_seconds", "Between two sampled tokens "
                                              "of one request", buckets=LATENCY_BUCKETS, registry=None)
 
+    def generated(self) -> int:
+        """Tokens sampled so far (the web UI's tokens per second, from /api/models/state)."""
+        return int(sum(sample.value for metric in self.generated_tokens.collect() for sample in metric.samples
+                       if sample.name.endswith("_total")))
+
     def collect(self):
         for metric in (self.prompt_tokens, self.prefilled_tokens, self.generated_tokens, self.cache_lookups,
                        self.cache_hits, self.cache_hit_tokens, self.time_to_first_token, self.inter_token_latency):
