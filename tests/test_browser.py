@@ -176,6 +176,7 @@ def test_stop_cancels_the_reply_and_frees_the_slot(page, served):
     page.wait_for_function("Number(document.querySelector('.msg.assistant.streaming')?.dataset.chunks) >= 3")
     assert runtime_of(served).scheduler.busy() == 1
     page.wait_for_selector(f"#status:has-text('slots 1/{SLOTS}'):has-text('tok/s')")  # the live status line
+    shot(page, "chat-streaming")
     page.click("button[name=stop]")
     page.wait_for_selector(".msg.assistant[data-finish=stopped]")
     deadline = time.monotonic() + 10

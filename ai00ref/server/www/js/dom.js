@@ -55,6 +55,11 @@ export function formatLines(words) {
   return words.map((word) => word.replace(/\n/g, "\\n").replace(/\t/g, "\\t")).join("\n");
 }
 
+/** "1 layer", "2 layers". */
+export function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 /** localStorage as JSON, with a fallback when absent or unreadable. */
 export function loadJSON(key, fallback) {
   try {

@@ -2,6 +2,7 @@
 // the loaded model, its states, busy slots, queued requests, and generated tokens per second.
 
 import {watchState} from "./api.js";
+import {plural} from "./dom.js";
 
 const listeners = new Set();
 let latest = null;
@@ -32,7 +33,7 @@ export function statusLine(info) {
   if (!info || !info.model) return "no model loaded";
   const name = info.reload.model_path.split(/[\\/]/).pop();
   const s = info.status || {};
-  const parts = [name, `${info.model.version} · ${info.model.num_layer} layers`,
+  const parts = [name, `${info.model.version} · ${plural(info.model.num_layer, "layer")}`,
     `slots ${s.busy ?? "?"}/${info.reload.max_batch}`, `queue ${s.waiting ?? "?"}`];
   if (typeof info.tokensPerSecond === "number") parts.push(`${info.tokensPerSecond.toFixed(1)} tok/s`);
   return parts.join(" · ");

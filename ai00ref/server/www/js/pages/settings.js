@@ -3,7 +3,7 @@
 // the loaded model (/admin/models/save), and the admin sign-in.
 
 import {adminToken, api, setAdminToken} from "../api.js";
-import {field, h, replaceChildren, section} from "../dom.js";
+import {field, h, plural, replaceChildren, section} from "../dom.js";
 import {currentInfo, onInfo} from "../status.js";
 
 const QUANT_TYPES = ["None", "Int8", "NF4", "SF4"];
@@ -34,7 +34,7 @@ function infoTable(info) {
   const s = info.status || {};
   const rows = [
     ["file", info.reload.model_path], ["engine", info.reload.backend],
-    ["version", `${m.version}: ${m.num_layer} layers, ${m.num_emb} wide, ${m.num_head} heads`],
+    ["version", `${m.version}: ${plural(m.num_layer, "layer")}, ${m.num_emb} wide, ${plural(m.num_head, "head")}`],
     ["vocabulary", m.num_vocab], ["slots busy", `${s.busy ?? "?"} of ${info.reload.max_batch}`],
     ["queued requests", s.waiting ?? "?"], ["token chunk size", info.reload.token_chunk_size],
     ["tokens/s", typeof info.tokensPerSecond === "number" ? info.tokensPerSecond.toFixed(1) : "–"],
@@ -92,7 +92,7 @@ export function mount(container) {
       replaceChildren(filesBox,
         h("h4", {text: "Model"}), models.length ? models.map((f) => h("label", {class: "file"},
           h("input", {type: "radio", name: "model", value: f.name, checked: f.path === loaded}),
-          ` ${f.name}`, h("small", {class: "hint", text: f.info ? ` ${f.info.version}, ${f.info.num_layer} layer${f.info.num_layer > 1 ? "s" : ""}` : ""})))
+          ` ${f.name}`, h("small", {class: "hint", text: f.info ? ` ${f.info.version}, ${plural(f.info.num_layer, "layer")}` : ""})))
           : h("p", {class: "hint", text: "no model files in [model].path"}),
         loras.length ? [h("h4", {text: "LoRAs"}), loras.map((f) => h("label", {class: "file"},
           h("input", {type: "checkbox", name: "lora", value: f.name}), ` ${f.name} `,
