@@ -351,6 +351,7 @@ def test_save_writes_a_model_that_loads_and_answers_the_same(fresh_server, root,
 @pytest.mark.parametrize("body, status, param", [
     ({}, 400, "path"), ({"path": "../outside/x.st"}, 404, None), ({"path": "/tmp/x.st"}, 404, None),
     ({"path": "tiny.st"}, 409, "path"),  # the loaded model's own file
+    ({"path": "no/such/folder.st"}, 404, "path"), ({"path": "sub"}, 409, "path"),  # were 500s (schemathesis)
 ])
 def test_save_refuses_bad_targets(server, body, status, param):
     got, error = admin(server, "/admin/models/save", body)

@@ -414,6 +414,10 @@ def _save_target(runtime, body: dict) -> Path:
     if target.resolve() == Path(runtime.model_path).resolve():
         raise ApiError(409, f"{name} is the loaded model's own file; choose another name", param="path",
                        code="conflict")
+    if not target.parent.is_dir():
+        raise ApiError(404, f"no such folder for {name}: {target.parent}", param="path", code="not_found")
+    if target.is_dir():
+        raise ApiError(409, f"{name} is a folder; name a file", param="path", code="conflict")
     return target
 
 
