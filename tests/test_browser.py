@@ -158,9 +158,9 @@ def test_a_chat_message_gets_a_streamed_reply(page):
 
 def test_the_state_picker_sends_the_chosen_state(page):
     page.select_option("select[name=state]", label="poet")
-    page.select_option("select[name=sampler]", "Typical")
+    page.select_option("select[name=sampler]", "Mirostat")
     body, reply = send_chat(page, "Write a line about the sea.")
-    assert body["state"] == POET_ID and body["sampler"]["type"] == "Typical" and "tau" in body["sampler"]
+    assert body["state"] == POET_ID and body["sampler"] == {"type": "Mirostat", "tau": 3, "rate": 0.1}
     assert len(body["messages"]) == 3  # the history: user, assistant, user
     assert reply.get_attribute("data-finish") in ("stop", "length")
     page.select_option("select[name=state]", "")
@@ -192,8 +192,12 @@ def test_stop_cancels_the_reply_and_frees_the_slot(page, served):
 def test_the_grammar_boxes_constrain_the_reply(page):
     page.fill(".chat-options textarea[name=bnf]", 'start ::= "yes" | "no";')
     page.dispatch_event(".chat-options textarea[name=bnf]", "input")
+    page.select_option("select[name=sampler]", "Typical")
+    set_number(page, ".chat-options input[name=tau]", 0.9)
     body, reply = send_chat(page, "Is the sea blue?")
     assert body["bnf_schema"] == 'start ::= "yes" | "no";' and "response_format" not in body
+    assert body["sampler"]["type"] == "Typical" and body["sampler"]["tau"] == 0.9 and body["sampler"]["top_k"] == 128
+    page.select_option("select[name=sampler]", "Nucleus")
     assert reply.locator(".text").inner_text() in ("yes", "no") and reply.get_attribute("data-finish") == "stop"
     page.fill(".chat-options textarea[name=bnf]", "")
     page.dispatch_event(".chat-options textarea[name=bnf]", "input")

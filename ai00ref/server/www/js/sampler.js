@@ -31,8 +31,8 @@ export function samplerFields(options) {
   return fields;
 }
 
-function numberInput(value, step, onInput) {
-  return h("input", {type: "number", step: String(step), value: String(value),
+function numberInput(name, value, step, onInput) {
+  return h("input", {type: "number", name, step: String(step), value: String(value),
     oninput: (event) => event.target.value !== "" && onInput(Number(event.target.value))});
 }
 
@@ -44,7 +44,7 @@ export function samplerForm(storageKey, maxTokens) {
 
   function showParams() {
     params.replaceChildren(...SAMPLERS[options.type].map(([name, , step]) =>
-      field(name, numberInput(options.params[options.type][name], step, (value) => {
+      field(name, numberInput(name, options.params[options.type][name], step, (value) => {
         options.params[options.type][name] = value;
         save();
       }))));
