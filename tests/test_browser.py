@@ -18,7 +18,6 @@ import concurrent.futures
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -99,7 +98,8 @@ def browser():
         unavailable(f"no {CHROMIUM}: apt-get install chromium (make test-browser does, as root)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield browser
         browser.close()
 

@@ -1,11 +1,12 @@
-"""The web UI's static files at `/`: what no API route answers (ai00-server.md §1.1, §11; spec/api.md §Web UI).
+"""The web UI's static files at `/`: what no API route answers (ai00-server.md §1.1, §11; spec/api.md §10).
 
 Our own UI ships in the package (`ai00ref/server/www/`: plain HTML, CSS and ES modules) and is served when
 `[web].path` names nothing that exists (Ai00's default `assets/www/index.zip` is not shipped here) or cannot be
-read. `[web].path` may name a zip (Ai00's `index.zip`) or a folder to serve instead; without `[web]` there is no UI. Ai00 extracts the zip into `assets/temp` at
-start; here a zip is read into memory once (nothing is written, nothing outside it can be reached), and plugin zips
-in the zip's folder's `plugins/` are served under `/plugins/<stem>/` as Ai00 extracts them. Any GET that names no
-file gets `index.html` (a single-page app's routes), except under the API prefixes, which answer JSON 404s.
+read. `[web].path` may name a zip (Ai00's `index.zip`) or a folder to serve instead; without `[web]` there is no UI.
+Ai00 extracts the zip into `assets/temp` at start; here a zip is read into memory once (nothing is written, nothing
+outside it can be reached), and plugin zips in the zip's folder's `plugins/` are served under `/plugins/<stem>/` as
+Ai00 extracts them. Any GET that names no file gets `index.html` (a single-page app's routes), except under the API
+prefixes, which answer JSON 404s.
 """
 from __future__ import annotations
 

@@ -34,9 +34,14 @@ export function replaceChildren(node, ...children) {
 }
 
 /** A labelled form control: <label>Text <control></label>. */
-export function field(label, control, hint) {
+export function field(label, control, hint = null) {
   return h("label", {class: "field"}, h("span", {text: label}), control,
     hint ? h("small", {class: "hint", text: hint}) : null);
+}
+
+/** A plain button: button("save", "Export", onclick) or with a class: button("load", "Load", onclick, "primary"). */
+export function button(name, text, onclick, className = null) {
+  return h("button", {name, type: "button", text, onclick, class: className});
 }
 
 /** A titled panel section. */

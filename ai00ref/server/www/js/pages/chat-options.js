@@ -9,7 +9,8 @@ const OPTIONS_KEY = "ai00ref.chat.options";
 // `{user}` and `{assistant}` stand for the chat's names. "\n\n" ends a turn (the prompt template's separator).
 const DEFAULTS = {stops: ["\n\n", "\n{user}:"], state: "", bnf: "", schema: ""};
 
-/** The panel (the names edit `getChat()`'s); `read(chat)` gives the request fields it sets, or throws an Error naming a bad input. */
+/** The panel (its names edit `getChat()`'s). `read(chat)` gives the request fields it sets, or throws an Error
+ *  naming a bad input. */
 export function chatOptions(getChat, onNamesChange) {
   const options = {...DEFAULTS, ...loadJSON(OPTIONS_KEY, {})};
   const save = () => saveJSON(OPTIONS_KEY, options);
@@ -25,7 +26,10 @@ export function chatOptions(getChat, onNamesChange) {
     onNamesChange();
   }
 
-  const stateSelect = h("select", {name: "state", onchange: (event) => { options.state = event.target.value; save(); }});
+  const stateSelect = h("select", {name: "state", onchange: (event) => {
+    options.state = event.target.value;
+    save();
+  }});
   let knownStates = "";
   const stopWatching = onInfo((info) => {
     const states = (info && info.states) || [];

@@ -56,7 +56,7 @@ export function mount(container) {
   }
 
   function renderList() {
-    list.replaceChildren(...chats.map((chat) => h("li", {class: chat === current ? "active" : "", dataset: {id: chat.id}},
+    list.replaceChildren(...chats.map((chat) => h("li", {class: chat === current ? "active" : ""},
       h("span", {class: "chat-name", text: chat.title || UNTITLED, onclick: () => open(chat)}),
       h("button", {class: "icon", type: "button", title: "delete", text: "×", onclick: () => remove(chat)}))));
   }

@@ -80,7 +80,8 @@ export function mount(container) {
         }
         finish = chunkFinish(chunk) || finish;
       }
-      status.textContent = `${finish || "ended"} · ${chunks} chunks · ${((performance.now() - started) / 1000).toFixed(1)} s`;
+      const seconds = (performance.now() - started) / 1000;
+      status.textContent = `${finish || "ended"} · ${chunks} chunks · ${seconds.toFixed(1)} s`;
     } catch (error) {
       status.textContent = error.name === "AbortError" ? "stopped" : `error: ${error.message}`;
     }

@@ -3,7 +3,7 @@
 // the loaded model (/admin/models/save), and the admin sign-in.
 
 import {adminToken, api, setAdminToken} from "../api.js";
-import {field, h, plural, replaceChildren, section} from "../dom.js";
+import {button, field, h, plural, replaceChildren, section} from "../dom.js";
 import {currentInfo, onInfo} from "../status.js";
 
 const QUANT_TYPES = ["None", "Int8", "NF4", "SF4"];
@@ -44,6 +44,21 @@ function infoTable(info) {
     rows.map(([key, value]) => h("tr", {}, h("th", {text: key}), h("td", {text: String(value)}))));
 }
 
+function modelChoice(file, loaded) {
+  const about = file.info ? ` ${file.info.version}, ${plural(file.info.num_layer, "layer")}` : "";
+  return h("label", {class: "file"}, h("input", {type: "radio", name: "model", value: file.name, checked: loaded}),
+    ` ${file.name}`, h("small", {class: "hint", text: about}));
+}
+
+function loraChoice(file) {
+  return h("label", {class: "file"}, h("input", {type: "checkbox", name: "lora", value: file.name}), ` ${file.name} `,
+    h("input", {type: "number", name: "alpha", class: "alpha", step: "0.1", value: "1", title: "alpha"}));
+}
+
+function stateChoice(file) {
+  return h("label", {class: "file"}, h("input", {type: "checkbox", name: "state", value: file.name}), ` ${file.name}`);
+}
+
 export function mount(container) {
   const infoBox = h("div");
   const message = h("p", {class: "message", id: "settings-message"});
@@ -57,16 +72,12 @@ export function mount(container) {
     field("engine", select("engine", ENGINES, "auto")));
   const exportPath = h("input", {name: "export_path", value: "merged.st"});
 
+  const toolbar = (...children) => h("div", {class: "toolbar"}, ...children);
   container.append(h("div", {class: "settings"},
-    section("Loaded model", infoBox,
-      h("div", {class: "toolbar"}, h("button", {name: "unload", type: "button", text: "Unload", onclick: unload}))),
-    section("Load a model",
-      h("div", {class: "toolbar"}, h("button", {name: "refresh", type: "button", text: "Refresh list", onclick: refresh})),
-      filesBox, options,
-      h("div", {class: "toolbar"}, h("button", {name: "load", class: "primary", type: "button", text: "Load", onclick: load})),
-      message),
-    section("Export the loaded model (LoRAs merged, .st)",
-      h("div", {class: "toolbar"}, exportPath, h("button", {name: "save", type: "button", text: "Export", onclick: save}))),
+    section("Loaded model", infoBox, toolbar(button("unload", "Unload", unload))),
+    section("Load a model", toolbar(button("refresh", "Refresh list", refresh)), filesBox, options,
+      toolbar(button("load", "Load", load, "primary")), message),
+    section("Export the loaded model (LoRAs merged, .st)", toolbar(exportPath, button("save", "Export", save))),
     section("Adapters", adaptersBox),
     section("Admin access", accessBox)));
 
@@ -90,15 +101,11 @@ export function mount(container) {
       const info = currentInfo();
       const loaded = info && info.reload ? info.reload.model_path : null;
       replaceChildren(filesBox,
-        h("h4", {text: "Model"}), models.length ? models.map((f) => h("label", {class: "file"},
-          h("input", {type: "radio", name: "model", value: f.name, checked: f.path === loaded}),
-          ` ${f.name}`, h("small", {class: "hint", text: f.info ? ` ${f.info.version}, ${plural(f.info.num_layer, "layer")}` : ""})))
+        h("h4", {text: "Model"}),
+        models.length ? models.map((f) => modelChoice(f, f.path === loaded))
           : h("p", {class: "hint", text: "no model files in [model].path"}),
-        loras.length ? [h("h4", {text: "LoRAs"}), loras.map((f) => h("label", {class: "file"},
-          h("input", {type: "checkbox", name: "lora", value: f.name}), ` ${f.name} `,
-          h("input", {type: "number", name: "alpha", class: "alpha", step: "0.1", value: "1", title: "alpha"})))] : null,
-        states.length ? [h("h4", {text: "States"}), states.map((f) => h("label", {class: "file"},
-          h("input", {type: "checkbox", name: "state", value: f.name}), ` ${f.name}`))] : null);
+        loras.length ? [h("h4", {text: "LoRAs"}), loras.map(loraChoice)] : null,
+        states.length ? [h("h4", {text: "States"}), states.map(stateChoice)] : null);
     } catch (error) {
       filesBox.replaceChildren(h("p", {class: "error", text: error.message}));
     }
@@ -162,7 +169,8 @@ export function mount(container) {
   async function showAdapters() {
     try {
       const names = await api.adapters();
-      adaptersBox.replaceChildren(...(names.length ? names : ["none (no model loaded)"]).map((n) => h("li", {text: n})));
+      const shown = names.length ? names : ["none (no model loaded)"];
+      adaptersBox.replaceChildren(...shown.map((name) => h("li", {text: name})));
     } catch (error) {
       adaptersBox.replaceChildren(h("li", {class: "error", text: error.message}));
     }
