@@ -23,7 +23,6 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from ai00ref.server import admin, protocol
 from ai00ref.server.app import make_app
 from ai00ref.server.config import config_from_dict
-from ai00ref.server.openapi import openapi_document
 from ai00ref.server.runtime import start_runtime
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 
