@@ -141,6 +141,33 @@ def send_chat(page, text: str):
     return request.value.post_data_json, page.locator("#messages .msg.assistant:last-child")
 
 
+# ---- the UI's pure helpers, run in the page ----
+
+def test_the_helpers(page):
+    got = page.evaluate(r"""async () => {
+        const dom = await import("./js/dom.js");
+        const paper = await import("./js/pages/paper.js");
+        const settings = await import("./js/pages/settings.js");
+        const sampler = await import("./js/sampler.js");
+        const files = [{name: "a.st", info: {version: "V7"}}, {name: "b.prefab", info: null},
+                       {name: "c.st", info: null}, {name: "d.state", info: null}, {name: "e.txt", info: null}];
+        const kinds = settings.classify(files);
+        const options = sampler.defaultOptions(64);
+        options.type = "Mirostat";
+        return {
+            stops: dom.parseLines("\\n\\nUser:\n\nEND\\t"),
+            shown: dom.formatLines(["\n\nUser:", "END\t"]),
+            headings: paper.headings("1. Intro\n2) Method\n- Results\n\n  Outlook  "),
+            kinds: [kinds.models, kinds.loras, kinds.states].map((list) => list.map((f) => f.name)),
+            fields: sampler.samplerFields(options),
+        };
+    }""")
+    assert got["stops"] == ["\n\nUser:", "END\t"] and got["shown"] == "\\n\\nUser:\nEND\\t"
+    assert got["headings"] == ["Intro", "Method", "Results", "Outlook"]
+    assert got["kinds"] == [["a.st", "b.prefab"], ["c.st"], ["d.state"]]
+    assert got["fields"] == {"sampler": {"type": "Mirostat", "tau": 3, "rate": 0.1}, "max_tokens": 64}
+
+
 # ---- chat ----
 
 def test_a_chat_message_gets_a_streamed_reply(page):

@@ -71,6 +71,15 @@ export async function* stream(path, body, signal) {
   const response = await send("POST", path, {...body, stream: true}, false, signal);
   if (!response.ok) throw new ApiError(response.status, errorMessage(response.status, await readBody(response)));
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    yield* events(reader);
+  } finally {
+    reader.cancel().catch(() => {}); // the consumer stopped early, or the stream ended: release the connection
+  }
+}
+
+/** The JSON of each `data:` event read from `reader`, until `[DONE]` or the end. */
+async function* events(reader) {
   let buffer = "";
   for (;;) {
     const {value, done} = await reader.read();

@@ -35,6 +35,10 @@ export function chatOptions(getChat, onNamesChange) {
     const states = (info && info.states) || [];
     if (JSON.stringify(states) === knownStates) return;
     knownStates = JSON.stringify(states);
+    if (options.state && !states.some((s) => s.id === options.state)) { // not a state of the model now loaded
+      options.state = "";
+      save();
+    }
     stateSelect.replaceChildren(h("option", {value: "", text: "default"}),
       ...states.map((s) => h("option", {value: s.id, text: s.name, selected: s.id === options.state})));
   });

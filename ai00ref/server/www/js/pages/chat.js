@@ -25,7 +25,7 @@ export function mount(container) {
   const messages = h("div", {class: "messages", id: "messages"});
   const input = h("textarea", {name: "message", rows: 3, placeholder: "Message (Enter sends, Shift+Enter: new line)",
     onkeydown: (event) => {
-      if (event.key === "Enter" && !event.shiftKey) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { // not while an IME composes
         event.preventDefault();
         send();
       }
