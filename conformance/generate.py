@@ -4,6 +4,7 @@ Run from the repository root with the oracle venv (torch + rwkv):
 
     .venv-oracle/bin/python -m conformance.generate            # all cases
     .venv-oracle/bin/python -m conformance.generate v7 v6      # only cases of these variants
+    .venv-oracle/bin/python -m conformance.generate trained    # only the trained models of assets/models
 
 For each case the random model (`ai00ref.weights.random_model`) is written as an fp32 `.pth` and run with
 strategy `cpu fp32`. The `rwkv` module changes its contents at import time (`RWKV_V7_ON`, `RWKV_JIT_ON`), so
@@ -33,6 +34,9 @@ JIT = "1"  # RWKV_JIT_ON: the package default; the v7 class is a ScriptModule ei
 CASES = [(v, 2, 64, 256, 16) for v in ("v4", "v5.0", "v5.1", "v5.2", "v6", "v7")] + [
     (v, 3, 96, 300, 32) for v in ("v4", "v5.0", "v5.1", "v5.2", "v6", "v7")
 ] + [("v7", 2, 128, 300, 64)]
+# the project's trained models (assets/models/README.md): realistic magnitudes that random weights lack
+TRAINED = ["assets/models/rwkv7-pydoc-L4-C256.st"]
+TRAINED_TEXT = "The for statement in Python differs a bit from what you may be used to in C or Pascal."
 
 
 def case_spec(case) -> RandomModelSpec:
@@ -107,6 +111,71 @@ def run_case(spec: RandomModelSpec, tmp: Path) -> dict[str, np.ndarray]:
     return out
 
 
+# ---- trained models: a prompt of real text; logits kept for the trained rows only (the rest are exactly 0) ----
+
+def trained_info(tensors: dict[str, np.ndarray]) -> tuple[RandomModelSpec, np.ndarray, int]:
+    """The model's shape (as a spec), its trained rows (nonzero head rows) and one untrained id (> 60000)."""
+    V, C = tensors["head.weight"].shape
+    H, N = tensors["blocks.0.att.r_k"].shape
+    n_layer = 1 + max(int(k.split(".")[1]) for k in tensors if k.startswith("blocks."))
+    columns = np.flatnonzero(tensors["head.weight"].any(axis=1))
+    untrained = int(next(t for t in range(60000, V) if not tensors["emb.weight"][t].any()))
+    return RandomModelSpec("v7", n_layer, C, V, N, seed=0), columns, untrained
+
+
+def trained_prompts(untrained: int) -> dict[str, list[int]]:
+    from ai00ref.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    prefill = tok.encode(TRAINED_TEXT)[:11] + [untrained]  # ends on a token without a trained row
+    return {"prefill": prefill, "steps": [0, tok.encode(" The")[0], untrained, tok.encode(" list")[0]]}
+
+
+def run_trained(file: str, tmp: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    import hashlib
+
+    from conformance.runner import REPOSITORY, Fixture, trained_tensors
+
+    trained = {"file": file, "sha256": hashlib.sha256((REPOSITORY / file).read_bytes()).hexdigest()}
+    tensors = trained_tensors(Fixture(Path(file), {"trained": trained}, {}))
+    spec, columns, untrained = trained_info(tensors)
+    p = trained_prompts(untrained)
+    _save_pth(tensors, tmp / "model.pth")
+    model = _load_official(tmp / "model.pth", True)
+    out: dict[str, np.ndarray] = {}
+    logits, state = model.forward(p["prefill"], None, full_output=True)
+    out["prefill_logits"] = logits.float().numpy().copy()
+    for i, s in enumerate(_np_state(state)):
+        out[f"prefill_state.{i}"] = s
+    steps = []
+    for tok in p["steps"]:
+        logits, state = model.forward([tok], state)
+        steps.append(logits.float().numpy().copy())
+    out["steps_logits"] = np.stack(steps)
+    for i, s in enumerate(_np_state(state)):
+        out[f"steps_state.{i}"] = s
+    for name in ("prefill_logits", "steps_logits"):
+        others = np.delete(out[name], columns, axis=-1)
+        assert not others.any(), f"{name}: a logit outside the trained rows is not 0; storing columns would lose it"
+        out[name] = out[name][..., columns]
+    out["columns"], out["n_vocab"] = columns.astype(np.int64), np.int64(spec.n_vocab)
+    info = {"spec": spec, "trained": trained, "prompts": p}
+    return info, out
+
+
+def trained_worker(file: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        info, arrays = run_trained(file, Path(tmp))
+    m = {**meta(info["spec"], ""), "trained": info["trained"], "prompts": info["prompts"],
+         "command": f"{COMMAND} trained", "state_init": "none (no init_state check for trained models)",
+         "stored_columns": "logits only for the trained rows (`columns`); every other logit is exactly 0"}
+    path = FIXTURES / f"v7_trained_{Path(file).stem}.npz"  # sorts after the random fixtures
+    np.savez_compressed(path, format_version=np.int64(FORMAT_VERSION), meta=np.array(json.dumps(m)),
+                        **{k: v if v.dtype.kind == "i" else v.astype(np.float32) for k, v in arrays.items()})
+    print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path} "
+          f"({path.stat().st_size // 1024} KiB)")
+
+
 def meta(spec: RandomModelSpec, digest: str) -> dict:
     import torch
     from importlib.metadata import version
@@ -144,16 +213,18 @@ def worker(case_json: str) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("variants", nargs="*", help="only cases of these variants (default: all)")
+    ap.add_argument("variants", nargs="*", help="only cases of these variants, or `trained` (default: all)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return worker(args.worker)
+        case = json.loads(args.worker)
+        return trained_worker(case["trained"]) if isinstance(case, dict) else worker(args.worker)
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    for case in CASES:
-        if args.variants and case[0] not in args.variants:
-            continue
-        env = {**os.environ, "RWKV_JIT_ON": JIT, "RWKV_CUDA_ON": "0", "RWKV_V7_ON": "1" if case[0] == "v7" else "0"}
+    cases = [c for c in CASES if not args.variants or c[0] in args.variants]
+    cases += [{"trained": f} for f in TRAINED if not args.variants or "trained" in args.variants]
+    for case in cases:
+        is_v7 = isinstance(case, dict) or case[0] == "v7"
+        env = {**os.environ, "RWKV_JIT_ON": JIT, "RWKV_CUDA_ON": "0", "RWKV_V7_ON": "1" if is_v7 else "0"}
         cmd = [sys.executable, "-m", "conformance.generate", "--worker", json.dumps(case)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode:

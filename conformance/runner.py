@@ -25,11 +25,14 @@ from ai00ref.weights.random_model import RandomModelSpec, random_model_tensors, 
 
 FORMAT_VERSION = 1
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPOSITORY = FIXTURES.parent.parent  # trained fixtures name their model file relative to it
 REGENERATE = ".venv-oracle/bin/python -m conformance.generate"
 FILE_TYPES = ("pth-fp32", "pth-fp16", "pth-bf16", "st-fp16")
 # (variant, file type) pairs where the official package defines no reference: Ai00's converter keeps v5.0's
 # log-u `time_first` in the `.st` and Ai00 uses it raw, while the package uses exp(time_first) (rwkv-math §2.2, §11.3)
 NOT_APPLICABLE = {("v5.0", "st-fp16"): "n/a: .st keeps v5.0 log(u) time_first, Ai00 uses it raw; pkg uses exp"}
+# trained models hold fp16 values (the .st they ship as), which bf16 cannot hold: a bf16 file is another model
+TRAINED_NOT_APPLICABLE = {"pth-bf16": "n/a: trained weights are fp16 values, not exact in bf16"}
 # max relative L2 error per backend (or "backend-precision"); a later engine adds its own keys here
 TOLERANCES = {"ref": 1e-5, "taichi-fp32": 1e-4, "taichi-fp16": 1e-2}
 
@@ -49,8 +52,19 @@ class Fixture:
         return RandomModelSpec(**self.meta["spec"])
 
     @property
+    def trained(self) -> dict | None:
+        """{"file": path from the repository root, "sha256": ...} for a trained model's fixture; None if random."""
+        return self.meta.get("trained")
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The model's tensors under `.pth` names: the random model of `spec`, or the trained model's file."""
+        return trained_tensors(self) if self.trained else random_model_tensors(self.spec)
+
+    @property
     def shape(self) -> str:
         s = self.spec
+        if self.trained:
+            return f"trained L{s.n_layer} C{s.n_embd} N{s.head_size}"
         return f"L{s.n_layer} C{s.n_embd} N{s.head_size} V{s.n_vocab}"
 
     def states(self, prefix: str) -> list[np.ndarray]:
@@ -97,8 +111,49 @@ def load_fixture(path: Path) -> Fixture:
         raise FixtureError(f"{path.name}: format_version {found}, runner expects {FORMAT_VERSION}. "
                            f"HINT: regenerate with `{REGENERATE}`")
     fixture = Fixture(path, json.loads(str(arrays.pop("meta"))), arrays)
-    check_digest(fixture, tensors_digest(random_model_tensors(fixture.spec)))
+    if fixture.trained:
+        check_trained_file(fixture)
+        fixture.arrays = expand_columns(arrays)
+    else:
+        check_digest(fixture, tensors_digest(random_model_tensors(fixture.spec)))
     return fixture
+
+
+# ---- trained models (assets/models): fixtures keep only the logit columns of trained rows ----
+
+def check_trained_file(fixture: Fixture) -> None:
+    import hashlib
+
+    path = REPOSITORY / fixture.trained["file"]
+    if not path.is_file():
+        raise FixtureError(f"{fixture.path.name}: the trained model {fixture.trained['file']} is missing "
+                           "(it ships in the repository; a wheel install has no assets/models)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != fixture.trained["sha256"]:
+        raise FixtureError(f"{fixture.path.name}: {fixture.trained['file']} has sha256 {digest[:16]}…, the fixture "
+                           f"was made from {fixture.trained['sha256'][:16]}…. HINT: regenerate with "
+                           f"`{REGENERATE} trained` (oracle venv) and commit the new fixture")
+
+
+def expand_columns(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Logits stored for `columns` only (the generator checked every other logit is exactly 0) -> full rows."""
+    columns = arrays.pop("columns")
+    n_vocab = int(arrays.pop("n_vocab"))
+    for name in [k for k in arrays if k.endswith("_logits")]:
+        full = np.zeros(arrays[name].shape[:-1] + (n_vocab,), np.float32)
+        full[..., columns] = arrays[name]
+        arrays[name] = full
+    return arrays
+
+
+def trained_tensors(fixture: Fixture) -> dict[str, np.ndarray]:
+    """The trained `.st` back under `.pth` names, fp32 (for v7 Ai00's conversion is its own inverse: no renames
+    apply, and it swaps the same two axes)."""
+    from ai00ref.weights.convert import pth_to_st_tensors
+    from ai00ref.weights.safetensors_io import read_safetensors
+
+    st = read_safetensors(REPOSITORY / fixture.trained["file"])
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in pth_to_st_tensors(st).items()}
 
 
 def check_digest(fixture: Fixture, digest: str) -> None:
@@ -134,18 +189,26 @@ def tolerance(backend: str, precision: str | None = None) -> float:
 
 # ---- model files ----
 
-def write_model_file(spec: RandomModelSpec, kind: str, directory: Path) -> Path:
-    """Write the model as one of FILE_TYPES with the project's writers (ImportError if not there yet)."""
+def write_model_file(spec: RandomModelSpec, kind: str, directory: Path, tensors: dict | None = None) -> Path:
+    """Write the model (`tensors`, else the random model of `spec`) as one of FILE_TYPES with the project's writers
+    (ImportError if not there yet)."""
     suffix, dtype = kind.split("-")
     path = directory / f"model-{dtype}.{suffix}"
     if suffix == "pth":
         from ai00ref.weights.pth import write_pth
 
-        write_pth(path, random_model_tensors(spec), dtype=dtype)
+        write_pth(path, random_model_tensors(spec) if tensors is None else tensors, dtype=dtype)
         return path
-    from ai00ref.weights.random_model import write_random_model
+    if tensors is None:
+        from ai00ref.weights.random_model import write_random_model
 
-    return write_random_model(spec, path, dtype=dtype)
+        return write_random_model(spec, path, dtype=dtype)
+    from ai00ref.weights.convert import ST_METADATA, pth_to_st_tensors
+    from ai00ref.weights.safetensors_io import write_safetensors
+
+    write_safetensors(path, {k: np.ascontiguousarray(v).astype(np.float16) for k, v in pth_to_st_tensors(tensors).items()},
+                      metadata=ST_METADATA)
+    return path
 
 
 # ---- engine adapter (the contract of ai00ref.load_model; see README) ----
@@ -248,15 +311,15 @@ def check_fixture(fx: Fixture, backend: str = "ref", dtype: str = "float32", fil
                   **load_kwargs) -> list[Row]:
     """All rows of the table for one fixture."""
     tol = tolerance(backend, load_kwargs.get("precision") or {"float32": "fp32", "float16": "fp16"}.get(dtype))
-    rows = []
+    rows, tensors = [], fx.tensors() if fx.trained else None
     with tempfile.TemporaryDirectory() as tmp:
         for kind in file_types:
-            if (fx.spec.variant, kind) in NOT_APPLICABLE:
-                rows.append(Row(fx.spec.variant, fx.shape, kind, "all", float("nan"), float("nan"), tol,
-                                NOT_APPLICABLE[fx.spec.variant, kind]))
+            not_applicable = TRAINED_NOT_APPLICABLE.get(kind) if fx.trained else NOT_APPLICABLE.get((fx.spec.variant, kind))
+            if not_applicable:
+                rows.append(Row(fx.spec.variant, fx.shape, kind, "all", float("nan"), float("nan"), tol, not_applicable))
                 continue
             try:
-                model = load_model(write_model_file(fx.spec, kind, Path(tmp)), backend, dtype, **load_kwargs)
+                model = load_model(write_model_file(fx.spec, kind, Path(tmp), tensors), backend, dtype, **load_kwargs)
             except ImportError as e:  # a writer or reader of the project that is not there yet
                 rows.append(Row(fx.spec.variant, fx.shape, kind, "load", float("nan"), float("nan"), tol,
                                 f"skipped: {e}"))
