@@ -129,8 +129,9 @@ def test_shipped_config_loads_without_warnings(caplog):
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         config = load_config(SHIPPED)
     assert caplog.records == []
-    assert config.model == ModelConfig(path=Path("assets/models"), name="", quant=0, quant_type="None",
-                                       precision="Fp16", token_chunk_size=256, max_batch=8)
+    assert config.model == ModelConfig(path=Path("assets/models"), name="rwkv7-pydoc-L4-C256.st", quant=0,
+                                       quant_type="None", precision="Fp16", token_chunk_size=256, max_batch=8)
+    assert (REPO / config.model.path / config.model.name).is_file()  # the project's own model ships with it
     assert config.lora == () and config.state == ()
     assert config.tokenizer == TokenizerConfig()
     assert config.bnf == BnfConfig()

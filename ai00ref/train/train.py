@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
-        losses.append(ce.item())
+        losses.append(ce.detach())  # no host sync per step
         step += 1
         if step == 20 and args.max_seconds < 1e9:  # fit the schedule into the time budget (its cosine then ends)
             fit = int(0.92 * args.max_seconds / ((time.time() - start) / step))
@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
         if step % args.eval_every == 0 or step == total or out_of_time:
             ev = evaluate(model, val_t, rows, args.ctx, args.batch, cfg.n_vocab)
             rec = {"step": step, "tokens": step * args.batch * args.ctx, "epoch": step / steps_per_epoch, "lr": lr,
-                   "train_loss": float(np.mean(losses)), "grad_norm": float(grad_norm), "seconds": time.time() - start,
+                   "train_loss": torch.stack(losses).mean().item(), "grad_norm": float(grad_norm), "seconds": time.time() - start,
                    **{"val_" + k: v for k, v in ev.items()}}
             losses = []
             log.write(json.dumps(rec) + "\n")
