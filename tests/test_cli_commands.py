@@ -137,3 +137,11 @@ def test_the_loading_bar_walks_the_stages():
     text = out.getvalue()
     assert "loading m.st" in text and "4/4 stages, done" in text
     assert all(f"{i}/4 stages, {stage}" in text for i, stage in enumerate(RUNTIME_STAGES))
+
+
+def test_start_runtime_reports_each_stage_in_order(model):
+    stages = []
+    config = dataclasses.replace(default_config(), adapter=AdapterConfig(engine="ref"))
+    runtime = start_runtime(config, model, on_stage=stages.append)
+    runtime.close()
+    assert stages == list(RUNTIME_STAGES)
