@@ -22,8 +22,10 @@ $(VENV)/.installed-%: setup.cfg pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-test
 	$(BIN)/python -m ai00ref serve
 
-# Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest
-test: test-ref test-taichi-cpu test-taichi-vulkan test-browser
+# Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest. The two
+# arches run side by side (each is mostly one busy thread: kernel compilation), their outputs kept apart.
+test: test-ref test-browser
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-cpu test-taichi-vulkan
 
 test-ref: $(VENV)/.installed-test $(LEGACY_OPENAI)
 	$(PYTEST) -m "not taichi and not browser"
@@ -38,10 +40,10 @@ $(LEGACY_OPENAI): | $(BIN)/python
 	$(VENV)/legacy-openai/bin/python -m pip install -q openai==0.28.1
 
 test-taichi-cpu: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -m taichi
+	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -p no:cacheprovider -m taichi
 
 test-taichi-vulkan: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -m taichi
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi
 
 # Debian packages, installed (as root) only when missing; without root it says what to install and goes on
 # (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)
