@@ -303,6 +303,8 @@ def test_settings_signs_in_and_loads_another_model(page, served):
     assert page.locator("#model-info").inner_text().count(DEMO_MODEL) == 1
     page.check(f"#model-files input[value='{SMALL_MODEL}']")
     page.fill("input[name=max_batch]", "2")
+    page.fill("input[name=quant]", "1")
+    page.select_option("select[name=quant_type]", "Int8")
     page.click("button[name=load]")
     page.wait_for_selector("dialog#login[open]")  # force_pass = false: the app key is asked for
     page.fill("dialog input[name=app_id]", APP_ID)
@@ -314,12 +316,14 @@ def test_settings_signs_in_and_loads_another_model(page, served):
     page.wait_for_selector("#settings-message.ok:has-text('loaded')")
     runtime = runtime_of(served)
     assert runtime.model_path.name == SMALL_MODEL and runtime.scheduler.max_batch == 2
+    assert (runtime.info.quant_layers, runtime.info.quant_type) == (1, "int8")
     page.wait_for_selector(f"#model-info:has-text('{SMALL_MODEL}')")
     page.wait_for_selector("#status:has-text('slots 0/2')")
-    page.fill("input[name=export_path]", "exported.st")
+    page.fill("input[name=export_path]", "small.prefab")
     page.click("button[name=save]")
     page.wait_for_selector("#settings-message.ok:has-text('exported')")
-    assert (served.folder / "exported.st").is_file()
+    page.wait_for_selector("#model-files input[name=model][value='small.prefab']")  # listed as a model to load
+    assert (served.folder / "small.prefab").is_file()
     shot(page, "settings")
 
 

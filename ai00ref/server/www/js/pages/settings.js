@@ -1,6 +1,6 @@
 // Settings: the loaded model (live, from /api/models/state), loading another one from the model folder
 // (/api/models/list -> /admin/models/load) with its LoRAs, states and options, unloading, the adapters, exporting
-// the loaded model (/admin/models/save), and the admin sign-in.
+// the loaded model as a prefab (/admin/models/save), and the admin sign-in.
 
 import {adminToken, api, setAdminToken} from "../api.js";
 import {button, field, h, plural, replaceChildren, section} from "../dom.js";
@@ -70,14 +70,15 @@ export function mount(container) {
     field("precision", select("precision", PRECISIONS, "Fp16")),
     field("token_chunk_size", number("token_chunk_size", 128, 1)), field("max_batch", number("max_batch", 8, 1)),
     field("engine", select("engine", ENGINES, "auto")));
-  const exportPath = h("input", {name: "export_path", value: "merged.st"});
+  const exportPath = h("input", {name: "export_path", value: "exported.prefab"});
 
   const toolbar = (...children) => h("div", {class: "toolbar"}, ...children);
   container.append(h("div", {class: "settings"},
     section("Loaded model", infoBox, toolbar(button("unload", "Unload", unload))),
     section("Load a model", toolbar(button("refresh", "Refresh list", refresh)), filesBox, options,
       toolbar(button("load", "Load", load, "primary")), message),
-    section("Export the loaded model (LoRAs merged, .st)", toolbar(exportPath, button("save", "Export", save))),
+    section("Export a prefab (LoRAs merged, quantized as it runs)",
+      toolbar(exportPath, button("save", "Export", save))),
     section("Adapters", adaptersBox),
     section("Admin access", accessBox)));
 
