@@ -283,6 +283,9 @@ def test_paper_sections_are_written_in_parallel(page, served):
     assert page.input_value("textarea[name=outline]").startswith("1.")
     page.fill("textarea[name=outline]", "1. Introduction\n2. The recurrence\n3. Experiments")
     page.click("button[name=write]")
+    page.wait_for_function("[...document.querySelectorAll('.paper-section')].every("
+                           "(card) => card.dataset.finish || card.querySelector('.text').textContent)")
+    shot(page, "paper-writing")  # while the sections stream in together (most likely)
     page.wait_for_selector(".paper-section[data-finish] >> nth=2")
     page.wait_for_selector("#paper-status:has-text('in parallel')")
     cards = page.locator(".paper-section")

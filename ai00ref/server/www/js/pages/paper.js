@@ -99,10 +99,12 @@ export function mount(container) {
     sections.replaceChildren(...cards);
     const results = await Promise.all(list.map((heading, i) => {
       const text = cards[i].querySelector(".text");
+      const meta = cards[i].querySelector(".meta");
       return run(sectionPrompt(title.value, outline.value, heading), ["\n\n"], (piece) => {
         text.textContent += piece;
+        meta.textContent = "writing…";
       }).then((result) => {
-        cards[i].querySelector(".meta").textContent = `${result.finish} · ${result.seconds.toFixed(1)} s`;
+        meta.textContent = `${result.finish} · ${result.seconds.toFixed(1)} s`;
         Object.assign(cards[i].dataset, {finish: result.finish, first: result.first, ended: result.ended});
         return result;
       });
