@@ -15,6 +15,7 @@ skip, except under CI=true, where they fail.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import time
@@ -24,7 +25,7 @@ import pytest
 
 import ai00ref
 from ai00ref.server.app import RUNTIME, make_app
-from ai00ref.server.config import config_from_dict
+from ai00ref.server.config import config_from_dict, load_config, resolve_config_paths
 from ai00ref.server.runtime import DEMO_MODEL, DEMO_SPEC, start_runtime
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 from test_server_api import ServerThread
@@ -32,6 +33,8 @@ from test_server_api import ServerThread
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = REPO / "assets" / "configs" / "Config.toml"
 ARTIFACTS = Path(os.environ.get("AI00REF_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 SLOTS = 4
@@ -359,3 +362,55 @@ def test_with_force_pass_and_no_model(browser, tmp_path):
     finally:
         page.close()
         server.close()
+
+
+# ---- the shipped configuration: what `make serve` shows ----
+
+@pytest.fixture(scope="module")
+def shipped():
+    """assets/configs/Config.toml as shipped (the project's trained model, force_pass = true, the bundled UI), on
+    the reference engine so that the run does not depend on a Taichi arch."""
+    config = resolve_config_paths(load_config(SHIPPED_CONFIG), REPO)
+    config = dataclasses.replace(config, adapter=dataclasses.replace(config.adapter, engine="ref"))
+    server = start_server(make_app(start_runtime(config), config, REPO))
+    yield server
+    server.close()
+
+
+def english(text: str) -> bool:
+    """Text that reads as the Python docs' prose: words, nearly all ASCII."""
+    return " " in text.strip() and sum(c.isascii() for c in text) >= 0.8 * len(text)
+
+
+def test_the_shipped_model_in_the_ui(browser, shipped):
+    page = open_page(browser, shipped.url + "/")
+    try:
+        assert page.is_visible("#status:has-text('rwkv7-pydoc')")
+        set_number(page, ".chat-options input[name=max_tokens]", 48)
+        set_number(page, ".chat-options input[name=seed]", 3)
+        body, reply = send_chat(page, "How do I read a file line by line in Python?")
+        assert english(reply.locator(".text").inner_text())
+        shot(page, "shipped-chat")
+        page.click("#nav a[data-page=continue]")
+        page.fill("textarea[name=text]", "A generator function in Python")
+        set_number(page, ".side input[name=max_tokens]", 48)
+        set_number(page, ".side input[name=seed]", 5)
+        page.click("button[name=continue]")
+        page.wait_for_selector("#continuation-status:has-text('chunks')")
+        assert english(page.input_value("textarea[name=text]"))
+        shot(page, "shipped-continuation")
+        page.click("#nav a[data-page=paper]")
+        page.fill("input[name=title]", "Iterators and generators in Python")
+        set_number(page, ".side input[name=max_tokens]", 40)
+        set_number(page, ".side input[name=seed]", 7)
+        page.click("button[name=outline]")
+        page.wait_for_selector("#paper-status:has-text('outline:')")
+        page.fill("textarea[name=outline]", "1. Iterators\n2. Generator functions\n3. Generator expressions")
+        page.click("button[name=write]")
+        page.wait_for_selector("#paper-status:has-text('in parallel')")
+        texts = page.locator(".paper-section .text").all_inner_texts()
+        assert len(texts) == 3 and all(english(text) for text in texts)
+        shot(page, "shipped-paper")
+        assert page.errors == []
+    finally:
+        page.close()

@@ -12,8 +12,9 @@ function outlinePrompt(title) {
   return `Title: ${title}\n\nOutline of the paper, one section per line:\n1.`;
 }
 
-function sectionPrompt(title, outline, heading) {
-  return `Title: ${title}\n\nOutline:\n${outline}\n\nSection: ${heading}\n\n`;
+/** A section's start: the paper's title and the section's numbered heading, as a document's text has them. */
+function sectionPrompt(title, number, heading) {
+  return `${title}\n\n${number}. ${heading}\n\n`;
 }
 
 /** The outline's lines as section headings, without their numbering ("1.", "2)", "-"). */
@@ -100,7 +101,7 @@ export function mount(container) {
     const results = await Promise.all(list.map((heading, i) => {
       const text = cards[i].querySelector(".text");
       const meta = cards[i].querySelector(".meta");
-      return run(sectionPrompt(title.value, outline.value, heading), ["\n\n"], (piece) => {
+      return run(sectionPrompt(title.value, i + 1, heading), [], (piece) => { // max_tokens ends it
         text.textContent += piece;
         meta.textContent = "writing…";
       }).then((result) => {
