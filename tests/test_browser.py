@@ -330,6 +330,12 @@ def test_settings_signs_in_and_loads_another_model(page, served):
     page.wait_for_selector("#settings-message.ok:has-text('exported')")
     page.wait_for_selector("#model-files input[name=model][value='small.prefab']")  # listed as a model to load
     assert (served.folder / "small.prefab").is_file()
+    page.click("button:has-text('Sign out')")
+    page.click("button[name=unload]")
+    page.wait_for_selector("dialog#login[open]")
+    page.keyboard.press("Escape")  # cancelled: the model stays
+    page.wait_for_selector("#settings-message.error:has-text('token')")
+    assert runtime_of(served) is runtime
     shot(page, "settings")
 
 

@@ -22,6 +22,7 @@ function askForKey(reason) {
         finish(answer.token);
       } catch (failure) {
         error.textContent = failure.message;
+        dialog.returnValue = "";
         dialog.showModal(); // ask again
       }
     }
@@ -30,6 +31,7 @@ function askForKey(reason) {
       resolve(token);
     }
     dialog.addEventListener("close", onClose);
+    dialog.returnValue = ""; // Escape closes without setting it: a stale "ok" would read as a sign-in
     dialog.showModal();
   });
 }
