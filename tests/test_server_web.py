@@ -67,6 +67,13 @@ def test_the_ui_files_and_the_index_fallback(ui_server, path, content_type, body
     assert status == 200 and got_type.startswith(content_type) and got == body
 
 
+def test_head_gets_the_headers_of_a_ui_file(ui_server):
+    request = urllib.request.Request(ui_server.url + "/assets/app.js", method="HEAD")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/javascript")
+        assert response.headers["Content-Length"] == str(len(SCRIPT)) and response.read() == b""
+
+
 def test_api_routes_come_first_and_keep_their_json_errors(ui_server):
     status, body = call(ui_server, "/api/oai/models")
     assert status == 200 and body["data"] == []  # no model loaded

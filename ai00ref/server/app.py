@@ -51,7 +51,7 @@ async def errors_and_cors(request: web.Request, handler):
         response = error_response(error)
     except web.HTTPNotFound as error:  # no route: a GET may be the web UI's (API routes come first)
         response = error_response(ApiError(404, error.reason, code="not_found"))
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: the same headers, no body
             response = await static_or_error(request)
     except web.HTTPException as error:  # aiohttp's own (405 method, ...): in the same JSON shape
         response = error_response(ApiError(error.status, error.reason, code=error.reason.lower().replace(" ", "_")))
