@@ -2,9 +2,10 @@
 
 The server runs on loopback over the generated demo model (the reference engine), with `force_pass = false`, so
 admin actions go through the UI's sign-in. The tests run in file order on one page, as a person would use it:
-chat (a streamed reply, a state, stop, kept conversations), continuation, paper writing, then settings (sign in,
-load another model, export it) and a chat with the new model. Screenshots go to $AI00REF_TEST_ARTIFACTS
-(default tests/artifacts/, ignored by git).
+chat (a streamed reply, samplers, a state, stop, BNF and JSON-schema boxes, kept conversations), continuation,
+paper writing, then settings (sign in, load another model quantized, export a prefab, cancel a sign-in) and a chat
+with the new model. Then a server with `force_pass = true` and no model, and the shipped Config.toml (the project's
+trained model). Screenshots go to $AI00REF_TEST_ARTIFACTS (default tests/artifacts/, ignored by git).
 
     make test-browser      # installs chromium (apt, as root) and playwright if missing
     pytest -m browser tests/test_browser.py
