@@ -125,9 +125,6 @@ def load_model(path: str | os.PathLike, backend: str = "ref", dtype: str = "floa
         raise ValueError(f"backend 'ref' takes no options {sorted(options)} (they are for backend='taichi')")
     path = os.fspath(path)
     config = resolve_quant(path, quant, quant_type, lora, tokenizer)
-    if backend == "taichi" and config.active:
-        raise NotImplementedError(f"quantized weights ({config.scheme}, {config.layers} layers) on the Taichi "
-                                  "engine: its kernels are not written yet (issue 6); use backend='ref', or quant=0")
     tensors, log_bonus = model_tensors(path, lora)
     info = read_model_info(tensors, path)
     weights = canonical_weights(tensors, info, path, dtype, log_bonus, config, progress)

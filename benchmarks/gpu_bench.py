@@ -8,6 +8,16 @@
    --cache, reused by later runs), prefill of --prefill tokens, --decode greedy steps at batch 1 and at --batch;
    prints RESULT lines with tok/s.
 One process runs one arch (Taichi's rule); run it once per arch.
+
+Quantized weights (spec/quant.md): --check-quant int8,nf4,sf4 adds, per checked variant, a check with all but the
+last layer quantized with each scheme (reference with the same settings vs Taichi, fp32).
+--quant-types none,int8,nf4 times each variant unquantized and with every layer quantized; those speed models are
+built in memory (`repeated_layer_model`: layers 1.. share layer 1's weights and codes, the embedding and head are
+plain random draws), because generating and quantizing 1.5B random weights in NumPy takes minutes, and a kernel's
+time does not depend on the values it reads.
+
+    python benchmarks/gpu_bench.py --arch cuda --check v7 --check-quant int8,nf4,sf4 --speed v7,v6 \
+        --quant-types none,int8,nf4 --prefill 4 --decode 32
 """
 from __future__ import annotations
 
@@ -26,10 +36,14 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)).max())
 
 
-def check(variant: str, arch: str, precision: str, directory: Path) -> float:
+def check(variant: str, arch: str, precision: str, directory: Path, scheme: str = "none") -> float:
     spec = RandomModelSpec(variant, n_layer=3, n_embd=128, n_vocab=512, head_size=64)
-    path = write_random_model(spec, directory / f"check_{variant}.pth")
-    ref, fast = ai00ref.load_model(path), ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision)
+    path = directory / f"check_{variant}.pth"
+    if not path.exists():
+        write_random_model(spec, path)
+    quant = dict(quant=2, quant_type=scheme) if scheme != "none" else {}  # a quantized group and a dense one
+    ref = ai00ref.load_model(path, **quant)
+    fast = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision, **quant)
     rows = [[0, 5, 17, 300, 2, 9, 44], [7], [12, 13, 14]]
     lr, sr = ref.forward(rows, ref.new_state(3))
     lf, sf = fast.forward(rows, fast.new_state(3))
@@ -40,6 +54,38 @@ def check(variant: str, arch: str, precision: str, directory: Path) -> float:
         lf, sf = fast.forward(step, sf)
         error = max(error, relative_error(lf, lr))
     return error
+
+
+def two_layer_tensors(variant: str, embd: int, vocab: int) -> dict:
+    """Layers 0 and 1 from the project's generator (vocab 256), with an embedding and a head of the full vocab drawn
+    plainly (the generator would take minutes for them): the `.st`-form tensors of `repeated_layer_model`."""
+    from ai00ref.weights.convert import pth_to_st_tensors
+    from ai00ref.weights.random_model import random_model_tensors
+
+    tensors = pth_to_st_tensors(random_model_tensors(RandomModelSpec(variant, 2, embd, 256, head_size=64)))
+    rng = np.random.default_rng(0)
+    tensors["emb.weight"] = rng.standard_normal((vocab, embd), dtype=np.float32) * np.float32(0.5)
+    tensors["head.weight"] = rng.standard_normal((vocab, embd), dtype=np.float32) * np.float32(embd ** -0.5)
+    return tensors
+
+
+def repeated_layer_model(two_layers: dict, layers: int, scheme: str, arch: str, precision: str):
+    """A Taichi model for timing, built in memory: layers 2.. share layer 1's arrays and quantized codes (a kernel's
+    time does not depend on the values it reads). Every layer is quantized with `scheme` unless it is "none"."""
+    from ai00ref.model_info import read_model_info
+    from ai00ref.weights.canonical import canonical_weights, quantize_tensors
+    from ai00ref.weights.quant import NO_QUANT, QuantConfig
+    from kernels.engine import TaichiModel
+
+    config = QuantConfig(layers, scheme) if scheme != "none" else NO_QUANT
+    tensors = quantize_tensors(two_layers, read_model_info(two_layers), QuantConfig(2, scheme) if config.active
+                               else NO_QUANT)
+    for name in [n for n in tensors if n.startswith("blocks.1.")]:
+        for i in range(2, layers):
+            tensors[name.replace("blocks.1.", f"blocks.{i}.", 1)] = tensors[name]
+    name = f"<{layers} layers>"
+    info = read_model_info(tensors, name)
+    return TaichiModel(canonical_weights(tensors, info, name, quant=config), arch=arch, precision=precision)
 
 
 def timed(fn, *args):
@@ -146,13 +192,20 @@ def main() -> None:
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="also time every kernel of one decode step")
+    parser.add_argument("--check-quant", default="", help="schemes to check as well (comma-separated: int8,nf4,sf4)")
+    parser.add_argument("--quant-types", default="", help="time each --speed variant with these (none,int8,nf4,sf4), "
+                        "every layer quantized, on in-memory models (repeated_layer_model)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for variant in filter(None, args.check.split(",")):
-            for precision in ("fp32", args.precision):
-                error = check(variant, args.arch, precision, Path(tmp))
-                print(f"RESULT check arch={args.arch} variant={variant} precision={precision} rel_l2={error:.2e}",
-                      flush=True)
+            for scheme in ["none"] + list(filter(None, args.check_quant.split(","))):
+                for precision in ("fp32", args.precision) if scheme == "none" else ("fp32",):
+                    error = check(variant, args.arch, precision, Path(tmp), scheme)
+                    print(f"RESULT check arch={args.arch} variant={variant} quant={scheme} precision={precision} "
+                          f"rel_l2={error:.2e}", flush=True)
+    if args.quant_types:
+        quantized_speed(args)
+        return
     args.cache.mkdir(parents=True, exist_ok=True)
     for variant in filter(None, args.speed.split(",")):
         spec = RandomModelSpec(variant, args.layers, args.embd, args.vocab, head_size=64)
@@ -169,6 +222,24 @@ def main() -> None:
         del model
         if args.profile:
             profile(path, args.arch, args.precision, args.batch)
+
+
+def quantized_speed(args) -> None:
+    """--quant-types: each --speed variant with each storage, on in-memory models (repeated_layer_model)."""
+    for variant in filter(None, args.speed.split(",")):
+        start = time.perf_counter()
+        two_layers = two_layer_tensors(variant, args.embd, args.vocab)
+        print(f"{variant}: two generated layers in {time.perf_counter() - start:.0f} s", flush=True)
+        for scheme in args.quant_types.split(","):
+            start = time.perf_counter()
+            model = repeated_layer_model(two_layers, args.layers, scheme, args.arch, args.precision)
+            print(f"model {variant} L{args.layers} C{args.embd} V{args.vocab} quant={scheme} ready in "
+                  f"{time.perf_counter() - start:.0f} s on {model.arch}; weights {model.info.weight_bytes / 2**20:.0f} "
+                  "MiB on the device", flush=True)
+            for key, value in speed(model, args.prefill, args.decode, args.batch).items():
+                print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
+                      f"precision={args.precision} quant={scheme} {key}={value:.1f}", flush=True)
+            del model
 
 
 if __name__ == "__main__":

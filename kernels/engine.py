@@ -17,6 +17,8 @@ from ai00ref.ref.common import LN_EPS, layer_norm
 from ai00ref.ref.model import check_tokens
 from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
+from ai00ref.weights.quant import QuantizedMatrix
+from kernels import quant
 from kernels.lanes import head_kernel
 from kernels.launch import Replay, recording
 
@@ -34,6 +36,8 @@ def to_device(value, matrix_dtype, name: str = ""):
     """Canonical weights -> the same dataclasses holding Taichi ndarrays (MATRICES in `matrix_dtype`, the rest f32)."""
     if value is None:
         return None
+    if isinstance(value, QuantizedMatrix):  # v4's matrices, one by one (v5-v7 stack theirs: kernels/stacking.py)
+        return quant.upload(value)
     if dataclasses.is_dataclass(value):
         return dataclasses.replace(value, **{f.name: to_device(getattr(value, f.name), matrix_dtype, f.name)
                                              for f in dataclasses.fields(value) if f.name != "info"})
@@ -44,6 +48,17 @@ def to_device(value, matrix_dtype, name: str = ""):
     device = ti.ndarray(dtype, array.shape)
     device.from_numpy(array.astype(np.float16 if dtype == ti.f16 else np.float32))
     return device
+
+
+def device_bytes(value) -> int:
+    """Bytes of every Taichi ndarray in `value` (an ndarray, or dataclasses, tuples and LayerGroups holding them)."""
+    if isinstance(value, ti.Ndarray):
+        return int(np.prod(value.shape)) * {ti.f16: 2, ti.f32: 4, ti.u32: 4, ti.i32: 4}[value.dtype]
+    if isinstance(value, (tuple, list)):
+        return sum(device_bytes(v) for v in value)
+    if dataclasses.is_dataclass(value):
+        return sum(device_bytes(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "info")
+    return 0
 
 
 class Workspace:
@@ -235,10 +250,17 @@ class TaichiModel:
         self.run_blocks = module.run_blocks
         self.head_norm = _stacked([np.stack([weights.ln_out.weight, weights.ln_out.bias])], ti.f32)  # (1, 2, C)
         self.head_matrix = _stacked([weights.head], dtype)  # (1, V, C)
+        # what this engine holds on the device; the embedding table stays on the host (spec/quant.md §5)
+        self.info = dataclasses.replace(self.info, weight_bytes=self.weight_device_bytes())
         self.initial_state = initial_state
         self.workspace = Workspace()
         self.passes = PassCache()
         self.graph = graph
+
+    def weight_device_bytes(self) -> int:
+        """Bytes of the device arrays holding weights: the layers (quantized rows, float matrices in the precision's
+        dtype, f32 vectors), the output norm and the head."""
+        return device_bytes((self.blocks, self.head_norm, self.head_matrix))
 
     def new_state(self, batch: int = 1) -> TaichiState:
         if self.initial_state is None:

@@ -13,8 +13,10 @@ import functools
 import taichi as ti
 
 import kernels
+from kernels import quant
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.launch import kernel
+from kernels.quant import DENSE
 
 FULL_MASK = 0xFFFFFFFF
 ROW, FIRST, START, LENGTH, LAST = range(5)  # rows of a pass's packed plan (kernels/engine.py Pass.packed)
@@ -75,11 +77,14 @@ def activate(s: ti.f32, act: ti.i32) -> ti.f32:
 
 @ti.func
 def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.template(), x_col: ti.i32,
-             n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template()):
+             n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template(), storage: ti.template() = DENSE):
     """This lane's share of W[layer, o, w_col:w_col+n_in] · X[t0+u, x_col:x_col+n_in] for the `tile` positions u
-    (not yet summed over the lanes)."""
+    (not yet summed over the lanes). `storage`: DENSE (W holds floats) or a quantized scheme (W holds u32 rows,
+    kernels/quant.py; w_col must be 0)."""
     acc = ti.Vector([0.0] * tile)
-    if ti.static(LANES == 1):  # CPU: one plain dot product per position (LLVM vectorizes it); the row stays in L1
+    if ti.static(storage != DENSE):
+        acc = dot_tile_quantized(W, layer, o, X, x_col, n_in, t0, T, lane, tile, storage)
+    elif ti.static(LANES == 1):  # CPU: one plain dot product per position (LLVM vectorizes it); the row stays in L1
         for u in ti.static(range(tile)):
             if t0 + u < T:
                 s = 0.0
@@ -96,6 +101,31 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
                     for u in ti.static(range(tile)):
                         if t0 + u < T:
                             acc[u] += w * X[t0 + u, x_col + k]
+    return acc
+
+
+@ti.func
+def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
+                       t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template(), scheme: ti.template()):
+    """`dot_tile` of a quantized row: the lanes take its words of codes in turn (neighbouring lanes, neighbouring
+    words), each dequantized in registers (quant.word_weights) and used for every position of the tile."""
+    acc = ti.Vector([0.0] * tile)
+    per_word = ti.static(quant.CODES_PER_WORD[scheme])
+    block = ti.static(quant.BLOCK[scheme])
+    n_words = (n_in + per_word - 1) // per_word  # words holding real elements (the padding's are skipped)
+    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words
+    unroll = ti.static(4 if tile == 1 else 1)  # words (4 or 8 codes each) in flight per lane
+    for step in range((n_words + LANES * unroll - 1) // (LANES * unroll)):
+        for q in ti.static(range(unroll)):
+            j = (step * unroll + q) * LANES + lane
+            if j < n_words:
+                w = quant.word_weights(W, layer, o, j, scale_at, scheme)
+                for e in ti.static(range(per_word)):
+                    k = j * per_word + e
+                    if k < n_in:
+                        for u in ti.static(range(tile)):
+                            if t0 + u < T:
+                                acc[u] += w[e] * X[t0 + u, x_col + k]
     return acc
 
 
@@ -123,17 +153,18 @@ def emit_tile(acc: ti.template(), Y: ti.template(), col: ti.i32, t0: ti.i32, T: 
 @ti.func
 def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32, X: ti.template(),
                 x_col: ti.i32, Y: ti.template(), y_col: ti.i32, act: ti.i32, accumulate: ti.template(),
-                tile: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0):
+                tile: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0, storage: ti.template() = DENSE):
     """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
-    receptance). Must match ref.common.linear (and the product that follows it)."""
+    receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
+    (and the product that follows it), a QuantizedMatrix's included."""
     T = X.shape[0]
     n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
     for g in range(n_out * n_tiles * LANES):
         lane, group = g % LANES, g // LANES
         o, t0 = group // n_tiles, group % n_tiles * tile  # neighbouring rows of threads share a weight row
-        acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile)
+        acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
         emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
 
 

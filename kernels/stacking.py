@@ -4,13 +4,17 @@ A fused layer kernel reads every layer's weights from a few stacked arrays (one 
 Taichi indexes an ndarray with 32-bit integers, so one array holds fewer than 2^31 elements: a v6 or v7 model past
 ~3B parameters (C 4096, 32 layers) needs more. Layers are therefore stacked in groups of consecutive layers, each
 group's arrays under the limit (spec/kernels.md §4): a launch gets its group's arrays, the weight index `w` within
-the group, and the model's layer index (the state's row, and v7's layer-0 rule).
+the group, and the model's layer index (the state's row, and v7's layer-0 rule). A group also never mixes
+quantized and dense layers (or two schemes): each storage has its own compiled kernel (kernels/quant.py).
 """
+import bisect
 import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
 import taichi as ti
+
+from kernels.quant import DENSE
 
 MAX_ELEMENTS = 2 ** 31 - 1
 
@@ -21,9 +25,12 @@ class StackTooLarge(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LayerGroups:
-    """A model's layers as groups of `size` consecutive layers (the last may hold fewer): groups[g] is the
-    version's stacked-weights dataclass (V6Layers, V7Layers) of layers g·size .. g·size + size - 1."""
+    """A model's layers as groups of consecutive layers: groups[g] is the version's stacked-weights dataclass
+    (V6Layers, V7Layers) of layers first[g] .. first[g] + (its layer count) - 1. A group holds at most `size` layers,
+    and one storage (dense, or one quantization scheme: `quant = N` quantizes only layers 0..N-1), so each group
+    runs one compiled kernel."""
     groups: tuple
+    first: tuple[int, ...]  # the model layer of each group's slot 0
     size: int
     n_layer: int
 
@@ -32,8 +39,9 @@ class LayerGroups:
         return self.groups[0].shape
 
     def locate(self, layer: int) -> tuple[object, int]:
-        """Model layer -> (its group's weights, its index `w` in them)."""
-        return self.groups[layer // self.size], layer % self.size
+        """Model layer -> (its group's weights, its index `slot` in them)."""
+        g = bisect.bisect_right(self.first, layer) - 1
+        return self.groups[g], layer - self.first[g]
 
 
 def group_size(n_layer: int, elements_per_layer: Sequence[int], limit: int | None = None) -> int:
@@ -46,18 +54,29 @@ def group_size(n_layer: int, elements_per_layer: Sequence[int], limit: int | Non
     return max(1, min(n_layer, limit // worst))
 
 
-def stack_in_groups(blocks: Sequence, elements_per_layer: Sequence[int], stack: Callable[[Sequence], object],
-                    limit: int | None = None) -> LayerGroups:
-    """Canonical blocks -> LayerGroups, `stack(blocks of one group)` making each group's dataclass."""
+def runs(keys: Sequence) -> list[range]:
+    """Maximal runs of consecutive equal keys, as ranges of indices: [a, a, b] -> [range(0, 2), range(2, 3)]."""
+    starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
+    return [range(a, z) for a, z in zip(starts, starts[1:] + [len(keys)])]
+
+
+def stack_in_groups(blocks: Sequence, elements_per_layer: Sequence[int], stack: Callable[[Sequence, str], object],
+                    storage: Sequence[str] | None = None, limit: int | None = None) -> LayerGroups:
+    """Canonical blocks -> LayerGroups, `stack(blocks of one group, their storage)` making each group's dataclass.
+    `storage[i]`: layer i's matrix storage (kernels/quant.py storage_of); a group never mixes two.
+    `elements_per_layer`: the dense layer's arrays (a quantized layer's are smaller)."""
+    storage = list(storage) if storage is not None else [DENSE] * len(blocks)
     size = group_size(len(blocks), elements_per_layer, limit)
-    groups = tuple(stack(blocks[first:first + size]) for first in range(0, len(blocks), size))
-    return LayerGroups(groups=groups, size=size, n_layer=len(blocks))
+    bounds = [(first, min(first + size, run.stop)) for run in runs(storage) for first in range(run.start, run.stop, size)]
+    groups = tuple(stack([blocks[i] for i in range(a, z)], storage[a]) for a, z in bounds)
+    return LayerGroups(groups=groups, first=tuple(a for a, _ in bounds), size=size, n_layer=len(blocks))
 
 
 def upload(per_layer, dtype) -> ti.Ndarray:
-    """Per-layer host arrays -> one stacked device array in `dtype` (np.float16 or np.float32)."""
-    host = np.stack([np.asarray(a, np.float32) for a in per_layer]).astype(dtype)
+    """Per-layer host arrays -> one stacked device array in `dtype` (np.float16, np.float32, or np.uint32 for
+    quantized rows, kernels/quant.py)."""
+    host = np.stack([np.asarray(a, np.uint32 if dtype == np.uint32 else np.float32) for a in per_layer]).astype(dtype)
     assert host.size <= MAX_ELEMENTS, "stack_in_groups keeps every stack within Taichi's index range"
-    device = ti.ndarray(ti.f16 if dtype == np.float16 else ti.f32, host.shape)
+    device = ti.ndarray({np.float16: ti.f16, np.float32: ti.f32, np.uint32: ti.u32}[dtype], host.shape)
     device.from_numpy(host)
     return device

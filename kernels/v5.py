@@ -41,8 +41,9 @@ def device_blocks(blocks, matrix_dtype) -> LayerGroups:
     C = att.key.shape[0]
     shape = Shape(C=C, H=att.decay.shape[0], F=blocks[0].ffn.key.shape[0], Dm=0, Dd=0, gated=att.gate is not None)
     gate = (lambda a: [a.gate]) if shape.gated else (lambda a: [])
-    mats = [np.concatenate([b.att.receptance, b.att.key, b.att.value, *gate(b.att), b.att.output, b.ffn.key,
-                            b.ffn.receptance]) for b in blocks]
-    return stack_layers(shape, [_vectors(b, C) for b in blocks], mats,
+    quantizable = [[b.att.receptance, b.att.key, b.att.value, *gate(b.att), b.att.output, b.ffn.key, b.ffn.receptance]
+                   for b in blocks]
+    unused = [np.zeros((shape.LOW_ROWS, C), np.float32) for _ in blocks]  # v5 has no low-rank matrices
+    return stack_layers(shape, [_vectors(b, C) for b in blocks], quantizable, unused,
                         [np.zeros((C, shape.SECOND), np.float32) for _ in blocks], [b.ffn.value for b in blocks],
                         matrix_dtype)

@@ -33,11 +33,12 @@ import numpy as np
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels import lanes
+from kernels import lanes, quant
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.launch import kernel
+from kernels.quant import DENSE, storage_of
 from kernels.stacking import LayerGroups, stack_in_groups, upload
 
 # Blocks of the scratch buffer's mixed inputs, and the matching rows of V6Layers.vec from MIX on. The kernel orders
@@ -74,18 +75,15 @@ class Shape:
     def data_dependent(self) -> bool:  # v6
         return self.Dm > 0
 
-    # rows of V6Layers.mats (L, ROWS, C): the matrices that read C inputs
+    # rows of V6Layers.mats (L, ROWS, C): the matrices that read C inputs; the first Q_ROWS are those spec/quant.md
+    # §1 quantizes, then the low-rank first stages (never quantized: in a quantized group they are V6Layers.low)
     @property
-    def N_PROJ(self) -> int:  # rows 0.. : receptance, key, value, gate (if gated), decay_w1 (v6)
-        return (4 if self.gated else 3) * self.C + self.Dd
-
-    @property
-    def MAA_FIRST(self) -> int:  # maa_w1's five Dm-row blocks, in the kernel's r, k, v, g, w order (v6)
-        return self.N_PROJ
+    def PROJ_ROWS(self) -> int:  # rows 0.. : receptance, key, value, gate (if gated)
+        return (4 if self.gated else 3) * self.C
 
     @property
     def OUT(self) -> int:
-        return self.MAA_FIRST + 5 * self.Dm
+        return self.PROJ_ROWS
 
     @property
     def FFN_KEY(self) -> int:
@@ -96,8 +94,29 @@ class Shape:
         return self.FFN_KEY + self.F
 
     @property
-    def ROWS(self) -> int:
+    def Q_ROWS(self) -> int:
         return self.FFN_RECEPTANCE + self.C
+
+    # the low-rank rows, from the low-rank base (Q_ROWS in a dense mats; 0 in a quantized group's `low`)
+    @property
+    def DECAY_FIRST(self) -> int:  # decay_w1 (v6)
+        return 0
+
+    @property
+    def MAA_FIRST(self) -> int:  # maa_w1's five Dm-row blocks, in the kernel's r, k, v, g, w order (v6)
+        return self.Dd
+
+    @property
+    def LOW_ROWS(self) -> int:
+        return max(self.Dd + 5 * self.Dm, 1)  # v5: one unused row
+
+    @property
+    def ROWS(self) -> int:
+        return self.Q_ROWS + self.LOW_ROWS
+
+    @property
+    def N_PROJ(self) -> int:  # the projections task's rows: r, k, v, gate, then decay_w1's
+        return self.PROJ_ROWS + self.Dd
 
     # columns of V6Layers.second (L, C, SECOND): maa_w2's five blocks (r, k, v, g, w), then decay_w2 (v6)
     @property
@@ -153,31 +172,47 @@ class Shape:
 @dataclasses.dataclass
 class V6Layers:
     """A group of layers' weights stacked on a leading axis, on the device (few arrays: few kernel arguments);
-    kernels/stacking.py groups the layers so each array stays within Taichi's index range."""
+    kernels/stacking.py groups the layers so each array stays within Taichi's index range.
+
+    `storage` DENSE: mats and ffn_value hold floats, and mats ends with the low-rank rows (low is None).
+    A quantized scheme: mats and ffn_value hold u32 rows (kernels/quant.py), and the low-rank rows are `low`."""
     shape: Shape
     vec: object  # (L, NV, C) f32: every per-channel vector
-    mats: object  # (L, Shape.ROWS, C): receptance, key, value, gate, decay_w1 | maa_w1 | output | ffn key, receptance
+    mats: object  # (L, ROWS or Q_ROWS, C or words): receptance, key, value, gate | output | ffn key, receptance | low
     second: object  # (L, C, Shape.SECOND): maa_w2's five blocks, then decay_w2, side by side along the input axis
-    ffn_value: object  # (L, C, F)
+    ffn_value: object  # (L, C, F or words)
+    storage: str = DENSE
+    low: object = None  # quantized groups: (L, LOW_ROWS, C) decay_w1 | maa_w1, dense
 
     @property
     def n_layer(self) -> int:
         return self.vec.shape[0]
 
 
-def stack_layers(shape: Shape, vectors, mats, second, ffn_value, matrix_dtype) -> LayerGroups:
-    """Per-layer host arrays (vectors (NV, C), mats (ROWS, C), second (C, SECOND), ffn_value (C, F)) -> V6Layers,
-    in groups of layers (kernels/stacking.py)."""
+def stack_layers(shape: Shape, vectors, quantizable, low, second, ffn_value, matrix_dtype) -> LayerGroups:
+    """Per-layer host weights -> V6Layers, in groups of layers of one storage (kernels/stacking.py): vectors (NV, C),
+    quantizable (the Q_ROWS rows' matrices in order, float or QuantizedMatrix), low (LOW_ROWS, C), second
+    (C, SECOND), ffn_value (C, F) float or QuantizedMatrix."""
     host_dtype = np.float16 if matrix_dtype == ti.f16 else np.float32
-    per_layer = [np.size(a[0]) for a in (vectors, mats, second, ffn_value)]
+    storage = [storage_of(ffn) for ffn in ffn_value]
+    per_layer = [len(vectors[0]) * shape.C, shape.ROWS * shape.C, np.size(second[0]), shape.C * shape.F]
 
-    def stack(layers) -> V6Layers:
+    def stack(layers, kind) -> V6Layers:
+        def matrices(per_layer_rows):  # each layer's matrices, their rows one after another
+            if kind == DENSE:
+                return upload([np.concatenate([np.asarray(m, np.float32) for m in rows]) for rows in per_layer_rows],
+                              host_dtype)
+            return upload([quant.stack_rows(rows) for rows in per_layer_rows], np.uint32)
+
+        q_rows = [quantizable[i] for i in layers]
+        low_rows = [np.asarray(low[i], np.float32) for i in layers]
         return V6Layers(shape=shape, vec=upload([vectors[i] for i in layers], np.float32),
-                        mats=upload([mats[i] for i in layers], host_dtype),
+                        mats=matrices([[*q, w] for q, w in zip(q_rows, low_rows)] if kind == DENSE else q_rows),
                         second=upload([second[i] for i in layers], host_dtype),
-                        ffn_value=upload([ffn_value[i] for i in layers], host_dtype))
+                        ffn_value=matrices([[ffn_value[i]] for i in layers]), storage=kind,
+                        low=None if kind == DENSE else upload(low_rows, host_dtype))
 
-    return stack_in_groups(range(len(vectors)), per_layer, stack)
+    return stack_in_groups(range(len(vectors)), per_layer, stack, storage)
 
 
 def _vectors(block) -> np.ndarray:
@@ -205,9 +240,10 @@ def device_blocks(blocks, matrix_dtype) -> LayerGroups:
     att = blocks[0].att
     shape = Shape(C=att.maa_x.shape[0], H=att.bonus.shape[0], F=blocks[0].ffn.key.shape[0],
                   Dm=att.maa_w2.shape[2], Dd=att.decay_w1.shape[0], gated=True)
-    mats = [np.concatenate([b.att.receptance, b.att.key, b.att.value, b.att.gate, b.att.decay_w1, _maa_first(b.att),
-                            b.att.output, b.ffn.key, b.ffn.receptance]) for b in blocks]
-    return stack_layers(shape, [_vectors(b) for b in blocks], mats, [_second(b.att) for b in blocks],
+    quantizable = [[b.att.receptance, b.att.key, b.att.value, b.att.gate, b.att.output, b.ffn.key, b.ffn.receptance]
+                   for b in blocks]
+    low = [np.concatenate([b.att.decay_w1, _maa_first(b.att)]) for b in blocks]
+    return stack_layers(shape, [_vectors(b) for b in blocks], quantizable, low, [_second(b.att) for b in blocks],
                         [b.ffn.value for b in blocks], matrix_dtype)
 
 
@@ -226,10 +262,17 @@ def data_mix_task(s: ti.template(), second: ti.template(), slot: ti.i32, sc: ti.
         emit_tile(acc, sc, s.MIXED + (MIX_R + m) * s.C + c, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
 
 
+def low_base(s: Shape, storage: str) -> int:
+    """Where the low-rank rows start: after the Q_ROWS in a dense group's mats, at 0 of a quantized group's low."""
+    return s.Q_ROWS if storage == DENSE else 0
+
+
 @ti.func
-def projections_task(s: ti.template(), mats: ti.template(), slot: ti.i32, sc: ti.template(), tile: ti.template()):
+def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.i32, sc: ti.template(),
+                     tile: ti.template(), storage: ti.template()):
     """r, k, v, gate = x_s W_sᵀ (ref.v6.time_mix, ref.v5.time_mix) and the decay LoRA's first stage
-    tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m."""
+    tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
+    are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group)."""
     T = sc.shape[0]
     n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
@@ -237,9 +280,17 @@ def projections_task(s: ti.template(), mats: ti.template(), slot: ti.i32, sc: ti
         lane, group = g % lanes.LANES, g // lanes.LANES
         o, t0 = group // n_tiles, group % n_tiles * tile
         mix, act = MIX_R + o // s.C, ACT_NONE
-        if o >= 4 * s.C:  # decay_w1's rows (v6: always gated, so they follow the gate's)
+        if o >= s.PROJ_ROWS:  # decay_w1's rows (v6: always gated, so they follow the gate's)
             mix, act = MIX_W, ACT_TANH
-        acc = dot_tile(mats, slot, o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        acc = ti.Vector([0.0] * tile)
+        if ti.static(storage == DENSE):  # one array: decay_w1's rows after the quantizable ones
+            row = o if o < s.PROJ_ROWS else s.Q_ROWS + s.DECAY_FIRST + o - s.PROJ_ROWS
+            acc = dot_tile(mats, slot, row, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        elif o < s.PROJ_ROWS:
+            acc = dot_tile(mats, slot, o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
+        else:
+            acc = dot_tile(low, slot, s.DECAY_FIRST + o - s.PROJ_ROWS, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane,
+                           tile)
         emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
 
 
@@ -322,27 +373,28 @@ TASKS = ("shift_mix", "maa_lora", "data_mix", "projections", "decay", "wkv", "ou
 
 
 @functools.cache
-def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
+def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE):
     """The kernel of one layer (every position of a pass); `tile` positions share each weight read.
+    `storage`: the group's matrices (kernels/quant.py); a quantized kernel takes the low-rank rows as one more array.
     `tasks` leaves some out, for tests and profiling only."""
     v6 = s.data_dependent
     n_static = 4 if s.gated else 3  # v5: the static mixes of r, k, v (and g)
+    low_at = low_base(s, storage)
 
-    @kernel
-    def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
-              second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
-              S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
-              layer: ti.i32, slot: ti.i32):
+    @ti.func
+    def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
+             ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
+             plan: ti.template(), sc: ti.template(), layer: ti.i32, slot: ti.i32):
         if ti.static("shift_mix" in tasks and v6):
             shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED, True)
         if ti.static("shift_mix" in tasks and not v6):
             shift_mix_task(x, vec, slot, LN1, MIX + MIX_R, n_static, att_x, layer, plan, LN_EPS, sc, s.MIXED + MIX_R * s.C)
         if ti.static("maa_lora" in tasks and v6):
-            linear_task(mats, slot, s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
+            linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
         if ti.static("data_mix" in tasks and v6):
             data_mix_task(s, second, slot, sc, tile)
         if ti.static("projections" in tasks):
-            projections_task(s, mats, slot, sc, tile)
+            projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("decay" in tasks and v6):
             decay_task(s, vec, second, slot, sc, tile)
         if ti.static("wkv" in tasks):
@@ -350,25 +402,49 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
         if ti.static("output_gate" in tasks):
             output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
-            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
+            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("ffn_key" in tasks):
-            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
+            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
+                        storage=storage)
         if ti.static("ffn_receptance" in tasks):
             linear_task(mats, slot, s.FFN_RECEPTANCE, s.C, s.C, sc, s.MIXED + s.C, sc, s.FFN_R, ACT_SIGMOID, False,
-                        tile)
+                        tile, storage=storage)
         if ti.static("ffn_value" in tasks):
-            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R)
+            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage)
 
-    return layer
+    if storage == DENSE:
+        @kernel
+        def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+                  second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
+                  S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
+                  layer: ti.i32, slot: ti.i32):
+            body(x, vec, mats, mats, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
+
+        return layer
+
+    @kernel
+    def quantized_layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+                        low: ti.types.ndarray(), second: ti.types.ndarray(), ffn_value: ti.types.ndarray(),
+                        att_x: ti.types.ndarray(), S: ti.types.ndarray(), ffn_x: ti.types.ndarray(),
+                        plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32, slot: ti.i32):
+        body(x, vec, mats, low, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
+
+    return quantized_layer
+
+
+def layer_arrays(group) -> tuple:
+    """A group's weight arrays in its layer kernel's order (a quantized group's kernel also takes `low`)."""
+    if group.storage == DENSE:
+        return group.vec, group.mats, group.second, group.ffn_value
+    return group.vec, group.mats, group.low, group.second, group.ffn_value
 
 
 def run_blocks(layers: LayerGroups, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
     """Every layer over the pass's positions: one launch each, with its group's weights."""
     scratch = ws.buffer("v6_scratch", (plan.T, layers.shape.WIDTH))
-    run = layer_kernel(layers.shape, tile, tasks)
     for i in range(layers.n_layer):
         group, slot = layers.locate(i)
-        run(x, group.vec, group.mats, group.second, group.ffn_value, state.att_x, state.wkv, state.ffn_x,
-            plan.packed, scratch, i, slot)
+        layer_kernel(layers.shape, tile, tasks, group.storage)(x, *layer_arrays(group), state.att_x, state.wkv,
+                                                               state.ffn_x, plan.packed, scratch, i, slot)

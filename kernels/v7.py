@@ -26,10 +26,11 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels import lanes
+from kernels import lanes, quant
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.launch import kernel
+from kernels.quant import DENSE, storage_of
 from kernels.stacking import LayerGroups, stack_in_groups, upload
 
 # Rows of V7Layers.vec (L, NV, C): every per-channel vector of a layer.
@@ -60,26 +61,31 @@ class Shape:
     def D(self) -> int:  # the four low-rank widths together
         return self.Dw + self.Da + self.Dg + self.Dv
 
-    # rows of V7Layers.mats (L, ROWS, C): the matrices that read C inputs
+    # rows of V7Layers.mats (L, ROWS, C): the matrices that read C inputs; the first Q_ROWS are those spec/quant.md
+    # §1 quantizes, then the low-rank first stages (never quantized: in a quantized group they are V7Layers.low)
     @property
     def RKV(self) -> int:
         return 0
 
     @property
-    def FIRST(self) -> int:  # w1, a1, g1, v1
+    def OUT(self) -> int:
         return 3 * self.C
 
     @property
-    def OUT(self) -> int:
-        return 3 * self.C + self.D
+    def FFN_KEY(self) -> int:
+        return 4 * self.C
 
     @property
-    def FFN_KEY(self) -> int:
-        return 4 * self.C + self.D
+    def Q_ROWS(self) -> int:
+        return 4 * self.C + self.F
+
+    @property
+    def FIRST(self) -> int:  # w1, a1, g1, v1 in a dense group's mats (a quantized group's `low` holds them from 0)
+        return self.Q_ROWS
 
     @property
     def ROWS(self) -> int:
-        return 4 * self.C + self.D + self.F
+        return self.Q_ROWS + self.D
 
     # columns of the scratch buffer (T, WIDTH)
     @property
@@ -122,12 +128,17 @@ class Shape:
 @dataclasses.dataclass
 class V7Layers:
     """A group of layers' weights stacked on a leading axis, on the device (few arrays: few kernel arguments);
-    kernels/stacking.py groups the layers so each array stays within Taichi's index range."""
+    kernels/stacking.py groups the layers so each array stays within Taichi's index range.
+
+    `storage` DENSE: mats and ffn_value hold floats, and mats ends with the low-rank rows (low is None).
+    A quantized scheme: mats and ffn_value hold u32 rows (kernels/quant.py), and the low-rank rows are `low`."""
     shape: Shape
     vec: object  # (L, NV, C) f32: every per-channel vector
-    mats: object  # (L, Shape.ROWS, C): receptance, key, value | w1, a1, g1, v1 | output | ffn key
+    mats: object  # (L, ROWS or Q_ROWS, C or words): receptance, key, value | output | ffn key | w1, a1, g1, v1
     second: object  # (L, C, D): w2 | a2 | g2 | v2 side by side along the input axis (v2 zero in layer 0)
-    ffn_value: object  # (L, C, F)
+    ffn_value: object  # (L, C, F or words)
+    storage: str = DENSE
+    low: object = None  # quantized groups: (L, D, C) w1 | a1 | g1 | v1, dense
 
     @property
     def n_layer(self) -> int:
@@ -158,23 +169,34 @@ def device_blocks(blocks, matrix_dtype) -> LayerGroups:
     def v2(block):
         return block.att.v2 if block.att.v2 is not None else np.zeros((C, Dv), np.float32)
 
-    def stack(group) -> V7Layers:
+    def matrices(per_layer_rows, storage):  # each layer's matrices, their rows one after another
+        if storage == DENSE:
+            return upload([np.concatenate([np.asarray(m, np.float32) for m in rows]) for rows in per_layer_rows],
+                          host_dtype)
+        return upload([quant.stack_rows(rows) for rows in per_layer_rows], np.uint32)
+
+    def stack(group, storage) -> V7Layers:
+        quantizable = [[b.att.receptance, b.att.key, b.att.value, b.att.output, b.ffn.key] for b in group]
+        low = [[b.att.w1, b.att.a1, b.att.g1, v1(b)] for b in group]
         return V7Layers(
             shape=shape,
             vec=upload([_vectors(b) for b in group], np.float32),
-            mats=upload([np.concatenate([b.att.receptance, b.att.key, b.att.value, b.att.w1, b.att.a1, b.att.g1,
-                                         v1(b), b.att.output, b.ffn.key]) for b in group], host_dtype),
+            mats=matrices([q + w for q, w in zip(quantizable, low)] if storage == DENSE else quantizable, storage),
             second=upload([np.concatenate([b.att.w2, b.att.a2, b.att.g2, v2(b)], axis=1) for b in group], host_dtype),
-            ffn_value=upload([b.ffn.value for b in group], host_dtype),
+            ffn_value=matrices([[b.ffn.value] for b in group], storage),
+            storage=storage, low=None if storage == DENSE else matrices(low, DENSE),
         )
 
-    return stack_in_groups(blocks, (NV * C, shape.ROWS * C, C * shape.D, C * shape.F), stack)
+    return stack_in_groups(blocks, (NV * C, shape.ROWS * C, C * shape.D, C * shape.F), stack,
+                           [storage_of(b.ffn.value) for b in blocks])
 
 
 @ti.func
-def projections_task(s: ti.template(), mats: ti.template(), slot: ti.i32, sc: ti.template(), tile: ti.template()):
+def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.i32, sc: ti.template(),
+                     tile: ti.template(), storage: ti.template() = DENSE):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
-    and LOW columns; each reads its own mixed input."""
+    and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
+    stages' in `low` (dense; the same array as mats in a dense group)."""
     T = sc.shape[0]
     n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
@@ -191,7 +213,14 @@ def projections_task(s: ti.template(), mats: ti.template(), slot: ti.i32, sc: ti
                 mix = MIX_A
             elif j < s.Dw + s.Da + s.Dg:
                 mix, act = MIX_G, ACT_SIGMOID
-        acc = dot_tile(mats, slot, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        acc = ti.Vector([0.0] * tile)
+        if ti.static(storage == DENSE):  # one array: the first stages' rows after the quantizable ones
+            row = s.RKV + o if o < 3 * s.C else s.FIRST + o - 3 * s.C
+            acc = dot_tile(mats, slot, row, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+        elif o < 3 * s.C:
+            acc = dot_tile(mats, slot, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
+        else:
+            acc = dot_tile(low, slot, o - 3 * s.C, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
         emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
 
 
@@ -318,19 +347,19 @@ TASKS = ("shift_mix", "projections", "second_stage", "prepare", "wkv", "output_g
 
 
 @functools.cache
-def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
+def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE):
     """The kernel of one layer (every position of a pass); `tile` positions share each weight read.
+    `storage`: the group's matrices (kernels/quant.py); a quantized kernel takes the low-rank rows as one more array.
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
 
-    @kernel
-    def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
-              second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
-              S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
-              layer: ti.i32, slot: ti.i32):
+    @ti.func
+    def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
+             ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
+             plan: ti.template(), sc: ti.template(), layer: ti.i32, slot: ti.i32):
         if ti.static("shift_mix" in tasks):
             shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("projections" in tasks):
-            projections_task(s, mats, slot, sc, tile)
+            projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("second_stage" in tasks):
             second_stage_task(s, second, slot, layer, sc, tile)
         if ti.static("prepare" in tasks):
@@ -340,22 +369,46 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS):
         if ti.static("output_gate" in tasks):
             output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
-            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile)
+            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("ffn_key" in tasks):
-            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile)
+            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
+                        storage=storage)
         if ti.static("ffn_value" in tasks):
-            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile)
+            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, storage=storage)
 
-    return layer
+    if storage == DENSE:
+        @kernel
+        def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+                  second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
+                  S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
+                  layer: ti.i32, slot: ti.i32):
+            body(x, vec, mats, mats, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
+
+        return layer
+
+    @kernel
+    def quantized_layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+                        low: ti.types.ndarray(), second: ti.types.ndarray(), ffn_value: ti.types.ndarray(),
+                        att_x: ti.types.ndarray(), S: ti.types.ndarray(), ffn_x: ti.types.ndarray(),
+                        plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32, slot: ti.i32):
+        body(x, vec, mats, low, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
+
+    return quantized_layer
+
+
+def layer_arrays(group) -> tuple:
+    """A group's weight arrays in its layer kernel's order (a quantized group's kernel also takes `low`)."""
+    if group.storage == DENSE:
+        return group.vec, group.mats, group.second, group.ffn_value
+    return group.vec, group.mats, group.low, group.second, group.ffn_value
 
 
 def run_blocks(layers: LayerGroups, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
     """Every layer over the pass's positions: one launch each, with its group's weights."""
     scratch = ws.buffer("v7_scratch", (plan.T, layers.shape.WIDTH))
-    run = layer_kernel(layers.shape, tile, tasks)
     for i in range(layers.n_layer):
         group, slot = layers.locate(i)
-        run(x, group.vec, group.mats, group.second, group.ffn_value, state.att_x, state.wkv, state.ffn_x,
-            plan.packed, scratch, i, slot)
+        layer_kernel(layers.shape, tile, tasks, group.storage)(x, *layer_arrays(group), state.att_x, state.wkv,
+                                                               state.ffn_x, plan.packed, scratch, i, slot)

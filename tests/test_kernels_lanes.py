@@ -85,7 +85,7 @@ def v7_runner(task: str, shape, tile: int = 1):
     def run(vec: ti.types.ndarray(), mats: ti.types.ndarray(), second: ti.types.ndarray(), S: ti.types.ndarray(),
             plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32):
         if ti.static(task == "projections"):
-            v7.projections_task(shape, mats, layer, sc, tile)
+            v7.projections_task(shape, mats, mats, layer, sc, tile)
         if ti.static(task == "second_stage"):
             v7.second_stage_task(shape, second, layer, layer, sc, tile)
         if ti.static(task == "prepare"):

@@ -102,12 +102,6 @@ def test_float64_reference_runs_quantized(tmp_path):
     np.testing.assert_allclose(f32, f64, rtol=1e-5, atol=1e-5)
 
 
-def test_taichi_backend_refuses_quant_until_its_kernels_exist(tmp_path):
-    path = write_random_model(RandomModelSpec("v7", **SPEC), tmp_path / "m.st")
-    with pytest.raises(NotImplementedError, match="issue 6"):
-        ai00ref.load_model(path, backend="taichi", quant=1, quant_type="nf4")
-
-
 @pytest.mark.parametrize("bad", [{"quant": -1}, {"quant": 1, "quant_type": "q4"}])
 def test_bad_quant_settings_are_refused(bad, tmp_path):
     path = write_random_model(RandomModelSpec("v7", **SPEC), tmp_path / "m.st")

@@ -155,8 +155,6 @@ def test_bench_takes_quant_options(model_path, capsys):
     assert main(["bench", "--model", str(model_path), "--prefill", "3", "--decode", "1", "--batch", "1",
                  "--quant", "2", "--quant-type", "nf4"]) == 0
     assert "quant: 2 layers nf4" in capsys.readouterr().out
-    assert main(["bench", "--model", str(model_path), "--backend", "taichi", "--quant", "1"]) == 1
-    assert "issue 6" in capsys.readouterr().err
 
 
 # ---- server: [model] quant / quant_type, /admin/models/load and save ----
@@ -176,15 +174,6 @@ def test_config_quant_reaches_the_engine(model_path, tmp_path):
         assert (runtime.info.quant_layers, runtime.info.quant_type) == (1, "sf4")
     finally:
         runtime.close()
-
-
-def test_config_quant_with_the_taichi_engine_is_a_config_error(model_path, tmp_path):
-    pytest.importorskip("taichi")
-    from ai00ref.server.config import ConfigError
-    from ai00ref.server.runtime import start_runtime
-
-    with pytest.raises(ConfigError, match=r"m\.st: quantized weights .*issue 6.*engine = \"ref\""):
-        start_runtime(server_config(tmp_path, engine="cpu", quant=2, quant_type="NF4"))
 
 
 def test_admin_load_with_quant_and_save_keeps_it(model_path, tmp_path):

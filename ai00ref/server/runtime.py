@@ -14,7 +14,6 @@ import numpy as np
 
 from ai00ref.engine import Lora, load_model, load_state
 from ai00ref.ref.state import RecurrentState
-from ai00ref.server.config import ConfigError
 from ai00ref.server.grammar.constraint import GrammarCompiler, GrammarLimits
 from ai00ref.server.scheduler import Scheduler
 from ai00ref.tokenizer import load_tokenizer
@@ -105,20 +104,10 @@ def load_states(config, info) -> list[StateEntry]:
 
 
 def load_quantized(model_path: Path, backend: str, lora: tuple, model_config, tokenizer, options: dict):
-    """load_model with `[model] quant` and `quant_type` (a prefab keeps its own, made for this tokenizer's vocab).
-
-    The Taichi engine has no quantized kernels yet (issue 6): that is a ConfigError saying what to change, not a
-    silent fall back to the NumPy reference, which would serve a real model hundreds of times slower.
-    """
-    try:
-        return load_model(model_path, backend=backend, lora=lora, quant=model_config.quant,
-                          quant_type=QUANT_TYPES[model_config.quant_type], tokenizer=tokenizer, progress=True,
-                          **options)
-    except NotImplementedError:
-        raise ConfigError(f"{model_path}: quantized weights (here [model] quant = {model_config.quant}, quant_type = "
-                          f"\"{model_config.quant_type}\", or a quantized prefab) need the quantized Taichi kernels, "
-                          "which are not written yet (issue 6): set quant = 0 to serve unquantized on Taichi, or "
-                          "[adapter] engine = \"ref\" to serve quantized on the NumPy reference (slow)") from None
+    """load_model with `[model] quant` and `quant_type` (a prefab keeps its own, made for this tokenizer's vocab);
+    both engines run quantized weights (the Taichi one with kernels that read them directly: spec/kernels.md §7)."""
+    return load_model(model_path, backend=backend, lora=lora, quant=model_config.quant,
+                      quant_type=QUANT_TYPES[model_config.quant_type], tokenizer=tokenizer, progress=True, **options)
 
 
 def no_stage(name: str) -> None:

@@ -1,0 +1,123 @@
+"""Quantized matrices on the device: Int8, NF4 and SF4 rows read directly by the matrix kernels (spec/quant.md §4,
+spec/kernels.md §7). Nothing here materializes a float matrix: `word_weights` dequantizes one u32 word of codes in
+registers, and `kernels/lanes.py: dot_tile` multiplies it into its sums.
+
+Device layout of a quantized (R, K) matrix: one u32 array (R, row_words(scheme, K)); row r holds first the row's
+codes as little-endian words (Int8: 4 codes a word, byte e = element 4j+e; NF4/SF4: 8 codes a word, nibble e =
+element 8j+e), then its block scales (Int8: one word per 128-element block, [lo, hi] as two fp16 halves, lo in the
+low half; NF4/SF4: two blocks' fp16 absmax a word, the even block in the low half). That is the bytes of
+`QuantizedMatrix.codes` then `.scales`, row by row (an NF4 row with an odd number of blocks gets one zero half).
+Codes and scales share one array so that a layer launch takes one array argument per stacked matrix set.
+
+Every product must match ai00ref.ref.common.linear with the QuantizedMatrix (its `dequantize`: quant.dequantize_int8,
+quant.dequantize_fp4) to spec/tolerances.md §Quantized.
+"""
+import dataclasses
+import sys
+from typing import Sequence
+
+import numpy as np
+import taichi as ti
+
+from ai00ref.weights.quant import FP4_BLOCK, INT8_BLOCK, TABLES, QuantizedMatrix
+
+DENSE = "dense"  # a float matrix (f16 or f32, the precision's dtype)
+SCHEMES = ("int8", "nf4", "sf4")
+CODES_PER_WORD = {"int8": 4, "nf4": 8, "sf4": 8}
+BLOCK = {"int8": INT8_BLOCK, "nf4": FP4_BLOCK, "sf4": FP4_BLOCK}
+HALF_SUBNORMAL = 2.0 ** -24  # the value of an fp16 subnormal's mantissa unit
+
+
+def storage_of(matrix) -> str:
+    """DENSE for a float matrix, else the QuantizedMatrix's scheme."""
+    return matrix.scheme if isinstance(matrix, QuantizedMatrix) else DENSE
+
+
+# ---- host side: QuantizedMatrix -> u32 rows ----
+
+def padded_inputs(scheme: str, K: int) -> int:
+    """Kp: K rounded up to whole blocks (spec/quant.md §4)."""
+    return -(-K // BLOCK[scheme]) * BLOCK[scheme]
+
+
+def code_words(scheme: str, K: int) -> int:
+    """Words of codes at the start of a row; the scales follow."""
+    return padded_inputs(scheme, K) // CODES_PER_WORD[scheme]
+
+
+def row_words(scheme: str, K: int) -> int:
+    blocks = padded_inputs(scheme, K) // BLOCK[scheme]
+    return code_words(scheme, K) + (blocks if scheme == "int8" else -(-blocks // 2))
+
+
+def device_rows(matrix: QuantizedMatrix) -> np.ndarray:
+    """One matrix's (R, row_words) u32 rows: its codes' bytes, then its scales' bytes (little-endian words)."""
+    assert sys.byteorder == "little", "the u32 views below assume a little-endian host, as the GPU"
+    R = matrix.shape[0]
+    codes = np.ascontiguousarray(matrix.codes).view(np.uint32)  # int8 (R, Kp/4), nf4/sf4 (R, Kp/8)
+    scales = np.ascontiguousarray(matrix.scales).reshape(R, -1)  # f16: int8 [lo, hi] pairs, nf4/sf4 absmax
+    if scales.shape[1] % 2:
+        scales = np.concatenate([scales, np.zeros((R, 1), np.float16)], axis=1)
+    return np.concatenate([codes, scales.view(np.uint32)], axis=1)
+
+
+def stack_rows(matrices: Sequence[QuantizedMatrix]) -> np.ndarray:
+    """Matrices of one scheme and one K, their rows one after another: (Σ R, row_words) u32."""
+    schemes, inputs = {m.scheme for m in matrices}, {m.shape[1] for m in matrices}
+    assert len(schemes) == 1 and len(inputs) == 1, f"one scheme and K per stack, not {schemes}, {inputs}"
+    return np.concatenate([device_rows(m) for m in matrices])
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedRows:
+    """One quantized matrix on the device, alone (v4's per-operation kernels; v5-v7 stack theirs by layer)."""
+    storage: str  # its scheme
+    shape: tuple[int, int]  # (R, K) of the dense matrix
+    rows: object  # (1, R, row_words) u32 ndarray: a stack of one layer, as lanes.linear_task reads
+
+
+def upload(matrix: QuantizedMatrix) -> QuantizedRows:
+    rows = device_rows(matrix)[None]
+    device = ti.ndarray(ti.u32, rows.shape)
+    device.from_numpy(rows)
+    return QuantizedRows(matrix.scheme, matrix.shape, device)
+
+
+# ---- device side: one word of codes -> its dequantized weights ----
+
+@ti.func
+def half_to_f32(bits: ti.u32) -> ti.f32:
+    """An fp16 value's 16 bits (the low half of `bits`) -> f32, exactly (scales are finite: no inf or NaN)."""
+    exponent = (bits >> 10) & 0x1F
+    mantissa = bits & 0x3FF
+    value = 0.0
+    if exponent == 0:  # zero or subnormal
+        value = ti.cast(mantissa, ti.f32) * HALF_SUBNORMAL
+    else:  # rebias 15 -> 127, widen the mantissa 10 -> 23 bits
+        value = ti.bit_cast(((exponent + 112) << 23) | (mantissa << 13), ti.f32)
+    if (bits >> 15) & 1 == 1:
+        value = -value
+    return value
+
+
+@ti.func
+def word_weights(W: ti.template(), layer: ti.i32, o: ti.i32, j: ti.i32, scale_at: ti.i32, scheme: ti.template()):
+    """The CODES_PER_WORD[scheme] dequantized weights of word j of row o (elements j·n .. j·n + n - 1), as a
+    vector; `scale_at` is the row's first scale word (`code_words`). Must match quant.dequantize_int8
+    (lo + (hi - lo)·(q/255)) and quant.dequantize_fp4 (table[q]·absmax)."""
+    word = W[layer, o, j]
+    n = ti.static(CODES_PER_WORD[scheme])
+    weights = ti.Vector([0.0] * n)
+    if ti.static(scheme == "int8"):
+        pair = W[layer, o, scale_at + j // (INT8_BLOCK // 4)]
+        lo = half_to_f32(pair & 0xFFFF)
+        span = half_to_f32(pair >> 16) - lo
+        for e in ti.static(range(4)):
+            weights[e] = lo + span * (ti.cast((word >> (8 * e)) & 0xFF, ti.f32) / 255.0)
+    else:
+        table = ti.Vector([float(v) for v in TABLES[scheme]])
+        block = j // (FP4_BLOCK // 8)
+        absmax = half_to_f32((W[layer, o, scale_at + block // 2] >> (16 * (block % 2))) & 0xFFFF)
+        for e in ti.static(range(8)):
+            weights[e] = table[ti.cast((word >> (4 * e)) & 0xF, ti.i32)] * absmax
+    return weights
