@@ -17,8 +17,8 @@ import pytest
 import schemathesis
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
-from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
-                                 status_code_conformance)
+from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
+                                 response_schema_conformance, status_code_conformance)
 
 from ai00ref.server import admin, protocol
 from ai00ref.server.app import make_app
@@ -82,7 +82,7 @@ def test_every_route_is_documented(document):
                     if op.get("x-undocumented") and (path.startswith(("/api", "/admin", "/v1")) or path in
                                                      ("/health", "/metrics"))]
     assert undocumented == []
-    assert paths["/admin/models/load"]["post"]["security"] == [{"adminToken": []}]
+    assert paths["/admin/models/load"]["post"]["security"] == [{"adminToken": []}, {"adminTokenQuery": []}]
     assert "security" not in paths["/v1/chat/completions"]["post"]
 
 
@@ -165,7 +165,8 @@ def bounded(case) -> None:
                 case.body[key] = MAX_GENERATED if key == "max_tokens" or value is not None else None
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
 
 
 def run_operation(operation, base_url: str, reads: set, documented: set) -> None:

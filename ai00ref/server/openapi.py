@@ -18,6 +18,7 @@ OPENAPI_VERSION = "3.1.0"
 TITLE = "ai00ref: Ai00 Server in Python"
 API_VERSION = "0.1.0"
 ADMIN_AUTH = "adminToken"
+ADMIN_QUERY = "adminTokenQuery"
 
 
 # ---- JSON Schema pieces ----
@@ -100,30 +101,49 @@ def operation_of(handler) -> Operation | None:
     return getattr(handler, "api_operation", None)
 
 
+def response_headers(status: int) -> dict:
+    """Every response carries its request's id (ai00ref/server/observability.py); 429 and 503 say when to retry."""
+    from ai00ref.server.observability import REQUEST_ID_HEADER
+
+    headers = {REQUEST_ID_HEADER: {"required": True, "schema": typed("string"),
+                                   "description": "the request's id: the client's, or a fresh one"}}
+    if status in (429, 503):
+        headers["Retry-After"] = {"required": True, "schema": typed("string"), "description": "seconds"}
+    return headers
+
+
 def responses(op: Operation) -> dict:
     content = {op.media: {"schema": op.response}} if op.response is not None else {op.media: {}}
     if op.streams:
         content["text/event-stream"] = {"schema": sse_event("a chunk as JSON, then [DONE] (spec/api.md §4)")}
-    out = {"200": {"description": "OK", "content": content}}
+    out = {"200": {"description": "OK", "headers": response_headers(200), "content": content}}
     statuses = set(op.errors) | ({400} if op.request is not None else set()) | ({401, 403} if op.admin else set())
     bodies = dict(op.error_bodies)
     for status in sorted(statuses | set(bodies)):
-        out[str(status)] = {"description": STATUS_TEXT.get(status, "Error"),
+        out[str(status)] = {"description": STATUS_TEXT.get(status, "Error"), "headers": response_headers(status),
                             "content": {"application/json": {"schema": bodies.get(status, ref("Error"))}}}
     return out
+
+
+def request_id_parameter() -> dict:
+    from ai00ref.server.observability import REQUEST_ID
+
+    return {"name": "X-Request-Id", "in": "header", "required": False,
+            "schema": typed("string", pattern=REQUEST_ID.pattern),
+            "description": "the client's id for the request, returned in the response (another value is replaced)"}
 
 
 def operation_object(method: str, op: Operation | None, path: str) -> dict:
     if op is None:
         return {"summary": f"{method} {path}", "x-undocumented": True, "responses": {"200": {"description": "OK"}}}
     out = {"summary": op.summary, "tags": [op.tag], "operationId": operation_id(method, path),
-           "responses": responses(op)}
+           "parameters": [request_id_parameter()], "responses": responses(op)}
     if op.description:
         out["description"] = op.description
     if op.request is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.request}}}
     if op.admin:
-        out["security"] = [{ADMIN_AUTH: []}]
+        out["security"] = [{ADMIN_AUTH: []}, {ADMIN_QUERY: []}]
     return out
 
 
@@ -152,9 +172,13 @@ def openapi_document(app: web.Application) -> dict:
                                     "(/health, /metrics). Built from the handlers' declarations (spec/api.md)."},
             "paths": app_paths(app),
             "components": {"schemas": {"Error": ERROR},
-                           "securitySchemes": {ADMIN_AUTH: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                                            "description": "from POST /api/auth/exchange; not "
-                                                                           "needed with [listen].force_pass"}}}}
+                           "securitySchemes": {
+                               ADMIN_AUTH: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                            "description": "from POST /api/auth/exchange (also in "
+                                                           "Proxy-Authorization); not needed with "
+                                                           "[listen].force_pass"},
+                               ADMIN_QUERY: {"type": "apiKey", "in": "query", "name": "admin_token",
+                                             "description": "the same JWT as ?admin_token="}}}}
 
 
 # ---- the routes ----
