@@ -206,8 +206,8 @@ def write_model_file(spec: RandomModelSpec, kind: str, directory: Path, tensors:
     from ai00ref.weights.convert import ST_METADATA, pth_to_st_tensors
     from ai00ref.weights.safetensors_io import write_safetensors
 
-    write_safetensors(path, {k: np.ascontiguousarray(v).astype(np.float16) for k, v in pth_to_st_tensors(tensors).items()},
-                      metadata=ST_METADATA)
+    halves = {k: np.ascontiguousarray(v).astype(np.float16) for k, v in pth_to_st_tensors(tensors).items()}
+    write_safetensors(path, halves, metadata=ST_METADATA)
     return path
 
 
@@ -314,9 +314,11 @@ def check_fixture(fx: Fixture, backend: str = "ref", dtype: str = "float32", fil
     rows, tensors = [], fx.tensors() if fx.trained else None
     with tempfile.TemporaryDirectory() as tmp:
         for kind in file_types:
-            not_applicable = TRAINED_NOT_APPLICABLE.get(kind) if fx.trained else NOT_APPLICABLE.get((fx.spec.variant, kind))
+            not_applicable = (TRAINED_NOT_APPLICABLE.get(kind) if fx.trained
+                              else NOT_APPLICABLE.get((fx.spec.variant, kind)))
             if not_applicable:
-                rows.append(Row(fx.spec.variant, fx.shape, kind, "all", float("nan"), float("nan"), tol, not_applicable))
+                rows.append(Row(fx.spec.variant, fx.shape, kind, "all", float("nan"), float("nan"), tol,
+                                not_applicable))
                 continue
             try:
                 model = load_model(write_model_file(fx.spec, kind, Path(tmp), tensors), backend, dtype, **load_kwargs)

@@ -49,7 +49,8 @@ def main(argv=None) -> None:
     tokens = np.load(args.tokens)[: args.limit]
     for quant_type in args.quant_type:
         quant = 0 if quant_type == "none" else 10**6  # every layer
-        engine = load_model(args.model, backend="ref", quant=quant, quant_type="int8" if quant_type == "none" else quant_type)
+        engine = load_model(args.model, backend="ref", quant=quant,
+                            quant_type="int8" if quant_type == "none" else quant_type)
         loss, count = held_out_loss(engine, tokens, args.window)
         print(json.dumps({"model": str(args.model), "quant_type": quant_type, "loss": round(loss, 4),
                           "ppl": round(math.exp(loss), 2), "targets": count}), flush=True)

@@ -1,6 +1,7 @@
 """RWKV-7 initial weights as BlinkDL's RWKV-LM `RWKV-v7/train_temp/src/model.py` sets them (facts read there).
 
-- Token-shift mixes: x_s = 1 - (i/C)^(p_s·(1 - layer/L)), p = 0.2 (r, g), 0.9 (w, a), 0.7 (k, v); ffn x_k: p = (1-layer/L)^4.
+- Token-shift mixes: x_s = 1 - (i/C)^(p_s·(1 - layer/L)), p = 0.2 (r, g), 0.9 (w, a), 0.7 (k, v);
+  ffn x_k: p = (1-layer/L)^4.
 - Decay: w0 = -6 + 6·(n/(C-1))^(1 + (layer/(L-1))^0.3) + 0.5 + 2.5·zigzag; a0 = -0.19 + 0.3·zigzag + 0.4·linear;
   v0 = 0.73 - 0.4·linear; k_k = 0.71 - 0.1·linear; k_a = 1.02; r_k = -0.04.
   (linear = n/(C-1) - 0.5; zigzag: the position inside the head mapped to [-1, 1], then z·|z|.)

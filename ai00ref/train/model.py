@@ -62,7 +62,8 @@ def wkv_chunked(r, log_w, k, v, kk, a, state, chunk: int = CHUNK):
 
     Inside a chunk, with c_t = Σ_{i≤t} log w_i, u_t = S_{t-1}·(-kk_t) and b_t = kk_t·a_t:
       S_t = S_0·e^{c_t} + Σ_{s≤t} (u_s b_sᵀ + v_s k_sᵀ)·e^{c_t - c_s}          (decays act on the key axis)
-      u_t = S_0 ã_t + Σ_{s<t} u_s (ã_t·b̂_s) + v_s (ã_t·k̂_s),  ã_t = -kk_t e^{c_{t-1}}, b̂_s = b_s e^{-c_s}, k̂_s = k_s e^{-c_s}
+      u_t = S_0 ã_t + Σ_{s<t} u_s (ã_t·b̂_s) + v_s (ã_t·k̂_s)
+      with ã_t = -kk_t e^{c_{t-1}}, b̂_s = b_s e^{-c_s}, k̂_s = k_s e^{-c_s} (spec/train.md §2)
     so U = (I - M_ab)⁻¹ (Ã S_0ᵀ + M_ak V): a unit lower-triangular solve, then y_t = S_t r_t in the same terms.
     """
     B, T, H, N = r.shape

@@ -23,7 +23,8 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for (label, log), color in zip(runs, ("tab:blue", "tab:orange")):
         tokens = [r["tokens"] / 1e6 for r in log]
-        ax.plot(tokens, [r["train_loss"] for r in log], color=color, ls=":", label=f"{label}: train (trained-row targets)")
+        ax.plot(tokens, [r["train_loss"] for r in log], color=color, ls=":",
+                label=f"{label}: train (trained-row targets)")
         ax.plot(tokens, [r["val_loss"] for r in log], color=color, ls="-", label=f"{label}: validation (all targets)")
         ax.plot(tokens, [r["val_loss_trained"] for r in log], color=color, ls="--",
                 label=f"{label}: validation (trained-row targets)")

@@ -181,7 +181,8 @@ def main(argv=None) -> dict:
         if step % args.eval_every == 0 or step == total or out_of_time:
             ev = evaluate(model, val_t, rows, args.ctx, args.batch, cfg.n_vocab)
             rec = {"step": step, "tokens": step * args.batch * args.ctx, "epoch": step / steps_per_epoch, "lr": lr,
-                   "train_loss": torch.stack(losses).mean().item(), "grad_norm": float(grad_norm), "seconds": time.time() - start,
+                   "train_loss": torch.stack(losses).mean().item(), "grad_norm": float(grad_norm),
+                   "seconds": time.time() - start,
                    **{"val_" + k: v for k, v in ev.items()}}
             losses = []
             log.write(json.dumps(rec) + "\n")
