@@ -70,16 +70,21 @@ def two_layer_tensors(variant: str, embd: int, vocab: int) -> dict:
 
 
 def repeated_layer_model(two_layers: dict, layers: int, scheme: str, arch: str, precision: str):
-    """A Taichi model for timing, built in memory: layers 2.. share layer 1's arrays and quantized codes (a kernel's
-    time does not depend on the values it reads). Every layer is quantized with `scheme` unless it is "none"."""
+    """A Taichi model for timing, built in memory: layers 2.. share layer 1's arrays, and every layer's quantized
+    matrices share layer 1's codes (a kernel's time does not depend on the values it reads). Every layer is quantized
+    with `scheme` unless it is "none"."""
     from ai00ref.model_info import read_model_info
-    from ai00ref.weights.canonical import canonical_weights, quantize_tensors
-    from ai00ref.weights.quant import NO_QUANT, QuantConfig
+    from ai00ref.weights.canonical import QUANTIZED_MATRICES, canonical_weights
+    from ai00ref.weights.quant import NO_QUANT, QuantConfig, quantize
     from kernels.engine import TaichiModel
 
     config = QuantConfig(layers, scheme) if scheme != "none" else NO_QUANT
-    tensors = quantize_tensors(two_layers, read_model_info(two_layers), QuantConfig(2, scheme) if config.active
-                               else NO_QUANT)
+    tensors = dict(two_layers)
+    if config.active:  # layer 1's matrices quantized once; layer 0's (same shapes) share their codes
+        for matrix in QUANTIZED_MATRICES:
+            if f"blocks.1.{matrix}.weight" in tensors:
+                codes = quantize(tensors[f"blocks.1.{matrix}.weight"], scheme)
+                tensors[f"blocks.0.{matrix}.weight"] = tensors[f"blocks.1.{matrix}.weight"] = codes
     for name in [n for n in tensors if n.startswith("blocks.1.")]:
         for i in range(2, layers):
             tensors[name.replace("blocks.1.", f"blocks.{i}.", 1)] = tensors[name]
