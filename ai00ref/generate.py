@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ EXAMPLES = """examples:
   python -m ai00ref generate --model assets/models/x.st --engine ref --temperature 0 --prompt "Hello"
   python -m ai00ref generate --chat --prompt "Tell me a joke"        # the chat template: User: ...  Assistant:
   echo "Once upon a time" | python -m ai00ref generate --prompt - --sampler mirostat --tau 3
+  python -m ai00ref generate --prompt "Is water wet? " --bnf yes_no.kbnf  # start ::= "yes" | "no";
 """
 SAMPLERS = {"nucleus": "Nucleus", "typical": "Typical", "mirostat": "Mirostat"}
 PENALTIES = ("presence_penalty", "frequency_penalty", "penalty_decay")
@@ -44,6 +46,9 @@ def add_generate_command(subparsers) -> None:
                                                                         "(default: %(default)s)")
     text.add_argument("--stop", action="append", metavar="TEXT", help="a stop string (repeat for more); default: "
                                                                       "none, or a blank line with --chat")
+    shape = text.add_mutually_exclusive_group()
+    shape.add_argument("--bnf", metavar="FILE", help="a KBNF grammar file the output must follow (spec/bnf.md)")
+    shape.add_argument("--json-schema", metavar="FILE", help="a JSON Schema file the output must follow")
     sampling = parser.add_argument_group("sampler (left out: the API's defaults)")
     sampling.add_argument("--sampler", choices=sorted(SAMPLERS), default="nucleus", help="(default: %(default)s)")
     sampling.add_argument("-t", "--temperature", type=float, help="0: greedy (default 1)")
@@ -76,7 +81,7 @@ def sampler_fields(args: argparse.Namespace) -> dict:
 
 
 def request_body(args: argparse.Namespace, prompt: str) -> dict:
-    body = {"max_tokens": args.max_tokens, "seed": args.seed, **sampler_fields(args)}
+    body = {"max_tokens": args.max_tokens, "seed": args.seed, **sampler_fields(args), **grammar_fields(args)}
     if args.chat:
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
@@ -84,6 +89,19 @@ def request_body(args: argparse.Namespace, prompt: str) -> dict:
     if args.stop is not None or not args.chat:
         body["stop"] = args.stop or []
     return body
+
+
+def grammar_fields(args: argparse.Namespace) -> dict:
+    """--bnf or --json-schema as the API's bnf_schema or response_format."""
+    if args.bnf:
+        return {"bnf_schema": Path(args.bnf).read_text(encoding="utf-8")}
+    if args.json_schema:
+        try:
+            schema = json.loads(Path(args.json_schema).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{args.json_schema} is not JSON: {error}") from None
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "cli", "schema": schema}}}
+    return {}
 
 
 def read_prompt(value: str) -> str:
@@ -101,10 +119,12 @@ def generation_config(args: argparse.Namespace):
     return config
 
 
-async def stream_text(runtime, params, kind: str, out) -> str:
+async def stream_text(runtime, params, grammar, kind: str, out) -> str:
     """Submit the request to the runtime's scheduler and write its text as it comes; returns the finish reason."""
     from ai00ref.server.generation import Generation
 
+    if grammar is not None:
+        params.constraint = await runtime.grammars.constraint(*grammar)
     job = Generation(params, runtime.tokenizer, asyncio.get_running_loop())
     runtime.scheduler.submit(job)
     reason, started = None, False
@@ -125,6 +145,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from ai00ref.loading import loading_bar
     from ai00ref.server.app import generation_params
     from ai00ref.server.errors import ApiError
+    from ai00ref.server.grammar.request import request_grammar
     from ai00ref.server.runtime import RUNTIME_STAGES, start_runtime
     from ai00ref.server.states import NIL_STATE
 
@@ -141,12 +162,13 @@ def run_generate(args: argparse.Namespace) -> int:
     kind = "chat" if args.chat else "completion"
     try:
         params = generation_params(body, kind, runtime, NIL_STATE)  # the server's checks of every field
+        grammar = request_grammar(body)
     except ApiError as error:
         runtime.close()
         print(f"error: {error.message}", file=sys.stderr)
         return 1
     try:
-        reason = asyncio.run(stream_text(runtime, params, kind, sys.stdout))
+        reason = asyncio.run(stream_text(runtime, params, grammar, kind, sys.stdout))
     except ApiError as error:
         print(f"\nerror: {error.message}", file=sys.stderr)
         return 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
 from ai00ref.cli import main
@@ -18,6 +20,8 @@ from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 
 from test_server_api import ServerThread, call
 
+FLAG = {"type": "object", "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "blue"]}},
+        "required": ["ok", "color"], "additionalProperties": False}  # every instance is short: it always finishes
 COMMANDS = ("serve", "generate", "convert", "random-model", "bench", "conformance")
 
 
@@ -145,3 +149,23 @@ def test_start_runtime_reports_each_stage_in_order(model):
     runtime = start_runtime(config, model, on_stage=stages.append)
     runtime.close()
     assert stages == list(RUNTIME_STAGES)
+
+
+def test_generate_follows_a_grammar_and_a_json_schema(model, capsys, monkeypatch, tmp_path):
+    (tmp_path / "yes_no.kbnf").write_text('start ::= "yes" | "no";')
+    code, out, err = generate(model, capsys, monkeypatch, tmp_path, "--prompt", "Is it? ", "--bnf", "yes_no.kbnf",
+                              "--seed", "3")
+    assert code == 0, err
+    assert out in ("yes\n", "no\n")
+    (tmp_path / "flag.json").write_text(json.dumps(FLAG))
+    for seed in ("1", "2"):
+        code, out, err = generate(model, capsys, monkeypatch, tmp_path, "--prompt", "A flag: ", "--json-schema",
+                                  "flag.json", "-n", "64", "--seed", seed)
+        assert code == 0 and err.strip().endswith("[stop]"), err
+        jsonschema.validate(json.loads(out), FLAG)
+
+
+def test_generate_refuses_a_bad_grammar_in_one_line(model, capsys, monkeypatch, tmp_path):
+    (tmp_path / "bad.kbnf").write_text("start ::= ;")
+    code, out, err = generate(model, capsys, monkeypatch, tmp_path, "--prompt", "x", "--bnf", "bad.kbnf")
+    assert code == 1 and out == "" and err.splitlines()[-1].startswith("error: bnf_schema: ")
