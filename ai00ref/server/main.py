@@ -69,7 +69,8 @@ def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | 
         runtime = None
     app = make_app(runtime, config, Path.cwd())
     log.info("listening on %s://%s:%d", "https" if context else "http", config.listen.ip, config.listen.port)
-    web.run_app(app, host=config.listen.ip, port=config.listen.port, ssl_context=context, print=None)
+    web.run_app(app, host=config.listen.ip, port=config.listen.port, ssl_context=context, print=None,
+                access_log=None)  # one line per request: ai00ref.access (observability.py) has the request id
     return 0
 
 
