@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_command(subparsers)
     for command in subparsers.choices.values():
         command.formatter_class = ParagraphFormatter
-    subparsers.choices["bench"].epilog = "examples:\n" + bench.__doc__.split("\n\n")[1]
+    _, examples, measured = bench.__doc__.split("\n\n")[:3]  # bench's module docstring: title, examples, what
+    subparsers.choices["bench"].description += "\n\n" + measured.strip()
+    subparsers.choices["bench"].epilog = "examples:\n" + examples
     return parser
 
 

@@ -44,7 +44,7 @@ def test_the_top_level_help_lists_every_command_with_examples(capsys):
                   "reads stdin"]),
     ("convert", ["--input", "--output", ".pth"]),
     ("random-model", ["--variant", "--vocab", "65536", "World tokenizer", "(default: 2)"]),
-    ("bench", ["--random", "--prefill", "examples:", "python -m ai00ref bench --random"]),
+    ("bench", ["--random", "--prefill", "examples:", "python -m ai00ref bench --random", "Peak memory"]),
     ("conformance", ["usage: python -m ai00ref conformance", "--backend", "fixtures", "skip is not a pass"]),
 ])
 def test_each_command_explains_itself(capsys, command, says):
