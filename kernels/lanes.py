@@ -108,7 +108,8 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
 def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
                        t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template(), scheme: ti.template()):
     """`dot_tile` of a quantized row: the lanes take its words of codes in turn (neighbouring lanes, neighbouring
-    words), each dequantized in registers (quant.word_weights) and used for every position of the tile."""
+    words), each code dequantized in registers (quant.word_scale, quant.code_weight) and used for every position of
+    the tile."""
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     block = ti.static(quant.BLOCK[scheme])
@@ -119,13 +120,14 @@ def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.templat
         for q in ti.static(range(unroll)):
             j = (step * unroll + q) * LANES + lane
             if j < n_words:
-                w = quant.word_weights(W, layer, o, j, scale_at, scheme)
-                for e in ti.static(range(per_word)):
+                word, scale = W[layer, o, j], quant.word_scale(W, layer, o, j, scale_at, scheme)
+                for e in range(per_word):  # a run-time loop: each code's decoding is compiled once, not 4-8 times
                     k = j * per_word + e
                     if k < n_in:
+                        w = quant.code_weight(word, e, scale, scheme)
                         for u in ti.static(range(tile)):
                             if t0 + u < T:
-                                acc[u] += w[e] * X[t0 + u, x_col + k]
+                                acc[u] += w * X[t0 + u, x_col + k]
     return acc
 
 

@@ -1,6 +1,6 @@
 """Quantized matrices on the device: Int8, NF4 and SF4 rows read directly by the matrix kernels (spec/quant.md §4,
-spec/kernels.md §7). Nothing here materializes a float matrix: `word_weights` dequantizes one u32 word of codes in
-registers, and `kernels/lanes.py: dot_tile` multiplies it into its sums.
+spec/kernels.md §7). Nothing here materializes a float matrix: `word_scale` and `code_weight` dequantize the codes of
+one u32 word in registers, and `kernels/lanes.py: dot_tile` multiplies them into its sums.
 
 Device layout of a quantized (R, K) matrix: one u32 array (R, row_words(scheme, K)); row r holds first the row's
 codes as little-endian words (Int8: 4 codes a word, byte e = element 4j+e; NF4/SF4: 8 codes a word, nibble e =
@@ -25,6 +25,7 @@ DENSE = "dense"  # a float matrix (f16 or f32, the precision's dtype)
 SCHEMES = ("int8", "nf4", "sf4")
 CODES_PER_WORD = {"int8": 4, "nf4": 8, "sf4": 8}
 BLOCK = {"int8": INT8_BLOCK, "nf4": FP4_BLOCK, "sf4": FP4_BLOCK}
+CODE_VALUES = {"int8": [0.0], **{name: [float(v) for v in table] for name, table in TABLES.items()}}
 HALF_SUBNORMAL = 2.0 ** -24  # the value of an fp16 subnormal's mantissa unit
 
 
@@ -101,23 +102,46 @@ def half_to_f32(bits: ti.u32) -> ti.f32:
 
 
 @ti.func
-def word_weights(W: ti.template(), layer: ti.i32, o: ti.i32, j: ti.i32, scale_at: ti.i32, scheme: ti.template()):
-    """The CODES_PER_WORD[scheme] dequantized weights of word j of row o (elements j·n .. j·n + n - 1), as a
-    vector; `scale_at` is the row's first scale word (`code_words`). Must match quant.dequantize_int8
-    (lo + (hi - lo)·(q/255)) and quant.dequantize_fp4 (table[q]·absmax)."""
-    word = W[layer, o, j]
-    n = ti.static(CODES_PER_WORD[scheme])
-    weights = ti.Vector([0.0] * n)
+def code_value(q: ti.u32, scheme: ti.template()) -> ti.f32:
+    """NF4/SF4: table[q] for a 4-bit code q, as a tree of selects on its bits over compile-time constants. (A local
+    table indexed at run time is an array in each task, which Taichi's SPIR-V code generator fails on as soon as two
+    tasks of one kernel read quantized rows: "Value ... does not yet exist".)"""
+    table = ti.static(CODE_VALUES[scheme])
+    pairs = ti.Vector([0.0] * 8)
+    for i in ti.static(range(8)):
+        pairs[i] = ti.select(q & 1 == 1, table[2 * i + 1], table[2 * i])
+    quads = ti.Vector([0.0] * 4)
+    for i in ti.static(range(4)):
+        quads[i] = ti.select((q >> 1) & 1 == 1, pairs[2 * i + 1], pairs[2 * i])
+    halves = ti.Vector([0.0] * 2)
+    for i in ti.static(range(2)):
+        halves[i] = ti.select((q >> 2) & 1 == 1, quads[2 * i + 1], quads[2 * i])
+    return ti.select((q >> 3) & 1 == 1, halves[1], halves[0])
+
+
+@ti.func
+def word_scale(W: ti.template(), layer: ti.i32, o: ti.i32, j: ti.i32, scale_at: ti.i32,
+               scheme: ti.template()) -> ti.math.vec2:
+    """The block scale of word j of row o, decoded: Int8 (lo, hi - lo); NF4/SF4 (absmax, 0). `scale_at` is the row's
+    first scale word (`code_words`)."""
+    scale = ti.math.vec2(0.0, 0.0)
     if ti.static(scheme == "int8"):
         pair = W[layer, o, scale_at + j // (INT8_BLOCK // 4)]
         lo = half_to_f32(pair & 0xFFFF)
-        span = half_to_f32(pair >> 16) - lo
-        for e in ti.static(range(4)):
-            weights[e] = lo + span * (ti.cast((word >> (8 * e)) & 0xFF, ti.f32) / 255.0)
+        scale = ti.math.vec2(lo, half_to_f32(pair >> 16) - lo)
     else:
-        table = ti.Vector([float(v) for v in TABLES[scheme]])
         block = j // (FP4_BLOCK // 8)
-        absmax = half_to_f32((W[layer, o, scale_at + block // 2] >> (16 * (block % 2))) & 0xFFFF)
-        for e in ti.static(range(8)):
-            weights[e] = table[ti.cast((word >> (4 * e)) & 0xF, ti.i32)] * absmax
-    return weights
+        scale[0] = half_to_f32((W[layer, o, scale_at + block // 2] >> (16 * (block % 2))) & 0xFFFF)
+    return scale
+
+
+@ti.func
+def code_weight(word: ti.u32, e: ti.i32, scale: ti.math.vec2, scheme: ti.template()) -> ti.f32:
+    """Code e of a word, dequantized with its block's `word_scale`. Must match quant.dequantize_int8
+    (lo + (hi - lo)·(q/255)) and quant.dequantize_fp4 (table[q]·absmax)."""
+    w = 0.0
+    if ti.static(scheme == "int8"):
+        w = scale[0] + scale[1] * (ti.cast((word >> (8 * e)) & 0xFF, ti.f32) / 255.0)
+    else:
+        w = code_value((word >> (4 * e)) & 0xF, scheme) * scale[0]
+    return w
