@@ -282,13 +282,13 @@ class Scheduler:
         job = slot.job
         try:
             token = job.next_token(logits)
+            self.count_token(slot)  # before accept, which may end the reply: a client then sees it counted
             reason = job.accept(token)
         except Exception as error:  # noqa: BLE001 - one job's failure is its own, not its neighbours'
             log.exception("sampling failed")
             job.fail(ApiError(500, f"sampling failed: {type(error).__name__}: {error}", code="sampler_error"))
             self.slots[b] = None
             return
-        self.count_token(slot)
         if reason is None:
             slot.pending = [token]
             return
