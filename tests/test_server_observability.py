@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
@@ -68,6 +69,11 @@ def test_metrics_count_tokens_latencies_and_cache_hits(server):
         status, body = call(server, "/v1/completions", {"prompt": prompt, "max_tokens": 3, **GREEDY})
         assert status == 200, body
     after = samples(server)
+    for _ in range(100):  # the scheduler frees the slot just after the reply's last chunk: wait for that moment
+        if value(after, "ai00_busy_slots") == 0:
+            break
+        time.sleep(0.02)
+        after = samples(server)
     prompt_tokens = body["usage"]["prompt_tokens"]
     generated = 2 * body["usage"]["completion_tokens"]
 
