@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import taichi as ti
 
+from kernels.launch import kernel
 from kernels.quant import DENSE
 
 MAX_ELEMENTS = 2 ** 31 - 1
@@ -80,3 +81,34 @@ def upload(per_layer, dtype) -> ti.Ndarray:
     device = ti.ndarray({np.float16: ti.f16, np.float32: ti.f32, np.uint32: ti.u32}[dtype], host.shape)
     device.from_numpy(host)
     return device
+
+
+def layer_launch(body, storage: str):
+    """The kernel of one fused layer for a group of `storage`: `body` is the version's ti.func over (x, vec, mats,
+    low, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot). A dense group's kernel takes 11 arrays (its
+    `mats` holds the low-rank rows too); a quantized group's takes `low` as a twelfth (kernels/quant.py)."""
+    if storage == DENSE:
+        @kernel
+        def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+                  second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
+                  S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
+                  layer: ti.i32, slot: ti.i32):
+            body(x, vec, mats, mats, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
+
+        return layer
+
+    @kernel
+    def quantized_layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
+                        low: ti.types.ndarray(), second: ti.types.ndarray(), ffn_value: ti.types.ndarray(),
+                        att_x: ti.types.ndarray(), S: ti.types.ndarray(), ffn_x: ti.types.ndarray(),
+                        plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32, slot: ti.i32):
+        body(x, vec, mats, low, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
+
+    return quantized_layer
+
+
+def layer_arrays(group) -> tuple:
+    """A group's weight arrays in its layer kernel's order (a quantized group's kernel also takes `low`)."""
+    if group.storage == DENSE:
+        return group.vec, group.mats, group.second, group.ffn_value
+    return group.vec, group.mats, group.low, group.second, group.ffn_value

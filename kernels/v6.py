@@ -37,9 +37,8 @@ from kernels import lanes, quant
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
-from kernels.launch import kernel
 from kernels.quant import DENSE, storage_of
-from kernels.stacking import LayerGroups, stack_in_groups, upload
+from kernels.stacking import LayerGroups, layer_arrays, layer_launch, stack_in_groups, upload
 
 # Blocks of the scratch buffer's mixed inputs, and the matching rows of V6Layers.vec from MIX on. The kernel orders
 # the five data-dependent mixes r, k, v, g, w (the reference: w, k, v, r, g) so that mixed block 1 + m feeds
@@ -414,31 +413,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("ffn_value" in tasks):
             linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage)
 
-    if storage == DENSE:
-        @kernel
-        def layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
-                  second: ti.types.ndarray(), ffn_value: ti.types.ndarray(), att_x: ti.types.ndarray(),
-                  S: ti.types.ndarray(), ffn_x: ti.types.ndarray(), plan: ti.types.ndarray(), sc: ti.types.ndarray(),
-                  layer: ti.i32, slot: ti.i32):
-            body(x, vec, mats, mats, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
-
-        return layer
-
-    @kernel
-    def quantized_layer(x: ti.types.ndarray(), vec: ti.types.ndarray(), mats: ti.types.ndarray(),
-                        low: ti.types.ndarray(), second: ti.types.ndarray(), ffn_value: ti.types.ndarray(),
-                        att_x: ti.types.ndarray(), S: ti.types.ndarray(), ffn_x: ti.types.ndarray(),
-                        plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32, slot: ti.i32):
-        body(x, vec, mats, low, second, ffn_value, att_x, S, ffn_x, plan, sc, layer, slot)
-
-    return quantized_layer
-
-
-def layer_arrays(group) -> tuple:
-    """A group's weight arrays in its layer kernel's order (a quantized group's kernel also takes `low`)."""
-    if group.storage == DENSE:
-        return group.vec, group.mats, group.second, group.ffn_value
-    return group.vec, group.mats, group.low, group.second, group.ffn_value
+    return layer_launch(body, storage)
 
 
 def run_blocks(layers: LayerGroups, info, x, state, plan, ws, tile: int, tasks: tuple = TASKS) -> None:
