@@ -1,8 +1,8 @@
 """RWKV-5 (v5.0, v5.1, v5.2). Must match `ai00ref/ref/v5.py` (spec/v5.md) to the tolerances of spec/tolerances.md.
 
-v5 runs v6's layer kernel (kernels/v6.py) with its data-dependent parts compiled out (`Shape.Dm = Dd = 0`): static
-token-shift mixes, the static decay w in place of the per-token one, and for v5.0 no gate (`Shape.gated`). What
-differs is only the load-time packing here:
+v5 runs v6's layer kernel (kernels/v6.py; its layout, kernels/v6_layout.py) with its data-dependent parts compiled
+out (`Shape.Dm = Dd = 0`): static token-shift mixes, the static decay w in place of the per-token one, and for v5.0
+no gate (`Shape.gated`). What differs is only the load-time packing here:
 
 packed                must match (ref/v5.py, ref/v4.py)
 MIX rows r, k, v, g   lerp_current(x, prev, mix) = x + (prev-x)·(1-mix): rows hold 1 - mix (v6's convention)
@@ -12,8 +12,9 @@ DECAY row             the static decay w = exp(-exp(time_decay)) (H, N), flatten
 import numpy as np
 
 from kernels.stacking import LayerGroups
-from kernels.v6 import BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX, MIX_G, MIX_K, MIX_R, MIX_V, NV, Shape, stack_layers
 from kernels.v6 import run_blocks  # noqa: F401  (the engine calls module.run_blocks)
+from kernels.v6_layout import (BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX, MIX_G, MIX_K, MIX_R, MIX_V, NV, Shape,
+                               stack_layers)
 
 
 def previous_weight(mix) -> np.ndarray:

@@ -402,7 +402,7 @@ v56_case = dict(version=st.sampled_from(VERSIONS_5_6), sizes=st.sampled_from(V56
 def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
     """Tasks shift_mix, maa_lora, data_mix vs ref.v6.token_shift_mixes on z = layer_norm(x; ln1) and its token
     shift, per row (v5: its static mixes, ref lerp_current); the state gets z at each row's last position."""
-    from kernels import v6
+    from kernels import v6_layout as layout
 
     rng = rng_of(seed)
     H, N, F, Dm, Dd = sizes
@@ -419,28 +419,29 @@ def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
         expected_att_x[b, layer] = normed[-1]
         got = lambda m: sc[a:z, s.MIXED + m * C:s.MIXED + (m + 1) * C]  # noqa: E731
         if version != "v6":
-            mixes = ((v6.MIX_R, att.mix_r), (v6.MIX_K, att.mix_k), (v6.MIX_V, att.mix_v), (v6.MIX_G, att.mix_g))
+            mixes = ((layout.MIX_R, att.mix_r), (layout.MIX_K, att.mix_k), (layout.MIX_V, att.mix_v),
+                     (layout.MIX_G, att.mix_g))
             for m, mix in mixes[:4 if s.gated else 3]:
                 assert_close(got(m), ref.lerp_current(normed, prev, f64(mix)), np.abs(normed) + np.abs(prev))
             continue
         delta = np.abs(prev - normed)
         xxx = ref.lerp_previous(normed, prev, f64(att.maa_x))
-        assert_close(got(v6.MIX_X), xxx, np.abs(normed) + np.abs(prev))
+        assert_close(got(layout.MIX_X), xxx, np.abs(normed) + np.abs(prev))
         expected = ref_v6.token_shift_mixes(normed, prev, att)  # (5, T, C) in the reference's w, k, v, r, g order
         W1 = f64(att.maa_w1).reshape(5, Dm, C)
         lora = np.tanh(xxx @ f64(att.maa_w1).T).reshape(-1, 5, Dm)
-        for m, r in enumerate(v6.REF_ORDER):  # kernel block 1 + m is the reference's mix r
+        for m, r in enumerate(layout.REF_ORDER):  # kernel block 1 + m is the reference's mix r
             W2 = np.abs(f64(att.maa_w2[r]))
             terms = np.abs(normed) + delta * (f64(att.maa_wkvrg[r]) + np.abs(lora[:, r]) @ W2.T
                                               + ((np.abs(normed) + np.abs(prev)) @ np.abs(W1[r]).T) @ W2.T)
-            assert_close(got(v6.MIX_R + m), expected[r], terms)
+            assert_close(got(layout.MIX_R + m), expected[r], terms)
     assert_close(att_x, expected_att_x)
 
 
 @given(T=st.integers(1, 11), tile=st.sampled_from([1, 8]), **v56_case)
 def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     """Tasks projections (and decay, v6) vs the linear lines of ref.v6/v5.time_mix, and ref.v6.decay on x_w."""
-    from kernels import v6
+    from kernels import v6_layout as layout
 
     rng = rng_of(seed)
     H, N, F, Dm, Dd = sizes
@@ -450,13 +451,14 @@ def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     sc0 = normal(rng, T, s.WIDTH)
     *_, sc = run_v56(layers, ("projections", "decay"), layer, make_plan([T]), tile, sc=sc0)
     mixed = lambda m: block_of(sc0, s.MIXED + m * C, C)  # noqa: E731
-    matrices = ((v6.MIX_R, att.receptance), (v6.MIX_K, att.key), (v6.MIX_V, att.value), (v6.MIX_G, att.gate))
+    matrices = ((layout.MIX_R, att.receptance), (layout.MIX_K, att.key), (layout.MIX_V, att.value),
+                (layout.MIX_G, att.gate))
     for p, (m, W) in enumerate(matrices[:4 if s.gated else 3]):
         W = f64(W)
         assert_close(block_of(sc, s.PROJ + p * C, C), ref.linear(mixed(m), W), np.abs(mixed(m)) @ np.abs(W).T)
     if version != "v6":
         return
-    x_w, Wd1, Wd2 = mixed(v6.MIX_W), f64(att.decay_w1), f64(att.decay_w2)
+    x_w, Wd1, Wd2 = mixed(layout.MIX_W), f64(att.decay_w1), f64(att.decay_w2)
     hidden = np.tanh(ref.linear(x_w, Wd1))
     first_terms = np.abs(x_w) @ np.abs(Wd1).T
     assert_close(block_of(sc, s.DECAY_LOW, Dd), hidden, first_terms)
