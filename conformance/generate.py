@@ -85,11 +85,8 @@ def _init_state(model, spec: RandomModelSpec, is_v7: bool):
     return state
 
 
-def run_case(spec: RandomModelSpec, tmp: Path) -> dict[str, np.ndarray]:
-    is_v7, p = spec.variant == "v7", prompts(spec.n_vocab)
-    tensors = random_model_tensors(spec)
-    _save_pth(tensors, tmp / "model.pth")
-    model = _load_official(tmp / "model.pth", is_v7)
+def prefill_and_steps(model, p: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """The official model's logits and state after the prompt (every position), then after each single step."""
     out: dict[str, np.ndarray] = {}
     logits, state = model.forward(p["prefill"], None, full_output=True)
     out["prefill_logits"] = logits.float().numpy().copy()
@@ -102,6 +99,15 @@ def run_case(spec: RandomModelSpec, tmp: Path) -> dict[str, np.ndarray]:
     out["steps_logits"] = np.stack(steps)
     for i, s in enumerate(_np_state(state)):
         out[f"steps_state.{i}"] = s
+    return out
+
+
+def run_case(spec: RandomModelSpec, tmp: Path) -> dict[str, np.ndarray]:
+    is_v7, p = spec.variant == "v7", prompts(spec.n_vocab)
+    tensors = random_model_tensors(spec)
+    _save_pth(tensors, tmp / "model.pth")
+    model = _load_official(tmp / "model.pth", is_v7)
+    out = prefill_and_steps(model, p)
     if spec.variant != "v4":  # v4 has no state tuning (neither the package nor web-rwkv)
         if not is_v7:
             _save_pth({**tensors, **random_state_tensors(spec)}, tmp / "model_state.pth")
@@ -142,18 +148,7 @@ def run_trained(file: str, tmp: Path) -> tuple[dict, dict[str, np.ndarray]]:
     p = trained_prompts(untrained)
     _save_pth(tensors, tmp / "model.pth")
     model = _load_official(tmp / "model.pth", True)
-    out: dict[str, np.ndarray] = {}
-    logits, state = model.forward(p["prefill"], None, full_output=True)
-    out["prefill_logits"] = logits.float().numpy().copy()
-    for i, s in enumerate(_np_state(state)):
-        out[f"prefill_state.{i}"] = s
-    steps = []
-    for tok in p["steps"]:
-        logits, state = model.forward([tok], state)
-        steps.append(logits.float().numpy().copy())
-    out["steps_logits"] = np.stack(steps)
-    for i, s in enumerate(_np_state(state)):
-        out[f"steps_state.{i}"] = s
+    out = prefill_and_steps(model, p)
     for name in ("prefill_logits", "steps_logits"):
         others = np.delete(out[name], columns, axis=-1)
         assert not others.any(), f"{name}: a logit outside the trained rows is not 0; storing columns would lose it"
