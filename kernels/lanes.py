@@ -13,7 +13,7 @@ import functools
 import taichi as ti
 
 import kernels
-from kernels import quant
+from kernels import quant, x64_rows
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.launch import kernel
 from kernels.quant import DENSE
@@ -82,15 +82,10 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
     (not yet summed over the lanes). `storage`: DENSE (W holds floats) or a quantized scheme (W holds u32 rows,
     kernels/quant.py; w_col must be 0)."""
     acc = ti.Vector([0.0] * tile)
-    if ti.static(storage != DENSE):
+    if ti.static(LANES == 1):  # the CPU: one thread per row
+        acc = x64_rows.dot_tile(W, layer, o, w_col, X, x_col, n_in, t0, T, tile, storage)
+    elif ti.static(storage != DENSE):
         acc = dot_tile_quantized(W, layer, o, X, x_col, n_in, t0, T, lane, tile, storage)
-    elif ti.static(LANES == 1):  # CPU: one plain dot product per position (LLVM vectorizes it); the row stays in L1
-        for u in ti.static(range(tile)):
-            if t0 + u < T:
-                s = 0.0
-                for k in range(n_in):
-                    s += ti.cast(W[layer, o, w_col + k], ti.f32) * X[t0 + u, x_col + k]
-                acc[u] = s
     else:
         unroll = ti.static(16 if tile == 1 else 4)  # weight loads in flight per lane: decode is latency-bound
         for step in range((n_in + LANES * unroll - 1) // (LANES * unroll)):
