@@ -26,7 +26,7 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels import lanes, quant
+from kernels import lanes, quant, x64_v7
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.quant import DENSE, storage_of
@@ -293,6 +293,15 @@ def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
 
 @ti.func
 def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
+    """ref.v7.wkv_step over each row's tokens; on the CPU kernels/x64_v7.py's (the state row kept in a local array)."""
+    if ti.static(lanes.LANES == 1):
+        x64_v7.wkv_task(s, S, layer, plan, sc)
+    else:
+        lane_wkv_task(s, S, layer, plan, sc)
+
+
+@ti.func
+def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r.
 
     Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S.
