@@ -115,12 +115,11 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
     return result
 
 
-def profile(path: Path, arch: str, precision: str, batch: int) -> None:
+def profile(model, batch: int) -> None:
     """Device time per kernel of one pass: decode at batch 1 and at `batch`, and a 256-token prefill chunk
     (each kernel replayed in a graph)."""
     from kernels.launch import recording, time_recorded
 
-    model = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision, graph=False)
     for label, lengths in (("decode b1", (1,)), (f"decode b{batch}", (1,) * batch), ("prefill 256", (256,))):
         state = model.new_state(len(lengths))
         plan = model.passes.get(lengths)
@@ -133,7 +132,7 @@ def profile(path: Path, arch: str, precision: str, batch: int) -> None:
         for name, (n, seconds) in sorted(table.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:10]:
             print(f"PROFILE {label}   {name:52s} {n:4d} x {seconds * 1e6:8.1f} us = {n * seconds * 1e3:7.2f} ms",
                   flush=True)
-    phases(path, arch, precision)
+    phases(model)
     if model.info.version == "v7":
         task_times(model)
 
@@ -155,11 +154,10 @@ def task_times(model) -> None:
             print(f"TASK {label} {task:14s} {seconds * 1e6:9.1f} us", flush=True)
 
 
-def phases(path: Path, arch: str, precision: str, steps: int = 20) -> None:
+def phases(model, steps: int = 20) -> None:
     """Where a decode step's time goes on the host: embedding upload, the graph, the logits read-back."""
     import taichi as ti
 
-    model = ai00ref.load_model(path, backend="taichi", arch=arch, precision=precision)
     state = model.new_state(1)
     model.forward([[1]], state, inplace=True)
     plan = model.passes.get((1,))
@@ -224,9 +222,9 @@ def main() -> None:
         for key, value in speed(model, args.prefill, args.decode, args.batch).items():
             print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
                   f"precision={args.precision} {key}={value:.1f}", flush=True)
-        del model
         if args.profile:
-            profile(path, args.arch, args.precision, args.batch)
+            profile(model, args.batch)
+        del model
 
 
 def quantized_speed(args) -> None:
@@ -244,6 +242,8 @@ def quantized_speed(args) -> None:
             for key, value in speed(model, args.prefill, args.decode, args.batch).items():
                 print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
                       f"precision={args.precision} quant={scheme} {key}={value:.1f}", flush=True)
+            if args.profile and scheme == "none":
+                profile(model, args.batch)
             del model
 
 

@@ -22,6 +22,8 @@ FULL_MASK = 0xFFFFFFFF
 ROW, FIRST, START, LENGTH, LAST = range(5)  # rows of a pass's packed plan (kernels/engine.py Pass.packed)
 ROW_UNROLL = 8  # loads in flight per lane in a row reduction (LayerNorm statistics)
 GROUP = 128  # threads per workgroup: several rows per workgroup
+ROW_TILE = 4  # GPU, tiles of positions: weight rows per lane group (a register tile of ROW_TILE × tile sums)
+ROW_TILE_UNROLL = 2  # steps of LANES columns in flight per lane in dot_rows_tile
 PIECES = 16  # GPU: groups sharing one position's LayerNorm + mix (each recomputes the statistics, writes 1/16)
 
 
@@ -43,23 +45,34 @@ def lane_sum(value: ti.f32) -> ti.f32:
 
 
 @ti.func
+def row_partial(x: ti.template(), t: ti.i32, col: ti.i32, n: ti.i32, lane: ti.i32, center: ti.f32,
+                squared: ti.template()) -> ti.f32:
+    """This lane's share of Σ_j x[t, col+j] (or, `squared`, Σ_j (x[t, col+j] - center)²): ROW_UNROLL loads in flight
+    per lane in whole steps with no condition around them, then the guarded rest."""
+    part = 0.0
+    span = LANES * ROW_UNROLL
+    full = n // span
+    for q in range(full + (n - full * span + LANES - 1) // LANES):
+        if q < full:
+            values = ti.Vector([0.0] * ROW_UNROLL)
+            for u in ti.static(range(ROW_UNROLL)):
+                values[u] = x[t, col + q * span + u * LANES + lane]
+            for u in ti.static(range(ROW_UNROLL)):
+                part += (values[u] - center) ** 2 if ti.static(squared) else values[u]
+        else:
+            j = full * span + (q - full) * LANES + lane
+            if j < n:
+                part += (x[t, col + j] - center) ** 2 if ti.static(squared) else x[t, col + j]
+    return part
+
+
+@ti.func
 def mean_and_inv(x: ti.template(), t: ti.i32, col: ti.i32, n: ti.i32, lane: ti.i32, eps: ti.f32) -> ti.math.vec2:
     """(mean, 1/sqrt(biased var + eps)) of x[t, col:col+n], two passes as ref.common.layer_norm.
-    Each lane keeps ROW_UNROLL loads in flight: a row is read by one subgroup, so latency, not bandwidth, bounds it."""
-    part = 0.0
-    for q in range((n + LANES * ROW_UNROLL - 1) // (LANES * ROW_UNROLL)):
-        for u in ti.static(range(ROW_UNROLL)):
-            j = (q * ROW_UNROLL + u) * LANES + lane
-            if j < n:
-                part += x[t, col + j]
-    mean = lane_sum(part) / n
-    part = 0.0
-    for q in range((n + LANES * ROW_UNROLL - 1) // (LANES * ROW_UNROLL)):
-        for u in ti.static(range(ROW_UNROLL)):
-            j = (q * ROW_UNROLL + u) * LANES + lane
-            if j < n:
-                part += (x[t, col + j] - mean) ** 2
-    return ti.math.vec2(mean, 1.0 / ti.sqrt(lane_sum(part) / n + eps))
+    A row is read by one subgroup, so latency, not bandwidth, bounds it: see `row_partial`."""
+    mean = lane_sum(row_partial(x, t, col, n, lane, 0.0, False)) / n
+    var = lane_sum(row_partial(x, t, col, n, lane, mean, True)) / n
+    return ti.math.vec2(mean, 1.0 / ti.sqrt(var + eps))
 
 
 @ti.func
@@ -76,6 +89,14 @@ def activate(s: ti.f32, act: ti.i32) -> ti.f32:
 
 
 @ti.func
+def clamped(t: ti.i32, T: ti.i32) -> ti.i32:
+    """A tile's position t, or the pass's last one past the end: the loads stay unconditional (branch-free loops
+    keep every load in flight; a load inside an `if` waits for the one before on Vulkan), and `emit_tile` writes
+    only positions below T."""
+    return ti.min(t, T - 1)
+
+
+@ti.func
 def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.template(), x_col: ti.i32,
              n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template(), storage: ti.template() = DENSE):
     """This lane's share of W[layer, o, w_col:w_col+n_in] · X[t0+u, x_col:x_col+n_in] for the `tile` positions u
@@ -88,14 +109,22 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
         acc = dot_tile_quantized(W, layer, o, X, x_col, n_in, t0, T, lane, tile, storage)
     else:
         unroll = ti.static(16 if tile == 1 else 4)  # weight loads in flight per lane: decode is latency-bound
-        for step in range((n_in + LANES * unroll - 1) // (LANES * unroll)):
+        span = LANES * unroll
+        full = n_in // span
+        for step in range(full):  # whole steps, no condition around a load: all `unroll` loads are in flight at once
+            k0 = step * span + lane
+            w = ti.Vector([0.0] * unroll)
             for q in ti.static(range(unroll)):
-                k = (step * unroll + q) * LANES + lane
-                if k < n_in:
-                    w = ti.cast(W[layer, o, w_col + k], ti.f32)
-                    for u in ti.static(range(tile)):
-                        if t0 + u < T:
-                            acc[u] += w * X[t0 + u, x_col + k]
+                w[q] = ti.cast(W[layer, o, w_col + k0 + q * LANES], ti.f32)
+            for q in ti.static(range(unroll)):
+                for u in ti.static(range(tile)):
+                    acc[u] += w[q] * X[clamped(t0 + u, T), x_col + k0 + q * LANES]
+        for q in range((n_in - full * span + LANES - 1) // LANES):  # the rest, one guarded load at a time
+            k = full * span + q * LANES + lane
+            if k < n_in:
+                w = ti.cast(W[layer, o, w_col + k], ti.f32)
+                for u in ti.static(range(tile)):
+                    acc[u] += w * X[clamped(t0 + u, T), x_col + k]
     return acc
 
 
@@ -111,18 +140,33 @@ def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.templat
     n_words = (n_in + per_word - 1) // per_word  # words holding real elements (the padding's are skipped)
     scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words
     unroll = ti.static(4 if tile == 1 else 1)  # words (4 or 8 codes each) in flight per lane
-    for step in range((n_words + LANES * unroll - 1) // (LANES * unroll)):
-        for q in ti.static(range(unroll)):
-            j = (step * unroll + q) * LANES + lane
+    span = LANES * unroll
+    full = n_in // per_word // span  # whole steps of whole words: no condition around their loads
+    for step in range(full + (n_words - full * span + LANES - 1) // LANES):
+        if step < full:
+            words = ti.Vector([ti.u32(0)] * unroll)
+            scales = ti.Matrix([[0.0, 0.0]] * unroll)
+            for q in ti.static(range(unroll)):
+                j = step * span + q * LANES + lane
+                words[q] = W[layer, o, j]
+                scale = quant.word_scale(W, layer, o, j, scale_at, scheme)
+                scales[q, 0], scales[q, 1] = scale[0], scale[1]
+            for q in ti.static(range(unroll)):
+                j = step * span + q * LANES + lane
+                for e in range(per_word):  # a run-time loop: each code's decoding is compiled once, not 4-8 times
+                    w = quant.code_weight(words[q], e, ti.math.vec2(scales[q, 0], scales[q, 1]), scheme)
+                    for u in ti.static(range(tile)):
+                        acc[u] += w * X[clamped(t0 + u, T), x_col + j * per_word + e]
+        else:  # the rest: one guarded word at a time, codes past n_in skipped
+            j = full * span + (step - full) * LANES + lane
             if j < n_words:
                 word, scale = W[layer, o, j], quant.word_scale(W, layer, o, j, scale_at, scheme)
-                for e in range(per_word):  # a run-time loop: each code's decoding is compiled once, not 4-8 times
+                for e in range(per_word):
                     k = j * per_word + e
                     if k < n_in:
                         w = quant.code_weight(word, e, scale, scheme)
                         for u in ti.static(range(tile)):
-                            if t0 + u < T:
-                                acc[u] += w * X[t0 + u, x_col + k]
+                            acc[u] += w * X[clamped(t0 + u, T), x_col + k]
     return acc
 
 
@@ -157,12 +201,49 @@ def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n
     (and the product that follows it), a QuantizedMatrix's included."""
     T = X.shape[0]
     n_tiles = (T + tile - 1) // tile
+    rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
+    n_blocks = (n_out + rows - 1) // rows
     ti.loop_config(block_dim=GROUP)
-    for g in range(n_out * n_tiles * LANES):
+    for g in range(n_blocks * n_tiles * LANES):
         lane, group = g % LANES, g // LANES
-        o, t0 = group // n_tiles, group % n_tiles * tile  # neighbouring rows of threads share a weight row
-        acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
-        emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
+        o, t0 = group // n_tiles * rows, group % n_tiles * tile  # neighbouring rows of threads share weight rows
+        if ti.static(rows == 1):
+            acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
+            emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
+        else:
+            acc = dot_rows_tile(W, layer, w_row, o, n_out, X, x_col, n_in, t0, T, lane, rows, tile)
+            for r in ti.static(range(rows)):
+                if o + r < n_out:
+                    emit_tile(ti.Vector([acc[r, u] for u in ti.static(range(tile))]), Y, y_col + o + r, t0, T, lane,
+                              act, accumulate, gate, gate_col + o + r)
+
+
+@ti.func
+def dot_rows_tile(W: ti.template(), layer: ti.i32, w_row: ti.i32, o: ti.i32, n_out: ti.i32, X: ti.template(),
+                  x_col: ti.i32, n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, rows: ti.template(),
+                  tile: ti.template()):
+    """`dot_tile` for `rows` neighbouring weight rows o.. at once (dense, GPU), a register tile of rows × tile sums:
+    each weight load serves `tile` positions and each input load `rows` rows. Rows past n_out repeat the last one
+    (the caller emits only rows below n_out). Each sum adds the same terms in the same order as `dot_tile`."""
+    acc = ti.Matrix([[0.0] * tile for _ in ti.static(range(rows))])
+    span = LANES * ROW_TILE_UNROLL
+    full = n_in // span
+    for step in range(full + (n_in - full * span + LANES - 1) // LANES):
+        if step < full:  # a whole step: no condition around its loads
+            for q in ti.static(range(ROW_TILE_UNROLL)):
+                k = step * span + q * LANES + lane
+                w = ti.Vector([ti.cast(W[layer, w_row + ti.min(o + r, n_out - 1), k], ti.f32)
+                               for r in ti.static(range(rows))])
+                x = ti.Vector([X[clamped(t0 + u, T), x_col + k] for u in ti.static(range(tile))])
+                acc += w.outer_product(x)
+        else:
+            k = full * span + (step - full) * LANES + lane
+            if k < n_in:
+                w = ti.Vector([ti.cast(W[layer, w_row + ti.min(o + r, n_out - 1), k], ti.f32)
+                               for r in ti.static(range(rows))])
+                x = ti.Vector([X[clamped(t0 + u, T), x_col + k] for u in ti.static(range(tile))])
+                acc += w.outer_product(x)
+    return acc
 
 
 @ti.func

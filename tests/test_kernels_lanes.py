@@ -107,10 +107,21 @@ def v7_runner(task: str, shape, tile: int = 1):
 def test_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, data):
     """Y[:, y_col:] (+)= act(X[:, x_col:x_col+in] W[layer, w_row:w_row+out, :in]ᵀ) vs ref.common.linear; `gated`:
     times G[:, g_col:g_col+out] (the v5/v6 channel mix's r · (k Wvᵀ))."""
-    w_row, x_col, y_col = offsets
     g_col = data.draw(st.integers(0, 3), label="g_col")
     L = data.draw(st.integers(1, 3), label="L")
     layer = data.draw(st.integers(0, L - 1), label="layer")
+    check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, g_col, L, layer)
+
+
+@pytest.mark.parametrize("tile, T", [(1, 3), (8, 19)])
+def test_linear_task_whole_steps_and_the_rest(tile, T):
+    """n_in = 1100: several of dot_tile's whole (unconditional) steps on any subgroup size up to 32, then a
+    guarded rest; positions past T in the last tile."""
+    check_linear_task(T, 1100, 37, (1, 2, 3), "none", True, True, tile, False, 7, 0, 2, 1)
+
+
+def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, g_col, L, layer):
+    w_row, x_col, y_col = offsets
     rng = rng_of(seed)
     W = normal(rng, L, w_row + n_out + 2, n_in + 3, scale=n_in ** -0.5)  # wider than used: the offsets must hold
     if f16:

@@ -91,11 +91,22 @@ def test_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input,
     """Y[:, y_col:] += X[:, x_col:x_col+in] Ŵ[layer, w_row:w_row+out]ᵀ vs ref.common.linear(X, QuantizedMatrix), in
     float64: K not a multiple of the block, the rows of several matrices stacked by layer, inputs past n_in in X
     (the padding's codes must not reach them). `f16_input`: matrices exact in fp16, as Ai00's files."""
+    L = data.draw(st.integers(1, 3), label="L")
+    layer = data.draw(st.integers(0, L - 1), label="layer")
+    check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, L, layer)
+
+
+@pytest.mark.parametrize("scheme, tile, T", [("int8", 1, 2), ("nf4", 8, 11), ("sf4", 1, 1)])
+def test_quantized_linear_task_whole_steps_and_the_rest(scheme, tile, T):
+    """n_in = 1100 (not a whole number of blocks): several whole (unconditional) steps of words on any subgroup size
+    up to 32, then the guarded rest with the padding's codes."""
+    check_quantized_linear_task(scheme, tile, T, 1100, 21, (2, 1, 0), True, 5, 2, 1)
+
+
+def check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, L, layer):
     from kernels.quant import stack_rows
 
     w_row, x_col, y_col = offsets
-    L = data.draw(st.integers(1, 3), label="L")
-    layer = data.draw(st.integers(0, L - 1), label="layer")
     rng = rng_of(seed)
     dense = normal(rng, L, w_row + n_out + 2, n_in, scale=n_in ** -0.5)
     if f16_input:

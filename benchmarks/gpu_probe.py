@@ -1,0 +1,220 @@
+"""Where does a GPU layer's time go? Matrix-vector readers and host transfers, timed alone on one arch.
+
+Each reader computes Y[t, o] = W[o, :] · X[t, :] for every output row o and position t, one row per subgroup of
+lanes (kernels/lanes.py), replayed `--repeats` times in one Taichi graph; a one-element kernel gives the graph's
+per-dispatch cost. Readers:
+  current     kernels.lanes.linear_task, as the layer kernels run it
+  branchfree  whole steps of LANES*unroll columns with no `if` around the loads, then a guarded tail
+  u32pair     the same over f16 pairs packed in u32 words (one 4-byte load per lane per step)
+Every reader is checked against NumPy before it is timed.
+
+Usage: python3 benchmarks/gpu_probe.py --arch vulkan|cuda [--repeats 50]
+"""
+import argparse
+import functools
+import time
+
+import numpy as np
+import taichi as ti
+
+import kernels
+from kernels import lanes
+from kernels.common import ACT_NONE
+from kernels.launch import Replay, kernel
+
+SHAPES = [tuple(int(v) for v in s.split("x")) for s in __import__("os").environ.get("PROBE_SHAPES", "2048x2048,8192x2048,2048x8192,65536x2048").split(",")]
+UNROLL = 16
+
+
+@ti.func
+def _row_index(t0: ti.i32, u: ti.i32, T: ti.i32) -> ti.i32:
+    return ti.min(t0 + u, T - 1)  # clamped: the loads stay unconditional; emit skips rows past T
+
+
+@ti.func
+def dot_branchfree(W: ti.template(), o: ti.i32, X: ti.template(), n_in: ti.i32, t0: ti.i32, T: ti.i32,
+                   lane: ti.i32, tile: ti.template()):
+    L = ti.static(lanes.LANES)
+    unroll = ti.static(UNROLL if tile == 1 else 4)
+    acc = ti.Vector([0.0] * tile)
+    full = n_in // (L * unroll)
+    for step in range(full):
+        base = step * unroll * L + lane
+        w = ti.Vector([0.0] * unroll)
+        for q in ti.static(range(unroll)):
+            w[q] = ti.cast(W[o, base + q * L], ti.f32)
+        for q in ti.static(range(unroll)):
+            for u in ti.static(range(tile)):
+                acc[u] += w[q] * X[_row_index(t0, u, T), base + q * L]
+    for q in range((n_in - full * unroll * L + L - 1) // L):
+        k = full * unroll * L + q * L + lane
+        if k < n_in:
+            w = ti.cast(W[o, k], ti.f32)
+            for u in ti.static(range(tile)):
+                acc[u] += w * X[_row_index(t0, u, T), k]
+    return acc
+
+
+@ti.func
+def dot_u32pair(W: ti.template(), o: ti.i32, X: ti.template(), n_in: ti.i32, t0: ti.i32, T: ti.i32,
+                lane: ti.i32, tile: ti.template()):
+    L = ti.static(lanes.LANES)
+    unroll = ti.static(UNROLL // 2 if tile == 1 else 2)
+    acc = ti.Vector([0.0] * tile)
+    n_words = n_in // 2
+    full = n_words // (L * unroll)
+    for step in range(full):
+        base = step * unroll * L + lane
+        words = ti.Vector([ti.u32(0)] * unroll)
+        for q in ti.static(range(unroll)):
+            words[q] = W[o, base + q * L]
+        for q in ti.static(range(unroll)):
+            lo = ti.cast(ti.bit_cast(ti.cast(words[q] & 0xFFFF, ti.u16), ti.f16), ti.f32)
+            hi = ti.cast(ti.bit_cast(ti.cast(words[q] >> 16, ti.u16), ti.f16), ti.f32)
+            k = 2 * (base + q * L)
+            for u in ti.static(range(tile)):
+                row = _row_index(t0, u, T)
+                acc[u] += lo * X[row, k] + hi * X[row, k + 1]
+    for q in range((n_words - full * unroll * L + L - 1) // L):
+        j = full * unroll * L + q * L + lane
+        if j < n_words:
+            lo = ti.cast(ti.bit_cast(ti.cast(W[o, j] & 0xFFFF, ti.u16), ti.f16), ti.f32)
+            hi = ti.cast(ti.bit_cast(ti.cast(W[o, j] >> 16, ti.u16), ti.f16), ti.f32)
+            for u in ti.static(range(tile)):
+                row = _row_index(t0, u, T)
+                acc[u] += lo * X[row, 2 * j] + hi * X[row, 2 * j + 1]
+    return acc
+
+
+@functools.cache
+def reader_kernel(name: str, tile: int):
+    dot = {"branchfree": dot_branchfree, "u32pair": dot_u32pair}.get(name)
+
+    @kernel
+    def current(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        lanes.linear_task(W, 0, 0, W.shape[1], W.shape[2], X, 0, Y, 0, ACT_NONE, False, tile)
+
+    @kernel
+    def other(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        T = X.shape[0]
+        n_tiles = (T + tile - 1) // tile
+        ti.loop_config(block_dim=lanes.GROUP)
+        for g in range(W.shape[0] * n_tiles * lanes.LANES):
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            o, t0 = group // n_tiles, group % n_tiles * tile
+            acc = dot(W, o, X, X.shape[1], t0, T, lane, tile)
+            lanes.emit_tile(acc, Y, o, t0, T, lane, ACT_NONE, False)
+
+    return current if name == "current" else other
+
+
+@kernel
+def touch(Y: ti.types.ndarray()):
+    for i in range(1):
+        Y[0, 0] = Y[0, 0] + 1.0
+
+
+def replay_time(fn, args, repeats: int) -> float:
+    replay = Replay([(fn.compiled, args)] * repeats, {})
+    replay.run()
+    ti.sync()
+    start = time.perf_counter()
+    replay.run()
+    ti.sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def probe_readers(repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    base = replay_time(touch, (ti.ndarray(ti.f32, (1, 1)),), repeats)
+    print(f"RESULT dispatch one-element kernel {base * 1e6:.1f} us")
+    for R, K in SHAPES:
+        w16 = (rng.standard_normal((R, K)) * 0.05).astype(np.float16)
+        W3 = ti.ndarray(ti.f16, (1, R, K))
+        W3.from_numpy(w16[None])
+        W2 = ti.ndarray(ti.f16, (R, K))
+        W2.from_numpy(w16)
+        Wp = ti.ndarray(ti.u32, (R, K // 2))
+        Wp.from_numpy(w16.view(np.uint32))
+        for T, tile in ((1, 1), (32, 8)):
+            x = rng.standard_normal((T, K)).astype(np.float32)
+            X = ti.ndarray(ti.f32, (T, K))
+            X.from_numpy(x)
+            Y = ti.ndarray(ti.f32, (T, R))
+            want = x @ w16.astype(np.float32).T
+            for name, Wn in (("current", W3), ("branchfree", W2), ("u32pair", Wp)):
+                fn = reader_kernel(name, tile)
+                Y.fill(0.0)
+                fn(Wn, X, Y)
+                err = np.linalg.norm(Y.to_numpy() - want) / np.linalg.norm(want)
+                dt = replay_time(fn, (Wn, X, Y), repeats)
+                print(f"RESULT reader {name:10s} {R}x{K} T={T:2d} tile={tile}: {dt * 1e6:8.1f} us "
+                      f"{R * K * 2 / dt / 1e9:7.0f} GB/s  relL2 {err:.1e}")
+
+
+def _per_call(op, repeats: int) -> float:
+    op()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        op()
+    return (time.perf_counter() - start) / repeats
+
+
+IDS = ti.types.vector(32, ti.i32)
+
+
+@ti.kernel
+def ids_from_argument(ids: IDS, n: ti.i32, out: ti.types.ndarray()):
+    for i in range(n):
+        value = 0
+        for j in ti.static(range(32)):  # a compile-time index into the argument vector
+            if i == j:
+                value = ids[j]
+        out[i] = value
+
+
+def probe_transfers(repeats: int) -> None:
+    """The fixed costs of one pass's host traffic: Taichi's from_numpy/to_numpy run a kernel on an external array
+    and wait; element reads/writes; a graph whose token ids travel as a vector argument instead."""
+    cases = [("from_numpy f32 (1, 2048)", ti.f32, (1, 2048), "up"), ("from_numpy i32 (8,)", ti.i32, (8,), "up"),
+             ("to_numpy f32 (1, 65536)", ti.f32, (1, 65536), "down"), ("to_numpy f16 (1, 65536)", ti.f16, (1, 65536), "down"),
+             ("to_numpy f32 (32, 65536)", ti.f32, (32, 65536), "down"), ("to_numpy f32 (4,)", ti.f32, (4,), "down")]
+    for name, dtype, shape, way in cases:
+        nd = ti.ndarray(dtype, shape)
+        host = np.zeros(shape, {ti.f32: np.float32, ti.f16: np.float16, ti.i32: np.int32}[dtype])
+        op = (lambda: nd.from_numpy(host)) if way == "up" else nd.to_numpy
+        print(f"RESULT transfer {name}: {_per_call(op, repeats) * 1e6:.0f} us")
+    ids = ti.ndarray(ti.i32, (32,))
+    print(f"RESULT transfer write_int one element: {_per_call(lambda: ids.arr.write_int([0], 7), repeats) * 1e6:.0f} us")
+    print(f"RESULT transfer read_int one element: {_per_call(lambda: ids.arr.read_int([0]), repeats) * 1e6:.0f} us")
+    Y = ti.ndarray(ti.f32, (1, 1))
+    replay = Replay([(touch.compiled, (Y,))], {})
+    print(f"RESULT transfer graph run + sync (one dispatch): "
+          f"{_per_call(lambda: (replay.run(), ti.sync()), repeats) * 1e6:.0f} us")
+    builder = ti.graph.GraphBuilder()
+    builder.dispatch(ids_from_argument, ti.graph.Arg(ti.graph.ArgKind.MATRIX, "ids", IDS),
+                     ti.graph.Arg(ti.graph.ArgKind.SCALAR, "n", ti.i32),
+                     ti.graph.Arg(ti.graph.ArgKind.NDARRAY, "out", ti.i32, ndim=1))
+    graph = builder.compile()
+    vector = ti.Vector(list(range(100, 132)))
+    graph.run({"ids": vector, "n": 32, "out": ids})
+    assert ids.to_numpy().tolist() == list(range(100, 132)), ids.to_numpy()
+    print(f"RESULT transfer graph with a vector argument of 32 ids, run + sync: "
+          f"{_per_call(lambda: (graph.run({'ids': vector, 'n': 32, 'out': ids}), ti.sync()), repeats) * 1e6:.0f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="vulkan", choices=["vulkan", "cuda", "cpu"])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--only", default="readers,transfers")
+    args = parser.parse_args()
+    print("arch", kernels.init(args.arch), "lanes", lanes.LANES)
+    if "transfers" in args.only:
+        probe_transfers(args.repeats)
+    if "readers" in args.only:
+        probe_readers(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
