@@ -66,7 +66,16 @@ def stack_rows(matrices: Sequence[QuantizedMatrix]) -> np.ndarray:
     """Matrices of one scheme and one K, their rows one after another: (Σ R, row_words) u32."""
     schemes, inputs = {m.scheme for m in matrices}, {m.shape[1] for m in matrices}
     assert len(schemes) == 1 and len(inputs) == 1, f"one scheme and K per stack, not {schemes}, {inputs}"
-    return np.concatenate([device_rows(m) for m in matrices])
+    return arch_order(np.concatenate([device_rows(m) for m in matrices]), schemes.pop(), inputs.pop())
+
+
+def arch_order(rows: np.ndarray, scheme: str, K: int) -> np.ndarray:
+    """The rows as the current arch's reader takes them: on the CPU the codes in kernels/x64_rows.py's order (one
+    thread per row: a vectorizable loop), elsewhere as they are."""
+    import kernels
+    from kernels import x64_rows
+
+    return x64_rows.cpu_code_order(rows, scheme, K) if kernels.current_arch() == "cpu" else rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +87,7 @@ class QuantizedRows:
 
 
 def upload(matrix: QuantizedMatrix) -> QuantizedRows:
-    rows = device_rows(matrix)[None]
+    rows = arch_order(device_rows(matrix), matrix.scheme, matrix.shape[1])[None]
     device = ti.ndarray(ti.u32, rows.shape)
     device.from_numpy(rows)
     return QuantizedRows(matrix.scheme, matrix.shape, device)

@@ -1,47 +1,125 @@
 """Row dot products on the CPU (arch x64, one thread per row: kernels/lanes.py LANES == 1).
 
 `dot_tile` here is lanes.dot_tile's CPU branch: the same contract (this row's W[layer, o, w_col:w_col+n_in] · X[t0+u,
-x_col:x_col+n_in] for the `tile` positions u), written so that LLVM vectorizes the inner loop. Must match
-ai00ref.ref.common.linear (a QuantizedMatrix's `dequantize` included) to spec/tolerances.md.
+x_col:x_col+n_in] for the `tile` positions u), written so that LLVM vectorizes the inner loop: no condition inside it
+(positions past T read the last position instead, and emit_tile drops them), and every load in it contiguous. Must
+match ai00ref.ref.common.linear (a QuantizedMatrix's `dequantize` included) to spec/tolerances.md.
+
+Quantized rows on the CPU (spec/kernels.md §7): the scales as kernels/quant.py lays them out, but the codes in the
+CPU's order (`cpu_code_order`, applied at upload by quant.stack_rows / quant.upload): in each group of GROUP elements
+(G words), code slot e of word j holds element e·G + j of the group. Then the loop over a group's words reads the
+words and, for each slot e, the inputs x[e·G + j] contiguously, and LLVM vectorizes it across 8 words (in the
+web-rwkv order, slot e of word j is element per·j + e: strided inputs, which it gathered one by one). A group is one
+Int8 block, or two NF4/SF4 blocks (slots 0-3 and 4-7), so each block's scale is decoded once and factored out of
+its sum: Int8 Σ w·x = lo·Σx + (hi − lo)/255·Σ q·x; NF4/SF4 absmax·Σ table[q]·x.
 """
+import numpy as np
 import taichi as ti
 
 from kernels import quant
 from kernels.quant import DENSE
+
+GROUP = 128  # elements per group of the CPU code order: one Int8 block, two NF4/SF4 blocks
 
 
 @ti.func
 def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.template(), x_col: ti.i32,
              n_in: ti.i32, t0: ti.i32, T: ti.i32, tile: ti.template(), storage: ti.template()):
     acc = ti.Vector([0.0] * tile)
+    rows = ti.Vector([ti.min(t0 + u, T - 1) for u in ti.static(range(tile))])  # past T: the last position again
     if ti.static(storage != DENSE):
-        acc = dot_tile_quantized(W, layer, o, X, x_col, n_in, t0, T, tile, storage)
-    else:  # one plain dot product per position (LLVM vectorizes it); the row stays in L1
-        for u in ti.static(range(tile)):
-            if t0 + u < T:
-                s = 0.0
-                for k in range(n_in):
-                    s += ti.cast(W[layer, o, w_col + k], ti.f32) * X[t0 + u, x_col + k]
-                acc[u] = s
+        acc = dot_tile_quantized(W, layer, o, X, x_col, n_in, rows, tile, storage)
+    else:  # each weight read once for the tile's positions; the tile's inputs stay in L1
+        for k in range(n_in):
+            w = ti.cast(W[layer, o, w_col + k], ti.f32)
+            for u in ti.static(range(tile)):
+                acc[u] += w * X[rows[u], x_col + k]
     return acc
 
 
 @ti.func
 def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
-                       t0: ti.i32, T: ti.i32, tile: ti.template(), scheme: ti.template()):
-    """A quantized row (kernels/quant.py layout, w_col 0): each code dequantized in registers as it is used."""
+                       rows: ti.template(), tile: ti.template(), scheme: ti.template()):
+    """A quantized row in the CPU's code order (w_col 0): whole groups by `group_dot`, the rest element by element."""
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
-    block = ti.static(quant.BLOCK[scheme])
-    n_words = (n_in + per_word - 1) // per_word  # words holding real elements (the padding's are skipped)
-    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words
-    for j in range(n_words):
-        word, scale = W[layer, o, j], quant.word_scale(W, layer, o, j, scale_at, scheme)
-        for e in range(per_word):
-            k = j * per_word + e
-            if k < n_in:
-                w = quant.code_weight(word, e, scale, scheme)
-                for u in ti.static(range(tile)):
-                    if t0 + u < T:
-                        acc[u] += w * X[t0 + u, x_col + k]
+    G = ti.static(GROUP // per_word)
+    scale_at = (n_in + quant.BLOCK[scheme] - 1) // quant.BLOCK[scheme] * quant.BLOCK[scheme] // per_word
+    n_groups = n_in // GROUP
+    for g in range(n_groups):
+        acc += group_dot(W, layer, o, X, x_col, rows, g, scale_at, tile, scheme)
+    rest = n_in - n_groups * GROUP  # a last group that is partly padding: element by element, k < n_in
+    if rest > 0:
+        words = ti.min(G, scale_at - n_groups * G)  # an NF4/SF4 row's last group may hold one block: 8 words
+        for i in range(rest):
+            k = n_groups * GROUP + i
+            word = W[layer, o, n_groups * G + i % words]
+            w = quant.code_weight(word, i // words, quant.word_scale(W, layer, o, k // per_word, scale_at, scheme),
+                                  scheme)
+            for u in ti.static(range(tile)):
+                acc[u] += w * X[rows[u], x_col + k]
     return acc
+
+
+@ti.func
+def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, rows: ti.template(),
+              g: ti.i32, scale_at: ti.i32, tile: ti.template(), scheme: ti.template()):
+    """Group g's share of the dot products (its scales factored out). At tile 1 each code slot e sums apart (independent
+    chains); at larger tiles the positions give that independence, and fewer sums keep them in registers."""
+    per_word = ti.static(quant.CODES_PER_WORD[scheme])
+    G = ti.static(GROUP // per_word)
+    parts = ti.static(1 if scheme == "int8" else 2)  # blocks per group: slots e of part e // (per_word // parts)
+    sums = ti.static(per_word if tile == 1 else parts)  # one sum per slot (tile 1) or per part
+    sq = ti.Matrix([[0.0] * tile for _ in ti.static(range(sums))])  # Σ code·x (Int8) or Σ table[code]·x
+    sx = ti.Matrix([[0.0] * tile for _ in ti.static(range(sums))])  # Σ x (Int8 only)
+    for j in range(G):
+        word = W[layer, o, g * G + j]
+        for e in ti.static(range(per_word)):
+            a = ti.static(e if tile == 1 else e // (per_word // parts))
+            if ti.static(scheme == "int8"):
+                q = ti.cast((word >> (8 * e)) & 0xFF, ti.f32)
+                for u in ti.static(range(tile)):
+                    x = X[rows[u], x_col + g * GROUP + e * G + j]
+                    sx[a, u] += x
+                    sq[a, u] += q * x
+            else:
+                value = quant.code_value((word >> (4 * e)) & 0xF, scheme)
+                for u in ti.static(range(tile)):
+                    sq[a, u] += value * X[rows[u], x_col + g * GROUP + e * G + j]
+    out = ti.Vector([0.0] * tile)
+    pair = W[layer, o, scale_at + g]  # Int8: this block's [lo, hi]; NF4/SF4: blocks 2g, 2g + 1's absmax
+    if ti.static(scheme == "int8"):
+        lo = quant.half_to_f32(pair & 0xFFFF)
+        step = (quant.half_to_f32(pair >> 16) - lo) / 255.0
+        for a in ti.static(range(sums)):
+            for u in ti.static(range(tile)):
+                out[u] += lo * sx[a, u] + step * sq[a, u]
+    else:
+        absmax = ti.Vector([quant.half_to_f32(pair & 0xFFFF), quant.half_to_f32(pair >> 16)])
+        for a in ti.static(range(sums)):
+            p = ti.static(a // (sums // parts))
+            for u in ti.static(range(tile)):
+                out[u] += absmax[p] * sq[a, u]
+    return out
+
+
+def cpu_code_order(rows: np.ndarray, scheme: str, K: int) -> np.ndarray:
+    """(R, row_words) u32 rows in kernels/quant.py's order (device_rows) -> the CPU's: the scales unchanged; in each
+    group of GROUP elements (the last may be shorter: an NF4/SF4 row of an odd number of blocks), code slot e of word
+    j holds element e·G + j of the group, G the group's words."""
+    per_word, n_words = quant.CODES_PER_WORD[scheme], quant.code_words(scheme, K)
+    R = rows.shape[0]
+    as_bytes = np.ascontiguousarray(rows[:, :n_words]).view(np.uint8)  # little-endian words (quant.device_rows)
+    if per_word == 4:
+        codes = as_bytes  # (R, Kp): element k is byte k
+    else:  # element 8j + e is nibble e of word j: byte k // 2, the low nibble first
+        codes = np.stack([as_bytes & 0xF, as_bytes >> 4], axis=-1).reshape(R, -1)
+    out = np.empty((R, n_words), np.uint32)
+    for start in range(0, codes.shape[1], GROUP):
+        group = codes[:, start:start + GROUP]
+        G = group.shape[1] // per_word
+        slots = group.reshape(R, per_word, G).transpose(0, 2, 1)  # [word j, slot e] = element e·G + j
+        if per_word == 8:
+            slots = slots[..., 0::2] | (slots[..., 1::2] << 4)  # two nibbles a byte, slot 2b in the low one
+        out[:, start // per_word:start // per_word + G] = np.ascontiguousarray(slots, np.uint8).view(np.uint32)[..., 0]
+    return np.concatenate([out, rows[:, n_words:]], axis=1)

@@ -20,7 +20,20 @@ def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.templat
     N = ti.static(s.N)
     R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
     for b, h, i in ti.ndrange(S.shape[0], s.H, N):
-        if plan[LENGTH, b] > 0:
+        if plan[LENGTH, b] == 1:  # one token (decode): in place, as the shared loop (no copy to amortize)
+            t = plan[START, b]
+            removed = 0.0
+            for j in range(N):
+                removed -= S[b, layer, h, i, j] * sc[t, s.KK + h * N + j]
+            out = 0.0
+            v = sc[t, V + h * N + i]
+            for j in range(N):
+                c = h * N + j
+                new = S[b, layer, h, i, j] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
+                S[b, layer, h, i, j] = new
+                out += new * sc[t, R + c]
+            sc[t, s.Y + h * N + i] = out
+        elif plan[LENGTH, b] > 1:
             row = ti.Vector([0.0] * N)  # S[b, layer, h, i, :]: a local array (dynamic index), never aliased
             for j in range(N):
                 row[j] = S[b, layer, h, i, j]
