@@ -109,23 +109,30 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
         tokens = [[int(np.argmax(logits[0]))] for _ in range(rows)]
         logits_b, state_b = model.forward(tokens, state_b)  # warm-up for this batch size
         start = time.perf_counter()
-        for _ in range(decode):  # inplace: the caller owns the state, as the scheduler will
+        for step in range(decode):  # inplace: the caller owns the state, as the scheduler will
+            if step == decode // 2:
+                half = time.perf_counter()
             logits_b, state_b = model.forward([[int(t)] for t in np.argmax(logits_b, axis=-1)], state_b, inplace=True)
-        result[f"decode_b{rows}_tok_s"] = decode * rows / (time.perf_counter() - start)
+        end = time.perf_counter()
+        result[f"decode_b{rows}_tok_s"] = decode * rows / (end - start)
+        result[f"decode_b{rows}_second_half_tok_s"] = (decode - decode // 2) * rows / (end - half)
     return result
 
 
 def profile(model, batch: int) -> None:
     """Device time per kernel of one pass: decode at batch 1 and at `batch`, and a 256-token prefill chunk
     (each kernel replayed in a graph)."""
+    import taichi as ti
+
     from kernels.launch import recording, time_recorded
 
     for label, lengths in (("decode b1", (1,)), (f"decode b{batch}", (1,) * batch), ("prefill 256", (256,))):
         state = model.new_state(len(lengths))
         plan = model.passes.get(lengths)
-        model.run_pass(np.ones(plan.T, np.int64), state, plan, False)  # compile
+        model.run_pass([1] * plan.T, state, plan, False)  # compile
+        inputs = model.workspace.buffer("ids", (plan.T,), ti.i32)  # the upload path: a kernel of its own
         with recording() as calls:
-            model.launch_pass(model.workspace.buffer("x", (plan.T, model.info.n_embd)), state, plan, False)
+            model.launch_pass(inputs, state, plan, False)
         table = time_recorded(calls, repeats=10)
         total = sum(n * seconds for n, seconds in table.values())
         print(f"PROFILE {label}: launches {len(calls)}, sum of kernel times {total * 1e3:.2f} ms", flush=True)
@@ -155,28 +162,25 @@ def task_times(model) -> None:
 
 
 def phases(model, steps: int = 20) -> None:
-    """Where a decode step's time goes on the host: embedding upload, the graph, the logits read-back."""
+    """Where a decode step's time goes on the host: the graph (token id as its argument, embedding lookup on the
+    device, every layer, the head), the logits read-back, and the whole forward call."""
     import taichi as ti
 
     state = model.new_state(1)
     model.forward([[1]], state, inplace=True)
     plan = model.passes.get((1,))
-    x = model.workspace.buffer("x", (1, model.info.n_embd))
-    totals = dict.fromkeys(("upload", "graph", "read back", "forward"), 0.0)
+    totals = dict.fromkeys(("graph", "read back", "forward"), 0.0)
     for _ in range(steps):
         ti.sync()
         t0 = time.perf_counter()
-        x.from_numpy(model.emb[[1]])
+        logits = model.run_pass([1], state, plan, False)
         ti.sync()
         t1 = time.perf_counter()
-        logits = model.replay_pass(x, state, plan, False)
-        ti.sync()
-        t2 = time.perf_counter()
         logits.to_numpy()
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         model.forward([[1]], state, inplace=True)
-        t4 = time.perf_counter()
-        for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        t3 = time.perf_counter()
+        for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
             totals[key] += seconds
     print("PHASES decode b1: " + ", ".join(f"{k} {v / steps * 1e3:.2f} ms" for k, v in totals.items()), flush=True)
 
@@ -195,6 +199,7 @@ def main() -> None:
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="also time every kernel of one decode step")
+    parser.add_argument("--phases", action="store_true", help="also split a decode step into graph and read-back")
     parser.add_argument("--check-quant", default="", help="schemes to check as well (comma-separated: int8,nf4,sf4)")
     parser.add_argument("--quant-types", default="", help="time each --speed variant with these (none,int8,nf4,sf4), "
                         "every layer quantized, on in-memory models (repeated_layer_model)")
@@ -244,6 +249,8 @@ def quantized_speed(args) -> None:
                       f"precision={args.precision} quant={scheme} {key}={value:.1f}", flush=True)
             if args.profile and scheme == "none":
                 profile(model, args.batch)
+            elif args.phases:
+                phases(model)
             del model
 
 

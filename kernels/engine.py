@@ -19,6 +19,7 @@ from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
 from ai00ref.weights.quant import QuantizedMatrix
 from kernels import quant
+from kernels.embed import GRAPH_IDS, embed_from_argument, embed_from_array
 from kernels.lanes import head_kernel
 from kernels.launch import Replay, recording
 
@@ -241,16 +242,19 @@ class TaichiModel:
         self.precision = precision
         self.info = weights.info
         dtype = PRECISIONS[precision]
-        # Load-time transform: LN0 of every embedding row, once (web-rwkv does the same); the table stays on the host.
+        # Load-time transform: LN0 of every embedding row, once (web-rwkv does the same); the table lives on the
+        # device in the precision's dtype (kernels/embed.py gathers each pass's rows from it).
         emb = np.asarray(weights.emb, np.float32)
-        self.emb = np.ascontiguousarray(layer_norm(emb, weights.ln0.weight.astype(np.float32),
-                                                   weights.ln0.bias.astype(np.float32), LN_EPS), dtype=np.float32)
+        table = layer_norm(emb, weights.ln0.weight.astype(np.float32), weights.ln0.bias.astype(np.float32), LN_EPS)
+        self.embedding = ti.ndarray(dtype, table.shape)  # (V, C)
+        self.embedding.from_numpy(table.astype(np.float16 if dtype == ti.f16 else np.float32))
+        del emb, table
         module = version_module(self.info.version)
         self.blocks = module.device_blocks(weights.blocks, dtype)
         self.run_blocks = module.run_blocks
         self.head_norm = _stacked([np.stack([weights.ln_out.weight, weights.ln_out.bias])], ti.f32)  # (1, 2, C)
         self.head_matrix = _stacked([weights.head], dtype)  # (1, V, C)
-        # what this engine holds on the device; the embedding table stays on the host (spec/quant.md §5)
+        # what this engine holds on the device, the embedding table included (spec/quant.md §5)
         self.info = dataclasses.replace(self.info, weight_bytes=self.weight_device_bytes())
         self.initial_state = initial_state
         self.workspace = Workspace()
@@ -258,9 +262,9 @@ class TaichiModel:
         self.graph = graph
 
     def weight_device_bytes(self) -> int:
-        """Bytes of the device arrays holding weights: the layers (quantized rows, float matrices in the precision's
-        dtype, f32 vectors), the output norm and the head."""
-        return device_bytes((self.blocks, self.head_norm, self.head_matrix))
+        """Bytes of the device arrays holding weights: the embedding table, the layers (quantized rows, float matrices
+        in the precision's dtype, f32 vectors), the output norm and the head."""
+        return device_bytes((self.embedding, self.blocks, self.head_norm, self.head_matrix))
 
     def new_state(self, batch: int = 1) -> TaichiState:
         if self.initial_state is None:
@@ -297,26 +301,34 @@ class TaichiModel:
             return [np.concatenate(parts) for parts in every_logits], state
         return last_logits, state
 
-    def run_pass(self, ids: np.ndarray, state, plan: Pass, full_output: bool):
-        """One pass over `plan.T` positions: upload the embeddings, run every kernel. Returns the logits buffer."""
-        x = self.workspace.buffer("x", (plan.T, self.info.n_embd))
-        x.from_numpy(self.emb[ids])
-        return (self.replay_pass if self.graph else self.launch_pass)(x, state, plan, full_output)
+    def run_pass(self, ids: Sequence[int], state, plan: Pass, full_output: bool):
+        """One pass over `plan.T` positions: every kernel, from the embedding lookup to the head. Returns the logits
+        buffer. Up to GRAPH_IDS token ids travel as a kernel argument; more are uploaded (kernels/embed.py)."""
+        if plan.T <= GRAPH_IDS:
+            inputs = ti.Vector([int(i) for i in ids] + [0] * (GRAPH_IDS - plan.T))
+        else:
+            inputs = self.workspace.buffer("ids", (plan.T,), ti.i32)
+            inputs.from_numpy(np.asarray(ids, np.int32))
+        return (self.replay_pass if self.graph else self.launch_pass)(inputs, state, plan, full_output)
 
-    def replay_pass(self, x, state, plan: Pass, full_output: bool):
+    def replay_pass(self, inputs, state, plan: Pass, full_output: bool):
         """`launch_pass` recorded once per (row lengths, full_output) and replayed as a graph."""
         key = (tuple(plan.lengths_host), full_output)
         if key not in self.passes.replays:
             with recording() as calls:
-                logits = self.launch_pass(x, state, plan, full_output)
+                logits = self.launch_pass(inputs, state, plan, full_output)
             roles = {id(a): f"state_{name}" for name, a in state.fields.items()}  # passed anew on every run
+            roles[id(inputs)] = "ids"
             self.passes.replays[key] = (Replay(calls, roles), logits)
         replay, logits = self.passes.replays[key]
-        replay.run(**{f"state_{name}": a for name, a in state.fields.items()})
+        replay.run(ids=inputs, **{f"state_{name}": a for name, a in state.fields.items()})
         return logits
 
-    def launch_pass(self, x, state, plan: Pass, full_output: bool):
-        """Every kernel of one pass, in order: the blocks, the head (x holds LN0(emb) already). Returns the logits."""
+    def launch_pass(self, inputs, state, plan: Pass, full_output: bool):
+        """Every kernel of one pass, in order: the embedding lookup (`inputs`: the ids as a vector argument or an
+        array), the blocks, the head. Returns the logits."""
+        x = self.workspace.buffer("x", (plan.T, self.info.n_embd))
+        (embed_from_argument if isinstance(inputs, ti.Matrix) else embed_from_array)(inputs, self.embedding, x)
         tile = 1 if plan.T <= DECODE_POSITIONS else TOKEN_TILE
         self.run_blocks(self.blocks, self.info, x, state, plan, self.workspace, tile)
         return self.head(x, None if full_output else plan.last)

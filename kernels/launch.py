@@ -93,7 +93,8 @@ def time_recorded(calls: list, repeats: int = 30) -> dict[str, tuple[int, float]
 
 
 class Replay:
-    """A recorded sequence of launches compiled into one graph. Ndarrays named in `roles` may be swapped per run."""
+    """A recorded sequence of launches compiled into one graph. Ndarrays and vectors named in `roles` may be swapped
+    per run."""
 
     def __init__(self, calls: list, roles: dict[int, str]):
         self.arguments: dict[str, object] = {}
@@ -108,6 +109,10 @@ class Replay:
             name = self.roles.get(id(value), f"nd{id(value)}")
             self.arguments.setdefault(name, value)
             return ti.graph.Arg(ti.graph.ArgKind.NDARRAY, name, value.dtype, ndim=len(value.shape))
+        if isinstance(value, ti.Matrix):  # an i32 vector, passed anew on every run under its role
+            name = self.roles.get(id(value), f"vec{id(value)}")
+            self.arguments.setdefault(name, value)
+            return ti.graph.Arg(ti.graph.ArgKind.MATRIX, name, ti.types.vector(value.n, ti.i32))
         if isinstance(value, bool) or isinstance(value, int):
             name, dtype = f"i32_{int(value)}", ti.i32
         elif isinstance(value, float):
@@ -118,6 +123,6 @@ class Replay:
         return ti.graph.Arg(ti.graph.ArgKind.SCALAR, name, dtype)
 
     def run(self, **role_arrays) -> None:
-        """Run the graph; `role_arrays` gives this run's array for each role (e.g. the state's fields)."""
+        """Run the graph; `role_arrays` gives this run's array or vector for each role (the state's fields, the ids)."""
         self.arguments.update(role_arrays)
         self.graph.run(self.arguments)
