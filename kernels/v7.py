@@ -26,7 +26,7 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels import lanes, quant, x64_v7
+from kernels import lanes, quant, x64_tasks, x64_v7
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
                            shift_mix_task)
 from kernels.quant import DENSE, storage_of
@@ -202,6 +202,7 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
     for g in range((3 * s.C + s.D) * n_tiles * lanes.LANES):
         lane, group = g % lanes.LANES, g // lanes.LANES
         o, t0 = group // n_tiles, group % n_tiles * tile
+        o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D, n_tiles, tile, lanes.LANES)  # the CPU's: tile-major
         mix, act = o // s.C, ACT_NONE  # r, k, v: blocks MIX_R, MIX_K, MIX_V
         if o >= 3 * s.C:
             j = o - 3 * s.C
@@ -233,6 +234,7 @@ def second_stage_task(s: ti.template(), second: ti.template(), slot: ti.i32, lay
     for g in range(4 * s.C * n_tiles * lanes.LANES):
         lane, group = g % lanes.LANES, g // lanes.LANES
         o, t0 = group // n_tiles, group % n_tiles * tile
+        o, t0 = x64_tasks.cpu_order(o, t0, group, 4 * s.C, n_tiles, tile, lanes.LANES)  # the CPU's: tile-major
         part, c = o // s.C, o % s.C
         begin, width = 0, s.Dw
         if part == 1:
@@ -293,8 +295,7 @@ def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
 
 @ti.func
 def wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
-    """ref.v7.wkv_step over each row's tokens; on the CPU kernels/x64_v7.py's (the state row kept in a local array)."""
-    if ti.static(lanes.LANES == 1):
+    if ti.static(lanes.LANES == 1):  # the CPU: kernels/x64_v7.py (the state row kept in a local array)
         x64_v7.wkv_task(s, S, layer, plan, sc)
     else:
         lane_wkv_task(s, S, layer, plan, sc)
@@ -359,6 +360,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     """The kernel of one layer (every position of a pass); `tile` positions share each weight read.
     `storage`: the group's matrices (kernels/quant.py); a quantized kernel takes the low-rank rows as one more array.
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
+    linear = x64_tasks.linear_task if lanes.LANES == 1 else linear_task  # the CPU's order of the groups
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
@@ -377,14 +379,14 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("output_gate" in tasks):
             output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
-            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
+            linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("ffn_key" in tasks):
-            linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
-                        storage=storage)
+            linear(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
+                   storage=storage)
         if ti.static("ffn_value" in tasks):
-            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, storage=storage)
+            linear(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, storage=storage)
 
     return layer_launch(body, storage)
 
