@@ -64,18 +64,17 @@ def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.templat
 @ti.func
 def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, rows: ti.template(),
               g: ti.i32, scale_at: ti.i32, tile: ti.template(), scheme: ti.template()):
-    """Group g's share of the dot products (its scales factored out). At tile 1 each code slot e sums apart (independent
-    chains); at larger tiles the positions give that independence, and fewer sums keep them in registers."""
+    """Group g's share of the dot products (its scales factored out): one sum per block and position, over the
+    group's slots (one sum per slot measured slower at tile 1: more horizontal sums per block)."""
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     G = ti.static(GROUP // per_word)
     parts = ti.static(1 if scheme == "int8" else 2)  # blocks per group: slots e of part e // (per_word // parts)
-    sums = ti.static(per_word if tile == 1 else parts)  # one sum per slot (tile 1) or per part
-    sq = ti.Matrix([[0.0] * tile for _ in ti.static(range(sums))])  # Σ code·x (Int8) or Σ table[code]·x
-    sx = ti.Matrix([[0.0] * tile for _ in ti.static(range(sums))])  # Σ x (Int8 only)
+    sq = ti.Matrix([[0.0] * tile for _ in ti.static(range(parts))])  # Σ code·x (Int8) or Σ table[code]·x
+    sx = ti.Matrix([[0.0] * tile for _ in ti.static(range(parts))])  # Σ x (Int8 only)
     for j in range(G):
         word = W[layer, o, g * G + j]
         for e in ti.static(range(per_word)):
-            a = ti.static(e if tile == 1 else e // (per_word // parts))
+            a = ti.static(e // (per_word // parts))
             if ti.static(scheme == "int8"):
                 q = ti.cast((word >> (8 * e)) & 0xFF, ti.f32)
                 for u in ti.static(range(tile)):
@@ -91,15 +90,12 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_co
     if ti.static(scheme == "int8"):
         lo = quant.half_to_f32(pair & 0xFFFF)
         step = (quant.half_to_f32(pair >> 16) - lo) / 255.0
-        for a in ti.static(range(sums)):
-            for u in ti.static(range(tile)):
-                out[u] += lo * sx[a, u] + step * sq[a, u]
+        for u in ti.static(range(tile)):
+            out[u] = lo * sx[0, u] + step * sq[0, u]
     else:
         absmax = ti.Vector([quant.half_to_f32(pair & 0xFFFF), quant.half_to_f32(pair >> 16)])
-        for a in ti.static(range(sums)):
-            p = ti.static(a // (sums // parts))
-            for u in ti.static(range(tile)):
-                out[u] += absmax[p] * sq[a, u]
+        for u in ti.static(range(tile)):
+            out[u] = absmax[0] * sq[0, u] + absmax[1] * sq[1, u]
     return out
 
 
