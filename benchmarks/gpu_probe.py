@@ -8,7 +8,7 @@ per-dispatch cost. Readers:
   u32pair     the same over f16 pairs packed in u32 words (one 4-byte load per lane per step)
 Every reader is checked against NumPy before it is timed.
 
-Usage: python3 benchmarks/gpu_probe.py --arch vulkan|cuda [--repeats 50]
+Usage: python3 benchmarks/gpu_probe.py --arch vulkan|cuda [--repeats 50] [--only launches,transfers,readers]
 """
 import argparse
 import functools
@@ -203,6 +203,32 @@ def probe_transfers(repeats: int) -> None:
           f"{_per_call(lambda: (graph.run({'ids': vector, 'n': 32, 'out': ids}), ti.sync()), repeats) * 1e6:.0f} us")
 
 
+def launch_source(n_arrays: int, n_tasks: int) -> str:
+    """A kernel of `n_tasks` one-thread tasks over `n_arrays` ndarray arguments (each task touches every array)."""
+    names = [f"a{i}" for i in range(n_arrays)]
+    body = "\n".join("    for _ in range(1):\n" + "".join(f"        {n}[0] = {n}[0] + 1.0\n" for n in names)
+                     for _ in range(n_tasks))
+    return f"def probe_launch({', '.join(n + ': ti.types.ndarray()' for n in names)}):\n{body}\n"
+
+
+def probe_launches(repeats: int) -> None:
+    """Per-launch cost in a graph by array arguments and tasks: where a layer launch's fixed cost comes from."""
+    import importlib.util
+    import pathlib
+    import tempfile
+
+    folder = pathlib.Path(tempfile.mkdtemp())
+    for n_arrays, n_tasks in ((1, 1), (11, 1), (1, 10), (11, 10)):
+        path = folder / f"probe_launch_{n_arrays}_{n_tasks}.py"  # Taichi reads a kernel's source from its file
+        path.write_text("import taichi as ti\n\n" + launch_source(n_arrays, n_tasks))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        fn = kernel(module.probe_launch)
+        arrays = tuple(ti.ndarray(ti.f32, (4,)) for _ in range(n_arrays))
+        print(f"RESULT launch {n_arrays:2d} arrays, {n_tasks:2d} tasks: {replay_time(fn, arrays, repeats) * 1e6:7.1f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="vulkan", choices=["vulkan", "cuda", "cpu"])
@@ -210,6 +236,8 @@ def main() -> None:
     parser.add_argument("--only", default="readers,transfers")
     args = parser.parse_args()
     print("arch", kernels.init(args.arch), "lanes", lanes.LANES)
+    if "launches" in args.only:
+        probe_launches(args.repeats)
     if "transfers" in args.only:
         probe_transfers(args.repeats)
     if "readers" in args.only:
