@@ -1,6 +1,6 @@
-"""A pass's input rows, gathered on the device: x[t] = table[ids[t]], the table holding LN0(emb) (applied once at
-load, kernels/engine.py), in the precision's dtype. Must match the reference's embedding lookup followed by
-ref.common.layer_norm(ln0) (to fp16 rounding of the table with precision fp16: spec/tolerances.md).
+"""A pass's input rows, made on the device: x[t] = LN0(emb[ids[t]]). Must match the reference's embedding lookup
+followed by ref.common.layer_norm(ln0) per token (spec/kernels.md §2; the table in the precision's dtype, so an
+fp16-stored model, as Ai00's files are, loses nothing with precision fp16).
 
 Why on the device: on Vulkan, every host-to-device copy through Taichi (`from_numpy`) is a kernel launch on a host
 array that ends in a wait, ~0.7-1.5 ms on the H100 whatever its size (benchmarks/gpu_probe.py). A pass of at most
@@ -9,6 +9,8 @@ argument costs nothing measurable there); longer passes upload their ids, one sm
 """
 import taichi as ti
 
+from kernels import lanes
+from kernels.lanes import GROUP, mean_and_inv
 from kernels.launch import kernel
 
 GRAPH_IDS = 32  # passes of at most this many positions take their ids as a graph argument
@@ -26,13 +28,34 @@ def id_at(ids: ti.template(), t: ti.i32) -> ti.i32:
     return value
 
 
-@kernel
-def embed_from_argument(ids: IDS, table: ti.types.ndarray(), x: ti.types.ndarray()):
-    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
-        x[t, c] = ti.cast(table[id_at(ids, t), c], ti.f32)
+@ti.func
+def embed_task(ids: ti.template(), from_argument: ti.template(), table: ti.template(), ln0: ti.template(),
+               eps: ti.f32, x: ti.template()):
+    """x[t] = LN(table[ids[t]]) with LN0's weight ln0[0, 0] and bias ln0[0, 1]: LANES threads per position."""
+    T, C = x.shape[0], x.shape[1]
+    n_lanes = ti.static(lanes.LANES)
+    ti.loop_config(block_dim=GROUP)
+    for g in range(T * n_lanes):
+        lane, t = g % n_lanes, g // n_lanes
+        row = 0
+        if ti.static(from_argument):
+            row = id_at(ids, t)
+        else:
+            row = ids[t]
+        stats = mean_and_inv(table, row, 0, C, lane, eps)
+        for q in range((C + n_lanes - 1) // n_lanes):
+            c = q * n_lanes + lane
+            if c < C:
+                x[t, c] = (ti.cast(table[row, c], ti.f32) - stats[0]) * stats[1] * ln0[0, 0, c] + ln0[0, 1, c]
 
 
 @kernel
-def embed_from_array(ids: ti.types.ndarray(), table: ti.types.ndarray(), x: ti.types.ndarray()):
-    for t, c in ti.ndrange(x.shape[0], x.shape[1]):
-        x[t, c] = ti.cast(table[ids[t], c], ti.f32)
+def embed_from_argument(ids: IDS, table: ti.types.ndarray(), ln0: ti.types.ndarray(), eps: ti.f32,
+                        x: ti.types.ndarray()):
+    embed_task(ids, True, table, ln0, eps, x)
+
+
+@kernel
+def embed_from_array(ids: ti.types.ndarray(), table: ti.types.ndarray(), ln0: ti.types.ndarray(), eps: ti.f32,
+                     x: ti.types.ndarray()):
+    embed_task(ids, False, table, ln0, eps, x)

@@ -13,7 +13,7 @@ import numpy as np
 import taichi as ti
 
 import kernels
-from ai00ref.ref.common import LN_EPS, layer_norm
+from ai00ref.ref.common import LN_EPS
 from ai00ref.ref.model import check_tokens
 from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
@@ -149,6 +149,14 @@ def _stacked(arrays, dtype) -> ti.Ndarray:
     return device
 
 
+def _matrix(array, dtype) -> ti.Ndarray:
+    """A host matrix on the device in `dtype` (f16 or f32)."""
+    host = np.asarray(array, np.float32).astype(np.float16 if dtype == ti.f16 else np.float32)
+    device = ti.ndarray(dtype, host.shape)
+    device.from_numpy(host)
+    return device
+
+
 def _upload(array: np.ndarray) -> ti.Ndarray:
     device = ti.ndarray(ti.i32, array.shape)
     device.from_numpy(array)
@@ -242,13 +250,9 @@ class TaichiModel:
         self.precision = precision
         self.info = weights.info
         dtype = PRECISIONS[precision]
-        # Load-time transform: LN0 of every embedding row, once (web-rwkv does the same); the table lives on the
-        # device in the precision's dtype (kernels/embed.py gathers each pass's rows from it).
-        emb = np.asarray(weights.emb, np.float32)
-        table = layer_norm(emb, weights.ln0.weight.astype(np.float32), weights.ln0.bias.astype(np.float32), LN_EPS)
-        self.embedding = ti.ndarray(dtype, table.shape)  # (V, C)
-        self.embedding.from_numpy(table.astype(np.float16 if dtype == ti.f16 else np.float32))
-        del emb, table
+        # The embedding table on the device in the precision's dtype; LN0 runs on each pass's rows (kernels/embed.py)
+        self.embedding = _matrix(weights.emb, dtype)  # (V, C)
+        self.ln0 = _stacked([np.stack([weights.ln0.weight, weights.ln0.bias])], ti.f32)  # (1, 2, C)
         module = version_module(self.info.version)
         self.blocks = module.device_blocks(weights.blocks, dtype)
         self.run_blocks = module.run_blocks
@@ -262,9 +266,9 @@ class TaichiModel:
         self.graph = graph
 
     def weight_device_bytes(self) -> int:
-        """Bytes of the device arrays holding weights: the embedding table, the layers (quantized rows, float matrices
+        """Bytes of the device arrays holding weights: the embedding table and LN0, the layers (quantized rows, float matrices
         in the precision's dtype, f32 vectors), the output norm and the head."""
-        return device_bytes((self.embedding, self.blocks, self.head_norm, self.head_matrix))
+        return device_bytes((self.embedding, self.ln0, self.blocks, self.head_norm, self.head_matrix))
 
     def new_state(self, batch: int = 1) -> TaichiState:
         if self.initial_state is None:
@@ -328,7 +332,8 @@ class TaichiModel:
         """Every kernel of one pass, in order: the embedding lookup (`inputs`: the ids as a vector argument or an
         array), the blocks, the head. Returns the logits."""
         x = self.workspace.buffer("x", (plan.T, self.info.n_embd))
-        (embed_from_argument if isinstance(inputs, ti.Matrix) else embed_from_array)(inputs, self.embedding, x)
+        embed = embed_from_argument if isinstance(inputs, ti.Matrix) else embed_from_array
+        embed(inputs, self.embedding, self.ln0, LN_EPS, x)
         tile = 1 if plan.T <= DECODE_POSITIONS else TOKEN_TILE
         self.run_blocks(self.blocks, self.info, x, state, plan, self.workspace, tile)
         return self.head(x, None if full_output else plan.last)

@@ -189,7 +189,7 @@ def test_device_memory_of_quantized_weights(taichi_arch, tmp_path, scheme, ratio
         return sum(a.to_numpy().nbytes for a in arrays)
 
     arrays = [a for g in groups for a in (g.vec, g.mats, g.second, g.ffn_value, g.low) if a is not None]
-    assert fast.info.weight_bytes == nbytes(*arrays, fast.embedding, fast.head_norm, fast.head_matrix)
+    assert fast.info.weight_bytes == nbytes(*arrays, fast.embedding, fast.ln0, fast.head_norm, fast.head_matrix)
     assert nbytes(groups[0].mats, groups[0].ffn_value) == fast.info.quantized_bytes  # C, F multiples of 128
     assert fast.info.quantized_bytes <= ratio * fast.info.quantized_bytes_fp16
     assert fast.info.weight_bytes < dense.info.weight_bytes

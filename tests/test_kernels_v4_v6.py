@@ -79,15 +79,18 @@ def test_model_matches_reference(taichi_arch, model_paths, variant, precision):
 
 @pytest.mark.parametrize("variant", ["v5.0", "v5.2", "v6"])
 def test_one_launch_per_layer(taichi_arch, model_paths, variant):
-    """v5 and v6 run each layer as one kernel launch (kernels/v6.py), then one for the head."""
+    """v5 and v6 run each layer as one kernel launch (kernels/v6.py), after one for the embedding lookup and before
+    one for the head."""
+    import taichi as ti
+
+    from kernels.embed import GRAPH_IDS
     from kernels.launch import recording
 
     model = ai00ref.load_model(model_paths[variant], backend="taichi", arch=taichi_arch, graph=False)
     state, plan = model.new_state(2), model.passes.get((3, 1))
-    x = model.workspace.buffer("x", (plan.T, model.info.n_embd))
     with recording() as calls:
-        model.launch_pass(x, state, plan, False)
-    assert len(calls) == model.info.n_layer + 1
+        model.launch_pass(ti.Vector([1] * GRAPH_IDS), state, plan, False)
+    assert len(calls) == 1 + model.info.n_layer + 1
 
 
 # ---- (b) kernels against their reference functions ----
