@@ -10,7 +10,7 @@ argument costs nothing measurable there); longer passes upload their ids, one sm
 import taichi as ti
 
 from kernels import lanes
-from kernels.lanes import GROUP, mean_and_inv
+from kernels.lanes import GROUP, gather_norm_task, norm_row
 from kernels.launch import kernel
 
 GRAPH_IDS = 32  # passes of at most this many positions take their ids as a graph argument
@@ -28,34 +28,18 @@ def id_at(ids: ti.template(), t: ti.i32) -> ti.i32:
     return value
 
 
-@ti.func
-def embed_task(ids: ti.template(), from_argument: ti.template(), table: ti.template(), ln0: ti.template(),
-               eps: ti.f32, x: ti.template()):
-    """x[t] = LN(table[ids[t]]) with LN0's weight ln0[0, 0] and bias ln0[0, 1]: LANES threads per position."""
-    T, C = x.shape[0], x.shape[1]
-    n_lanes = ti.static(lanes.LANES)
-    ti.loop_config(block_dim=GROUP)
-    for g in range(T * n_lanes):
-        lane, t = g % n_lanes, g // n_lanes
-        row = 0
-        if ti.static(from_argument):
-            row = id_at(ids, t)
-        else:
-            row = ids[t]
-        stats = mean_and_inv(table, row, 0, C, lane, eps)
-        for q in range((C + n_lanes - 1) // n_lanes):
-            c = q * n_lanes + lane
-            if c < C:
-                x[t, c] = (ti.cast(table[row, c], ti.f32) - stats[0]) * stats[1] * ln0[0, 0, c] + ln0[0, 1, c]
-
-
 @kernel
 def embed_from_argument(ids: IDS, table: ti.types.ndarray(), ln0: ti.types.ndarray(), eps: ti.f32,
                         x: ti.types.ndarray()):
-    embed_task(ids, True, table, ln0, eps, x)
+    """x[t] = LN0(table[ids[t]]), LANES threads per position; ln0 holds LN0's weight and bias as (1, 2, C)."""
+    ti.loop_config(block_dim=GROUP)
+    for g in range(x.shape[0] * lanes.LANES):
+        lane, t = g % lanes.LANES, g // lanes.LANES
+        norm_row(table, id_at(ids, t), 1, ln0, eps, x, t, lane)
 
 
 @kernel
 def embed_from_array(ids: ti.types.ndarray(), table: ti.types.ndarray(), ln0: ti.types.ndarray(), eps: ti.f32,
                      x: ti.types.ndarray()):
-    embed_task(ids, False, table, ln0, eps, x)
+    """The same with the ids in an array: the head's gather and norm, picking every id."""
+    gather_norm_task(table, ids, ln0, eps, x)

@@ -44,11 +44,7 @@ def to_device(value, matrix_dtype, name: str = ""):
                                              for f in dataclasses.fields(value) if f.name != "info"})
     if isinstance(value, tuple):
         return tuple(to_device(v, matrix_dtype) for v in value)
-    array = np.asarray(value)
-    dtype = matrix_dtype if name in MATRICES else ti.f32
-    device = ti.ndarray(dtype, array.shape)
-    device.from_numpy(array.astype(np.float16 if dtype == ti.f16 else np.float32))
-    return device
+    return _on_device(value, matrix_dtype if name in MATRICES else ti.f32)
 
 
 def device_bytes(value) -> int:
@@ -143,14 +139,11 @@ class PassCache:
 
 def _stacked(arrays, dtype) -> ti.Ndarray:
     """Host arrays stacked on a new leading axis, on the device in `dtype` (f16 or f32)."""
-    host = np.stack([np.asarray(a, np.float32) for a in arrays]).astype(np.float16 if dtype == ti.f16 else np.float32)
-    device = ti.ndarray(dtype, host.shape)
-    device.from_numpy(host)
-    return device
+    return _on_device(np.stack([np.asarray(a, np.float32) for a in arrays]), dtype)
 
 
-def _matrix(array, dtype) -> ti.Ndarray:
-    """A host matrix on the device in `dtype` (f16 or f32)."""
+def _on_device(array, dtype) -> ti.Ndarray:
+    """A host array on the device in `dtype` (f16 or f32)."""
     host = np.asarray(array, np.float32).astype(np.float16 if dtype == ti.f16 else np.float32)
     device = ti.ndarray(dtype, host.shape)
     device.from_numpy(host)
@@ -251,7 +244,7 @@ class TaichiModel:
         self.info = weights.info
         dtype = PRECISIONS[precision]
         # The embedding table on the device in the precision's dtype; LN0 runs on each pass's rows (kernels/embed.py)
-        self.embedding = _matrix(weights.emb, dtype)  # (V, C)
+        self.embedding = _on_device(weights.emb, dtype)  # (V, C)
         self.ln0 = _stacked([np.stack([weights.ln0.weight, weights.ln0.bias])], ti.f32)  # (1, 2, C)
         module = version_module(self.info.version)
         self.blocks = module.device_blocks(weights.blocks, dtype)
@@ -266,8 +259,8 @@ class TaichiModel:
         self.graph = graph
 
     def weight_device_bytes(self) -> int:
-        """Bytes of the device arrays holding weights: the embedding table and LN0, the layers (quantized rows, float matrices
-        in the precision's dtype, f32 vectors), the output norm and the head."""
+        """Bytes of the device arrays holding weights: the embedding table and LN0, the layers (quantized rows, float
+        matrices in the precision's dtype, f32 vectors), the output norm and the head."""
         return device_bytes((self.embedding, self.ln0, self.blocks, self.head_norm, self.head_matrix))
 
     def new_state(self, batch: int = 1) -> TaichiState:

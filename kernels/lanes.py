@@ -231,19 +231,22 @@ def dot_rows_tile(W: ti.template(), layer: ti.i32, w_row: ti.i32, o: ti.i32, n_o
     for step in range(full + (n_in - full * span + LANES - 1) // LANES):
         if step < full:  # a whole step: no condition around its loads
             for q in ti.static(range(ROW_TILE_UNROLL)):
-                k = step * span + q * LANES + lane
-                w = ti.Vector([ti.cast(W[layer, w_row + ti.min(o + r, n_out - 1), k], ti.f32)
-                               for r in ti.static(range(rows))])
-                x = ti.Vector([X[clamped(t0 + u, T), x_col + k] for u in ti.static(range(tile))])
-                acc += w.outer_product(x)
+                acc += rows_times_tile(W, layer, w_row, o, n_out, X, x_col, step * span + q * LANES + lane, t0, T,
+                                       rows, tile)
         else:
             k = full * span + (step - full) * LANES + lane
             if k < n_in:
-                w = ti.Vector([ti.cast(W[layer, w_row + ti.min(o + r, n_out - 1), k], ti.f32)
-                               for r in ti.static(range(rows))])
-                x = ti.Vector([X[clamped(t0 + u, T), x_col + k] for u in ti.static(range(tile))])
-                acc += w.outer_product(x)
+                acc += rows_times_tile(W, layer, w_row, o, n_out, X, x_col, k, t0, T, rows, tile)
     return acc
+
+
+@ti.func
+def rows_times_tile(W: ti.template(), layer: ti.i32, w_row: ti.i32, o: ti.i32, n_out: ti.i32, X: ti.template(),
+                    x_col: ti.i32, k: ti.i32, t0: ti.i32, T: ti.i32, rows: ti.template(), tile: ti.template()):
+    """Column k's terms of `dot_rows_tile`: W[rows o.., k] ⊗ X[tile t0.., k] (rows past n_out repeat the last)."""
+    w = ti.Vector([ti.cast(W[layer, w_row + ti.min(o + r, n_out - 1), k], ti.f32) for r in ti.static(range(rows))])
+    x = ti.Vector([X[clamped(t0 + u, T), x_col + k] for u in ti.static(range(tile))])
+    return w.outer_product(x)
 
 
 @ti.func
@@ -295,19 +298,25 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: t
 def gather_norm_task(x: ti.template(), picks: ti.template(), ln: ti.template(), eps: ti.f32, out: ti.template()):
     """out[k] = LN(x[picks[k]]) with LN's weight ln[0, 0] and bias ln[0, 1]; a pick of -1 (a row absent from the
     pass) gives zeros. Must match ref.common.layer_norm (ln_out) on the positions whose logits are asked for."""
-    C = x.shape[1]
     ti.loop_config(block_dim=GROUP)
     for g in range(picks.shape[0] * LANES):
         lane, k = g % LANES, g // LANES
-        t = ti.max(picks[k], 0)
-        stats = mean_and_inv(x, t, 0, C, lane, eps)
-        for q in range((C + LANES - 1) // LANES):
-            c = q * LANES + lane
-            if c < C:
-                value = 0.0
-                if picks[k] >= 0:
-                    value = (x[t, c] - stats[0]) * stats[1] * ln[0, 0, c] + ln[0, 1, c]
-                out[k, c] = value
+        norm_row(x, ti.max(picks[k], 0), picks[k] >= 0, ln, eps, out, k, lane)
+
+
+@ti.func
+def norm_row(x: ti.template(), t: ti.i32, present: ti.i32, ln: ti.template(), eps: ti.f32, out: ti.template(),
+             k: ti.i32, lane: ti.i32):
+    """This lane's channels of out[k] = LN(x[t]) (zeros unless `present`), LN's weight ln[0, 0] and bias ln[0, 1]."""
+    C = x.shape[1]
+    stats = mean_and_inv(x, t, 0, C, lane, eps)
+    for q in range((C + LANES - 1) // LANES):
+        c = q * LANES + lane
+        if c < C:
+            value = 0.0
+            if present:
+                value = (x[t, c] - stats[0]) * stats[1] * ln[0, 0, c] + ln[0, 1, c]
+            out[k, c] = value
 
 
 @functools.cache
