@@ -1,0 +1,131 @@
+"""RWKV-7's WKV recurrence and output gate, the middle of a layer kernel (kernels/v7.py). Must match
+ref.v7.wkv_step over each row's tokens and the last lines of ref.v7.time_mix (spec/v7.md), to the tolerances of
+spec/tolerances.md.
+
+On a GPU both are one task (`wkv_gate_task`): a lane group (one subgroup) owns a (row, head); lane `lane` owns
+value rows lane, lane + LANES, ... of the head's state, so the head's GroupNorm statistics and r·k·r_k bonus are
+subgroup sums and need no second task. On the CPU the recurrence is kernels/x64_v7.py (a thread per value row),
+then `output_gate_task` is a task of its own.
+
+On a GPU the WKV state is stored key-major, S[b, l, h, j (key), i (value)], so at each key j the lanes read
+neighbouring addresses (`cell`, engine.device_transposed).
+"""
+import taichi as ti
+
+from ai00ref.ref.common import GN_EPS
+from kernels import lanes, x64_v7
+from kernels.lanes import GROUP, LENGTH, START, lane_sum, mean_and_inv
+from kernels.v7_layout import LNX, R_K
+
+
+@ti.func
+def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
+    """Where S's (key j, value i) sits in its last two axes: key-major on a GPU (a subgroup's lanes, one per value
+    row, then read neighbouring addresses), value-major on the CPU (a thread's walk over j is contiguous)."""
+    at = ti.math.ivec2(i, j)
+    if ti.static(lanes.LANES > 1):
+        at = ti.math.ivec2(j, i)
+    return at
+
+
+@ti.func
+def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.i32, layer: ti.i32,
+                  plan: ti.template(), sc: ti.template()):
+    """Y <- (GN(y; ln_x) + (Σ_head r k r_k) v) * g, y the WKV outputs of each row's tokens (S updated in place)."""
+    if ti.static(lanes.LANES == 1):  # the CPU: a thread per value row, then the gate as a second task
+        x64_v7.wkv_task(s, S, layer, plan, sc)
+        output_gate_task(s, vec, slot, sc)
+    else:
+        lane_wkv_gate_task(s, S, vec, slot, layer, plan, sc)
+
+
+@ti.func
+def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.i32, layer: ti.i32,
+                       plan: ti.template(), sc: ti.template()):
+    """Per token: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ, y = S r (ref.v7.wkv_step), then the output gate.
+
+    Lane group (b, h); lane `lane` owns the M value rows i = m·LANES + lane (rows past N repeat row N-1 for loads
+    and store nothing); each key's w, kk, a, k, r is loaded once for the lane's M rows."""
+    N, C = ti.static(s.N), ti.static(s.C)
+    M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
+    R, K, V, W, A = s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C
+    ti.loop_config(block_dim=GROUP)
+    for g in range(S.shape[0] * s.H * lanes.LANES):
+        lane, group = g % lanes.LANES, g // lanes.LANES
+        b, h = group // s.H, group % s.H
+        base = h * N
+        for step in range(plan[LENGTH, b]):
+            t = plan[START, b] + step
+            rows = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            removed = ti.Vector([0.0] * M)
+            for j in range(N):
+                kk = sc[t, s.KK + base + j]
+                for m in ti.static(range(M)):
+                    at = cell(j, rows[m])
+                    removed[m] -= S[b, layer, h, at[0], at[1]] * kk
+            v = ti.Vector([sc[t, V + base + rows[m]] for m in ti.static(range(M))])
+            y = ti.Vector([0.0] * M)
+            for j in range(N):
+                c = base + j
+                w, kk_a, k, r = sc[t, W + c], sc[t, s.KK + c] * sc[t, A + c], sc[t, K + c], sc[t, R + c]
+                for m in ti.static(range(M)):
+                    at = cell(j, rows[m])
+                    new = S[b, layer, h, at[0], at[1]] * w + removed[m] * kk_a + v[m] * k
+                    if m * lanes.LANES + lane < N:
+                        S[b, layer, h, at[0], at[1]] = new
+                    y[m] += new * r
+            gate_rows(s, vec, slot, sc, t, h, lane, y)
+
+
+@ti.func
+def gate_rows(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template(), t: ti.i32, h: ti.i32,
+              lane: ti.i32, y: ti.template()):
+    """Y[t] of this lane's rows of head h = (GN(y) + bonus v) * g, GN's statistics (two passes, as
+    ref.common.group_norm) and the bonus Σ r k r_k summed over the head's lanes."""
+    N, C = ti.static(s.N), ti.static(s.C)
+    M = ti.static(y.n)
+    base = h * N
+    total, bonus = 0.0, 0.0
+    for m in ti.static(range(M)):
+        i = m * lanes.LANES + lane
+        if i < N:
+            total += y[m]
+            bonus += sc[t, s.PROJ + base + i] * sc[t, s.PROJ + C + base + i] * vec[slot, R_K, base + i]
+    mean = lane_sum(total) / N
+    bonus = lane_sum(bonus)
+    spread = 0.0
+    for m in ti.static(range(M)):
+        if m * lanes.LANES + lane < N:
+            spread += (y[m] - mean) ** 2
+    inv = 1.0 / ti.sqrt(lane_sum(spread) / N + GN_EPS)
+    for m in ti.static(range(M)):
+        i = m * lanes.LANES + lane
+        if i < N:
+            c = base + i
+            normed = (y[m] - mean) * inv * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
+            sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
+
+
+@ti.func
+def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
+    """In place: Y <- (GN(Y) + (Σ_head r k r_k) v) * g, GN with ln_x's affine (ref.v7.time_mix's last line); the CPU's
+    second task after x64_v7.wkv_task."""
+    T, C, N = sc.shape[0], s.C, s.N
+    ti.loop_config(block_dim=GROUP)
+    for g in range(T * s.H * lanes.LANES):
+        lane, th = g % lanes.LANES, g // lanes.LANES
+        t, h = th // s.H, th % s.H
+        stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
+        part = 0.0
+        for q in range((N + lanes.LANES - 1) // lanes.LANES):
+            n = q * lanes.LANES + lane
+            if n < N:
+                c = h * N + n
+                part += sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[slot, R_K, c]
+        bonus = lane_sum(part)
+        for q in range((N + lanes.LANES - 1) // lanes.LANES):
+            n = q * lanes.LANES + lane
+            if n < N:
+                c = h * N + n
+                normed = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
+                sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
