@@ -8,7 +8,7 @@ per-dispatch cost. Readers:
   u32pair     the same over f16 pairs packed in u32 words (one 4-byte load per lane per step)
 Every reader is checked against NumPy before it is timed.
 
-Usage: python3 benchmarks/gpu_probe.py --arch vulkan|cuda [--repeats 50] [--only launches,transfers,readers]
+Usage: python3 benchmarks/gpu_probe.py --arch vulkan|cuda [--repeats 50] [--only launches,transfers,readbacks,readers]
 """
 import argparse
 import functools
@@ -203,6 +203,56 @@ def probe_transfers(repeats: int) -> None:
           f"{_per_call(lambda: (graph.run({'ids': vector, 'n': 32, 'out': ids}), ti.sync()), repeats) * 1e6:.0f} us")
 
 
+@ti.kernel
+def copy_row_out(Y: ti.types.ndarray(), out: ti.types.ndarray()):
+    for i in range(Y.shape[1]):
+        out[0, i] = Y[0, i]
+
+
+def cuda_reader(nd):
+    """CUDA only: a read of `nd` by the driver's cuMemcpyDtoH from Taichi's device pointer (no kernel); None when
+    the driver refuses it (for example without Taichi's context current in this thread)."""
+    import ctypes
+
+    driver = ctypes.CDLL("libcuda.so.1")
+    pointer = ti.lang.impl.get_runtime().prog.get_ndarray_data_ptr_as_int(nd.arr)
+    host = np.empty(nd.shape, np.float32)
+
+    def read():
+        ti.sync()
+        code = driver.cuMemcpyDtoH_v2(ctypes.c_void_p(host.ctypes.data), ctypes.c_uint64(pointer),
+                                      ctypes.c_size_t(host.nbytes))
+        if code != 0:
+            raise RuntimeError(f"cuMemcpyDtoH: CUDA error {code}")
+        return host
+
+    try:
+        read()
+    except RuntimeError as e:
+        print(f"RESULT readback cuMemcpyDtoH unavailable: {e}")
+        return None
+    return read
+
+
+def probe_readbacks(arch: str, repeats: int) -> None:
+    """One decode step's end: a graph writes the logits row (1, 65536), then the host gets them. Ways: the graph,
+    then Taichi's to_numpy (a kernel on a host array, then a sync); the graph, then one eager kernel writing into a
+    NumPy array; on CUDA, the graph, a sync and the driver's copy."""
+    Y = ti.ndarray(ti.f32, (1, 65536))
+    host = np.empty((1, 65536), np.float32)
+    replay = Replay([(touch.compiled, (Y,))], {})
+    ways = [("graph + to_numpy", lambda: (replay.run(), Y.to_numpy())),
+            ("graph + eager kernel into a NumPy array", lambda: (replay.run(), copy_row_out(Y, host)))]
+    if arch == "cuda":
+        read = cuda_reader(Y)
+        if read is not None:
+            ways.append(("graph + sync + cuMemcpyDtoH", lambda: (replay.run(), read())))
+    for name, op in ways:
+        print(f"RESULT readback {name}: {_per_call(op, repeats) * 1e6:.0f} us")
+        got = op()[1]  # the graph adds 1 to Y[0, 0] on every run: compare after one more
+        assert np.array_equal(got if got is not None else host, Y.to_numpy()), f"{name} read other values"
+
+
 def launch_source(n_arrays: int, n_tasks: int) -> str:
     """A kernel of `n_tasks` one-thread tasks over `n_arrays` ndarray arguments (each task touches every array)."""
     names = [f"a{i}" for i in range(n_arrays)]
@@ -240,6 +290,8 @@ def main() -> None:
         probe_launches(args.repeats)
     if "transfers" in args.only:
         probe_transfers(args.repeats)
+    if "readbacks" in args.only:
+        probe_readbacks(args.arch, args.repeats)
     if "readers" in args.only:
         probe_readers(args.repeats)
 

@@ -22,6 +22,7 @@ from kernels import quant
 from kernels.embed import GRAPH_IDS, embed_from_argument, embed_from_array
 from kernels.lanes import head_kernel
 from kernels.launch import Replay, recording
+from kernels.readback import read_rows
 
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
 DECODE_POSITIONS = 4  # passes of at most this many positions read each weight row once per position (tile 1)
@@ -288,11 +289,11 @@ class TaichiModel:
             finishing = [b for b, n in enumerate(take) if n and done[b] == len(rows[b])]
             logits = self.run_pass(ids, state, plan, full_output)
             if full_output:
-                host, bounds = logits.to_numpy(), np.cumsum((0,) + take)
+                host, bounds = read_rows(logits), np.cumsum((0,) + take)
                 for b, (a, z) in enumerate(zip(bounds[:-1], bounds[1:])):
                     every_logits[b].append(host[a:z])
             elif finishing:
-                host = logits.to_numpy()
+                host = read_rows(logits)
                 last_logits[finishing] = host[finishing]
         if full_output:
             return [np.concatenate(parts) for parts in every_logits], state

@@ -1,6 +1,6 @@
 """RWKV-7 layer kernels. Must match `ai00ref/ref/v7.py` (spec/v7.md) to the tolerances of spec/tolerances.md.
 
-One layer is one kernel launch (`layer_kernel`) of eight tasks on a GPU (nine on the CPU), each a `ti.func` named
+One layer is one kernel launch (`layer_kernel`) of eight tasks in a GPU decode pass (nine otherwise), each a `ti.func` named
 after what it mirrors:
 
 task                  must match (ref/v7.py)                              threads
@@ -8,9 +8,9 @@ shift_mix_task        layer_norm(ln1), previous_tokens, six lerp_previous  lanes
 projections_task      linear: r, k, v; the first stages of w, a, g, v     lanes per (output row, token tile)
 second_stage_task     linear: the second stages of w, a, g, v; then the   lanes per (output row, token tile)
                       w, a, kk, k, v lines of time_mix
-wkv_gate_task         wkv_step over each row's tokens, group_norm(ln_x)   GPU: lanes per (row, head); CPU: one per
-                      + bonus, times g (kernels/v7_wkv.py)                (row, head, value row), then lanes per
-                                                                          (position, head)
+wkv_gate_task         wkv_step over each row's tokens, group_norm(ln_x)   GPU decode: lanes per (row, head);
+                      + bonus, times g (kernels/v7_wkv.py)                else one per (row, head, value row), then
+                                                                          lanes per (position, head)
 linear_task           linear(·, output); the channel mix's key, value    lanes per (output row, token tile)
 shift_mix_task        layer_norm(ln2), previous_tokens, lerp_previous    lanes per position
 
@@ -166,7 +166,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("second_stage" in tasks):
             second_stage_task(s, vec, second, slot, layer, sc, tile)
         if ti.static("wkv_gate" in tasks):
-            wkv_gate_task(s, S, vec, slot, layer, plan, sc)
+            wkv_gate_task(s, S, vec, slot, layer, plan, sc, tile)
         if ti.static("output" in tasks):
             linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):

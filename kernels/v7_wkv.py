@@ -2,10 +2,12 @@
 ref.v7.wkv_step over each row's tokens and the last lines of ref.v7.time_mix (spec/v7.md), to the tolerances of
 spec/tolerances.md.
 
-On a GPU both are one task (`wkv_gate_task`): a lane group (one subgroup) owns a (row, head); lane `lane` owns
-value rows lane, lane + LANES, ... of the head's state, so the head's GroupNorm statistics and r·k·r_k bonus are
-subgroup sums and need no second task. On the CPU the recurrence is kernels/x64_v7.py (a thread per value row),
-then `output_gate_task` is a task of its own.
+In a decode pass (tile 1) on a GPU both are one task (`lane_wkv_gate_task`): a lane group (one subgroup) owns a
+(row, head), and lane `lane` owns value rows lane, lane + LANES, ... of the head's state, so the head's GroupNorm
+statistics and r·k·r_k bonus are subgroup sums and need no second task (a task costs a dispatch and a dependent
+phase: BENCHMARKS.md). A longer pass walks each row's tokens one after another, so there the WKV keeps a thread per
+value row (`lane_wkv_task`, twice the threads, no sums in the chain) and the gate is a task of its own
+(`output_gate_task`, parallel over positions), as on the CPU, where the recurrence is kernels/x64_v7.py.
 
 On a GPU the WKV state is stored key-major, S[b, l, h, j (key), i (value)], so at each key j the lanes read
 neighbouring addresses (`cell`, engine.device_transposed).
@@ -30,13 +32,41 @@ def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
 
 @ti.func
 def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.i32, layer: ti.i32,
-                  plan: ti.template(), sc: ti.template()):
-    """Y <- (GN(y; ln_x) + (Σ_head r k r_k) v) * g, y the WKV outputs of each row's tokens (S updated in place)."""
+                  plan: ti.template(), sc: ti.template(), tile: ti.template()):
+    """Y <- (GN(y; ln_x) + (Σ_head r k r_k) v) * g, y the WKV outputs of each row's tokens (S updated in place).
+    `tile`: the pass's token tile (1: a decode pass)."""
     if ti.static(lanes.LANES == 1):  # the CPU: a thread per value row, then the gate as a second task
         x64_v7.wkv_task(s, S, layer, plan, sc)
         output_gate_task(s, vec, slot, sc)
-    else:
+    elif ti.static(tile == 1):
         lane_wkv_gate_task(s, S, vec, slot, layer, plan, sc)
+    else:
+        lane_wkv_task(s, S, layer, plan, sc)
+        output_gate_task(s, vec, slot, sc)
+
+
+@ti.func
+def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
+    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
+    Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S."""
+    N = s.N
+    R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+    for b, h, i in ti.ndrange(S.shape[0], s.H, N):
+        for step in range(plan[LENGTH, b]):
+            t = plan[START, b] + step
+            removed = 0.0
+            for j in range(N):
+                at = cell(j, i)
+                removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
+            out = 0.0
+            v = sc[t, V + h * N + i]
+            for j in range(N):
+                c, at = h * N + j, cell(j, i)
+                new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
+                       + v * sc[t, K + c])
+                S[b, layer, h, at[0], at[1]] = new
+                out += new * sc[t, R + c]
+            sc[t, s.Y + h * N + i] = out
 
 
 @ti.func
@@ -68,10 +98,14 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
             for j in range(N):
                 c = base + j
                 w, kk_a, k, r = sc[t, W + c], sc[t, s.KK + c] * sc[t, A + c], sc[t, K + c], sc[t, R + c]
+                old = ti.Vector([0.0] * M)  # every row's load before any store: the M loads are in flight together
                 for m in ti.static(range(M)):
                     at = cell(j, rows[m])
-                    new = S[b, layer, h, at[0], at[1]] * w + removed[m] * kk_a + v[m] * k
+                    old[m] = S[b, layer, h, at[0], at[1]]
+                for m in ti.static(range(M)):
+                    new = old[m] * w + removed[m] * kk_a + v[m] * k
                     if m * lanes.LANES + lane < N:
+                        at = cell(j, rows[m])
                         S[b, layer, h, at[0], at[1]] = new
                     y[m] += new * r
             gate_rows(s, vec, slot, sc, t, h, lane, y)

@@ -89,7 +89,7 @@ def v7_runner(task: str, shape, tile: int = 1):
         if ti.static(task == "second_stage"):
             v7.second_stage_task(shape, vec, second, layer, layer, sc, tile)
         if ti.static(task == "wkv_gate"):
-            v7.wkv_gate_task(shape, S, vec, layer, layer, plan, sc)
+            v7.wkv_gate_task(shape, S, vec, layer, layer, plan, sc, tile)
     return run
 
 
@@ -275,10 +275,12 @@ def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
     assert_close(got(s.V_FIRST), v_first_out)
 
 
-@given(lengths=plans(max_len=5), H=st.integers(1, 3), N=st.integers(1, 16), layer=st.integers(0, 1), seed=seeds)
-def test_v7_wkv_gate_task(lengths, H, N, layer, seed):
+@given(lengths=plans(max_len=5), H=st.integers(1, 3), N=st.integers(1, 16), layer=st.integers(0, 1),
+       tile=st.sampled_from([1, 8]), seed=seeds)
+def test_v7_wkv_gate_task(lengths, H, N, layer, tile, seed):
     """ref.v7.wkv_step looped over each row of a ragged batch, from a random (not zero) state, then the output gate
-    (group_norm(y; ln_x) + (Σ_head r k r_k) v) * g, the last lines of ref.v7.time_mix."""
+    (group_norm(y; ln_x) + (Σ_head r k r_k) v) * g, the last lines of ref.v7.time_mix. On a GPU, tile 1 runs the
+    one-task version (a lane group per head), tile 8 the WKV and the gate as two tasks."""
     from kernels import v7
 
     rng = rng_of(seed)
@@ -295,7 +297,7 @@ def test_v7_wkv_gate_task(lengths, H, N, layer, seed):
     import kernels
 
     to_device = (lambda S: np.swapaxes(S, -1, -2)) if kernels.is_gpu() else (lambda S: S)  # v7.cell's layout
-    out, S = run_v7("wkv_gate", s, vec, mats, second, sc, layer, S=np.ascontiguousarray(to_device(S0)), plan=plan)
+    out, S = run_v7("wkv_gate", s, vec, mats, second, sc, layer, tile, np.ascontiguousarray(to_device(S0)), plan)
     per_head = lambda start: f64(sc[:, start:start + C]).reshape(T, H, N)  # noqa: E731
     r, k, v, w, a, kk = (per_head(c) for c in (s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C, s.KK))
     expected_S, y = f64(S0).copy(), np.zeros((T, C))
