@@ -76,6 +76,22 @@ def mean_and_inv(x: ti.template(), t: ti.i32, col: ti.i32, n: ti.i32, lane: ti.i
 
 
 @ti.func
+def group_stats(values: ti.template(), lane: ti.i32, n: ti.i32, eps: ti.f32) -> ti.math.vec2:
+    """(mean, 1/sqrt(biased var + eps)) of a row of n values spread over the lanes, lane `lane` holding element
+    m·LANES + lane in values[m] (elements past n ignored); two passes, as ref.common.group_norm."""
+    total = 0.0
+    for m in ti.static(range(values.n)):
+        if m * LANES + lane < n:
+            total += values[m]
+    mean = lane_sum(total) / n
+    spread = 0.0
+    for m in ti.static(range(values.n)):
+        if m * LANES + lane < n:
+            spread += (values[m] - mean) ** 2
+    return ti.math.vec2(mean, 1.0 / ti.sqrt(lane_sum(spread) / n + eps))
+
+
+@ti.func
 def activate(s: ti.f32, act: ti.i32) -> ti.f32:
     """`act` chosen at run time (a segment's activation): common.ACT_*."""
     r = s

@@ -1,7 +1,8 @@
 """RWKV-6 layer kernels, and RWKV-5's (kernels/v5.py). Must match `ai00ref/ref/v6.py` and `ai00ref/ref/v5.py`
 (spec/v6.md, spec/v5.md) to the tolerances of spec/tolerances.md.
 
-One layer is one kernel launch (`layer_kernel`) of twelve tasks (`TASKS`), each a `ti.func`:
+One layer is one kernel launch (`layer_kernel`) of twelve tasks (`TASKS`; eleven in a GPU decode pass), each a
+`ti.func`:
 
 task            ti.func            must match (ref/v6.py)                                threads: lanes per
 shift_mix       shift_mix_task     layer_norm(ln1), previous_tokens, token_shift_mixes'  position (kernels/lanes.py)
@@ -12,6 +13,7 @@ projections     projections_task   time_mix: r, k, v, gate; decay: tanh(x_w Wd1�
 decay           decay_task         decay: exp(-exp(time_decay + (·) Wd2ᵀ))               (channel, token tile)
 wkv             wkv_task           ref.v5.wkv_step over each row's tokens                one thread per (row, head, i)
 output_gate     output_gate_task   time_mix: group_norm(ln_x) · silu(gate)               (position, head)
+(GPU decode: the two as one task, wkv_gate_task, lanes per (row, head))
 output          linear_task        time_mix: linear(·, output), added to x               (output row, token tile)
 ffn_shift_mix   shift_mix_task     channel_mix: layer_norm(ln2), previous_tokens, lerps  position
 ffn_key         linear_task        channel_mix: relu²(x_k W_kᵀ)                          (output row, token tile)
@@ -34,8 +36,8 @@ import taichi as ti
 from ai00ref.ref.common import GN_EPS, LN_EPS
 from kernels import lanes
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task, mean_and_inv,
-                           shift_mix_task)
+from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, group_stats, lane_sum, linear_task,
+                           mean_and_inv, shift_mix_task)
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
 from kernels.v6_layout import BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX, MIX_R, MIX_W, Shape
@@ -143,6 +145,50 @@ def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.i3
 
 
 @ti.func
+def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.i32, layer: ti.i32,
+                  plan: ti.template(), sc: ti.template()):
+    """A decode pass's `wkv_task` and `output_gate_task` as one task on a GPU (as kernels/v7_wkv.py): lane group
+    (b, h) owns a head, lane `lane` its value columns i = m·LANES + lane (columns past N repeat column N-1 for loads
+    and store nothing), so the head's GroupNorm statistics are subgroup sums."""
+    N = ti.static(s.N)
+    M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
+    R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+    ti.loop_config(block_dim=GROUP)
+    for g in range(S.shape[0] * s.H * lanes.LANES):
+        lane, group = g % lanes.LANES, g // lanes.LANES
+        b, h = group // s.H, group % s.H
+        for step in range(plan[LENGTH, b]):
+            t = plan[START, b] + step
+            cols = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            v = ti.Vector([sc[t, V + h * N + cols[m]] for m in ti.static(range(M))])
+            y = ti.Vector([0.0] * M)
+            for j in range(N):
+                c = h * N + j
+                k, r, u, w = sc[t, K + c], sc[t, R + c], vec[slot, BONUS, c], decay_at(s, vec, slot, sc, t, c)
+                old = ti.Vector([S[b, layer, h, j, cols[m]] for m in ti.static(range(M))])  # loads before stores
+                for m in ti.static(range(M)):
+                    kv = k * v[m]
+                    y[m] += r * (u * kv + old[m])
+                    if m * lanes.LANES + lane < N:
+                        S[b, layer, h, j, cols[m]] = kv + w * old[m]
+            stats = group_stats(y, lane, N, GN_EPS)
+            for m in ti.static(range(M)):
+                if m * lanes.LANES + lane < N:
+                    gate_channel(s, vec, slot, sc, t, h * N + m * lanes.LANES + lane, y[m], stats)
+
+
+@ti.func
+def gate_channel(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template(), t: ti.i32, c: ti.i32,
+                 y: ti.f32, stats: ti.math.vec2):
+    """Y[t, c] = GN(y) with ln_x's affine, times silu(gate) when gated; `stats` the head's (mean, 1/σ)."""
+    out = (y - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
+    if ti.static(s.gated):
+        gate = sc[t, s.PROJ + 3 * s.C + c]
+        out *= gate / (1.0 + ti.exp(-gate))
+    sc[t, s.Y + c] = out
+
+
+@ti.func
 def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
     """In place: Y <- group_norm(Y) with ln_x's affine, times silu(gate) when gated (the last line of ref.v6.time_mix
     and ref.v5.time_mix)."""
@@ -155,12 +201,7 @@ def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.
         for q in range((N + lanes.LANES - 1) // lanes.LANES):
             n = q * lanes.LANES + lane
             if n < N:
-                c = h * N + n
-                out = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
-                if ti.static(s.gated):
-                    gate = sc[t, s.PROJ + 3 * s.C + c]
-                    out *= gate / (1.0 + ti.exp(-gate))
-                sc[t, s.Y + c] = out
+                gate_channel(s, vec, slot, sc, t, h * N + n, sc[t, s.Y + h * N + n], stats)
 
 
 TASKS = ("shift_mix", "maa_lora", "data_mix", "projections", "decay", "wkv", "output_gate", "output",
@@ -175,6 +216,9 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     v6 = s.data_dependent
     n_static = 4 if s.gated else 3  # v5: the static mixes of r, k, v (and g)
     low_at = low_base(s, storage)
+    # a GPU decode pass: the WKV and the gate as one task (wkv_gate_task); else a thread per value column, then the
+    # gate in parallel over positions (a longer pass's tokens are a chain: twice the threads, no sums in it)
+    fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
@@ -192,9 +236,11 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("decay" in tasks and v6):
             decay_task(s, vec, second, slot, sc, tile)
-        if ti.static("wkv" in tasks):
+        if ti.static(fused):
+            wkv_gate_task(s, vec, S, slot, layer, plan, sc)
+        if ti.static("wkv" in tasks and not fused):
             wkv_task(s, vec, S, slot, layer, plan, sc)
-        if ti.static("output_gate" in tasks):
+        if ti.static("output_gate" in tasks and not fused):
             output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
             linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)

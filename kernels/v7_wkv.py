@@ -16,7 +16,7 @@ import taichi as ti
 
 from ai00ref.ref.common import GN_EPS
 from kernels import lanes, x64_v7
-from kernels.lanes import GROUP, LENGTH, START, lane_sum, mean_and_inv
+from kernels.lanes import GROUP, LENGTH, START, group_stats, lane_sum, mean_and_inv
 from kernels.v7_layout import LNX, R_K
 
 
@@ -117,26 +117,19 @@ def gate_rows(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.templat
     """Y[t] of this lane's rows of head h = (GN(y) + bonus v) * g, GN's statistics (two passes, as
     ref.common.group_norm) and the bonus Σ r k r_k summed over the head's lanes."""
     N, C = ti.static(s.N), ti.static(s.C)
-    M = ti.static(y.n)
     base = h * N
-    total, bonus = 0.0, 0.0
-    for m in ti.static(range(M)):
+    bonus = 0.0
+    for m in ti.static(range(y.n)):
         i = m * lanes.LANES + lane
         if i < N:
-            total += y[m]
             bonus += sc[t, s.PROJ + base + i] * sc[t, s.PROJ + C + base + i] * vec[slot, R_K, base + i]
-    mean = lane_sum(total) / N
     bonus = lane_sum(bonus)
-    spread = 0.0
-    for m in ti.static(range(M)):
-        if m * lanes.LANES + lane < N:
-            spread += (y[m] - mean) ** 2
-    inv = 1.0 / ti.sqrt(lane_sum(spread) / N + GN_EPS)
-    for m in ti.static(range(M)):
+    stats = group_stats(y, lane, N, GN_EPS)
+    for m in ti.static(range(y.n)):
         i = m * lanes.LANES + lane
         if i < N:
             c = base + i
-            normed = (y[m] - mean) * inv * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
+            normed = (y[m] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
             sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
 
 

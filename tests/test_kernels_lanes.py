@@ -469,10 +469,11 @@ def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     assert_close(block_of(sc, s.W, C), w, w + w * np.exp(att.decay + hidden @ Wd2.T) * exponent_terms)
 
 
-@given(lengths=plans(max_rows=3, max_len=5), **v56_case)
-def test_v6_wkv_task(lengths, version, sizes, f16, layer, seed):
-    """vs ref.v5.wkv_step looped over each row of a ragged batch from a random state: v6 with its per-token decay
-    (the W column), v5 with the static one it was packed with."""
+@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
+def test_v6_wkv_and_gate(lengths, tile, version, sizes, f16, layer, seed):
+    """Tasks wkv and output_gate: ref.v5.wkv_step looped over each row of a ragged batch from a random state (v6
+    with its per-token decay, the W column; v5 with the static one it was packed with), then group_norm(y; ln_x) ·
+    silu(gate). On a GPU, tile 1 runs them as one task (wkv_gate_task), tile 8 as two."""
     rng = rng_of(seed)
     H, N, F, Dm, Dd = sizes
     blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
@@ -482,7 +483,7 @@ def test_v6_wkv_task(lengths, version, sizes, f16, layer, seed):
     sc0 = normal(rng, T, s.WIDTH)
     sc0[:, s.W:s.W + C] = rng.uniform(0, 1, (T, C))
     S0 = normal(rng, B, 2, H, N, N, scale=0.5)
-    *_, S, _, sc = run_v56(layers, ("wkv",), layer, plan, S=S0, sc=sc0)
+    *_, S, _, sc = run_v56(layers, ("wkv", "output_gate"), layer, plan, tile, S=S0, sc=sc0)
     per_head = lambda start: block_of(sc0, start, C).reshape(T, H, N)  # noqa: E731
     r, k, v, w = (per_head(c) for c in (s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.W))
     expected_S, expected_y = f64(S0).copy(), np.zeros((T, C))
@@ -493,9 +494,14 @@ def test_v6_wkv_task(lengths, version, sizes, f16, layer, seed):
             y, state = ref_v5.wkv_step(r[t], k[t], v[t], state, decay, f64(att.bonus))
             expected_y[t] = y.reshape(C)
         expected_S[b, layer] = state
-    terms_scale = np.abs(expected_y).sum() + 1.0  # the recurrence has no cheap |terms| (as test_v7_wkv_task)
-    assert_close(sc[:, s.Y:s.Y + C], expected_y, terms=np.full_like(expected_y, terms_scale / expected_y.size ** 0.5))
     assert_close(S, expected_S)
+    normed = ref.group_norm(expected_y, H, f64(att.ln_x.weight), f64(att.ln_x.bias), ref.GN_EPS)
+    gate = ref.silu(block_of(sc0, s.PROJ + 3 * C, C)) if version != "v5.0" else 1.0
+    # the recurrence has no cheap |terms| (as test_v7_wkv_gate_task): y's, scaled up by GroupNorm's 1/σ per head
+    spread = expected_y.reshape(T, H, N).std(-1, keepdims=True) + 1e-3
+    y_scale = (np.abs(expected_y).sum() + 1.0) / expected_y.size ** 0.5
+    terms = ((y_scale / spread + 1.0) * np.abs(f64(att.ln_x.weight)).reshape(H, N)).reshape(T, C) * np.abs(gate)
+    assert_close(block_of(sc, s.Y, C), normed * gate, terms)
 
 
 @given(T=st.integers(1, 10), **v56_case)
