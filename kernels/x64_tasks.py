@@ -6,12 +6,41 @@ of positions instead, so the tile's inputs (8 positions × n_in floats) stay in 
 from L2/L3; row-major, every input row came from L2 again for each weight row, and a 3072×768 fp16 matrix over 128
 positions ran at half the speed (BENCHMARKS.md, "Taichi engine on this CPU"). At tile 1 (decode) the order stays row
 major: a row's weights then serve every position from L1.
+
+Taichi's x64 backend runs a top-level loop of n iterations as one block of consecutive iterations per thread, each
+block max(ceil(n / threads), 512) long (MIN_BLOCK), with no stealing: a loop of 768 rows gives one thread 512 and the
+other 256, and one of 512 or fewer runs on one thread. `spread_count` and `spread_item` pad such a loop to
+threads × MIN_BLOCK iterations and give each thread's block an equal share of the real items (the rest skip).
 """
 import taichi as ti
 
 from kernels import x64_rows
 from kernels.lanes import emit_tile
 from kernels.quant import DENSE
+
+
+MIN_BLOCK = 512  # Taichi 1.7's make_cpu_multithreaded_range_for: the fewest iterations a thread takes
+
+
+def cpu_threads() -> int:
+    """Threads of Taichi's x64 backend (ti.init's cpu_max_num_threads; the hardware's by default)."""
+    return ti.lang.impl.current_cfg().cpu_max_num_threads
+
+
+@ti.func
+def spread_count(n: ti.i32) -> ti.i32:
+    """Iterations of a loop over n items whose blocks (one per thread) each hold an equal share of them."""
+    return ti.max(n, ti.static(cpu_threads() * MIN_BLOCK))
+
+
+@ti.func
+def spread_item(g: ti.i32, n: ti.i32) -> ti.i32:
+    """The item of iteration g of a `spread_count(n)` loop, or -1 (an iteration with nothing to do). Each thread's
+    items are consecutive."""
+    share = (n + ti.static(cpu_threads() - 1)) // ti.static(cpu_threads())  # items per thread
+    short = share < MIN_BLOCK  # then each thread's block is MIN_BLOCK iterations, its first `share` real
+    item = ti.select(short, g // MIN_BLOCK * share + g % MIN_BLOCK, g)
+    return ti.select(item < n and (not short or g % MIN_BLOCK < share), item, -1)
 
 
 @ti.func
@@ -40,8 +69,10 @@ def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n
     """lanes.linear_task on the CPU (the same contract and arithmetic; the groups in `row_and_tile` order)."""
     T = X.shape[0]
     n_tiles = (T + tile - 1) // tile
-    for group in range(n_out * n_tiles):
-        at = row_and_tile(group, n_out, n_tiles, tile)
-        o, t0 = at[0], at[1]
-        acc = x64_rows.dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, tile, storage)
-        emit_tile(acc, Y, y_col + o, t0, T, 0, act, accumulate, gate, gate_col + o)
+    for g in range(spread_count(n_out * n_tiles)):  # each thread an equal share of the groups
+        group = spread_item(g, n_out * n_tiles)
+        if group >= 0:
+            at = row_and_tile(group, n_out, n_tiles, tile)
+            o, t0 = at[0], at[1]
+            acc = x64_rows.dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, tile, storage)
+            emit_tile(acc, Y, y_col + o, t0, T, 0, act, accumulate, gate, gate_col + o)
