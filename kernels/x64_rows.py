@@ -38,6 +38,18 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
 
 
 @ti.func
+def dot_pair(W: ti.template(), layer: ti.i32, o1: ti.i32, t1: ti.i32, o2: ti.i32, t2: ti.i32, X: ti.template(),
+             x_col: ti.i32, n_in: ti.i32) -> ti.math.vec2:
+    """(W[layer, o1, :n_in] · X[t1, x_col:x_col+n_in], W[layer, o2, :n_in] · X[t2, x_col:x_col+n_in]) in one loop
+    (dense rows, one position each): `dot_tile`'s sums at tile 1, two rows' weights streaming at once."""
+    a, b = 0.0, 0.0
+    for k in range(n_in):
+        a += ti.cast(W[layer, o1, k], ti.f32) * X[t1, x_col + k]
+        b += ti.cast(W[layer, o2, k], ti.f32) * X[t2, x_col + k]
+    return ti.math.vec2(a, b)
+
+
+@ti.func
 def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
                        rows: ti.template(), tile: ti.template(), scheme: ti.template()):
     """A quantized row in the CPU's code order (w_col 0): whole groups by `group_dot`, the rest element by element."""

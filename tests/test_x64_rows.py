@@ -1,6 +1,13 @@
-"""The CPU's code order for quantized rows (kernels/x64_rows.py `cpu_code_order`, spec/kernels.md §7), on the host:
-in each group of 128 elements (G words), code slot e of word j holds element e·G + j; the scales are unchanged.
-The kernels that read this order are checked against the reference in tests/test_kernels_quant.py (on arch cpu)."""
+"""The CPU's own pieces (kernels/x64_rows.py, x64_tasks.py).
+
+- The code order for quantized rows (`cpu_code_order`, spec/kernels.md §7), on the host: in each group of 128 elements
+  (G words), code slot e of word j holds element e·G + j; the scales are unchanged. The kernels that read this order
+  are checked against the reference in tests/test_kernels_quant.py (on arch cpu).
+- x64_tasks.linear_task (the v7 layer's output and channel-mix matrices on the CPU) against ref.common.linear, as
+  tests/test_kernels_lanes.py checks lanes.linear_task: tile 1 reads its groups in pairs (`x64_rows.dot_pair`), an
+  odd count of groups leaving a last pair with one; both tiles spread their groups over the threads.
+"""
+import functools
 
 import numpy as np
 import pytest
@@ -9,10 +16,10 @@ from hypothesis import strategies as st
 
 import taichi_arch
 
-taichi_arch.import_taichi()
+ti = taichi_arch.import_taichi()
 
 from ai00ref.weights.quant import SCHEMES, quantize  # noqa: E402
-from test_kernels_common_v7 import normal, rng_of, seeds  # noqa: E402
+from test_kernels_common_v7 import ACTIVATIONS, assert_close, dev, dims, normal, rng_of, seeds  # noqa: E402
 
 pytestmark = pytest.mark.taichi
 
@@ -40,3 +47,47 @@ def test_cpu_code_order_puts_element_e_g_plus_j_in_slot_e_of_word_j(scheme, R, K
     cpu_word, cpu_slot = start // per_word + (k - start) % G, (k - start) // G
     np.testing.assert_array_equal(code_at(ordered, scheme, cpu_word, cpu_slot),
                                   code_at(natural, scheme, k // per_word, k % per_word))
+
+
+@pytest.fixture(scope="module")
+def started(taichi_arch):
+    return taichi_arch
+
+
+@functools.cache
+def x64_linear_runner(act: int, accumulate: bool, tile: int):
+    from kernels import x64_tasks
+
+    @ti.kernel
+    def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
+            X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32):
+        x64_tasks.linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile)
+    return run
+
+
+@pytest.mark.skipif(taichi_arch.ARCH != "cpu", reason="the x64 backend's own task (kernels/lanes.py LANES == 1)")
+@given(T=st.integers(1, 11), n_in=st.one_of(dims, st.sampled_from([31, 32, 33, 300])), n_out=dims,
+       offsets=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 4)),
+       act=st.sampled_from(sorted(ACTIVATIONS)), accumulate=st.booleans(), f16=st.booleans(),
+       tile=st.sampled_from([1, 8]), seed=seeds)
+def test_x64_linear_task(started, T, n_in, n_out, offsets, act, accumulate, f16, tile, seed):
+    """Y[:, y_col:] (+)= act(X[:, x_col:x_col+in] W[1, w_row:w_row+out, :in]ᵀ) vs ref.common.linear."""
+    from ai00ref.ref import common as ref
+
+    w_row, x_col, y_col = offsets
+    rng = rng_of(seed)
+    W = normal(rng, 2, w_row + n_out + 2, n_in + 3, scale=n_in ** -0.5)  # wider than used: the offsets must hold
+    if f16:
+        W = W.astype(np.float16).astype(np.float32)
+    X, Y0 = normal(rng, T, x_col + n_in + 1), normal(rng, T, y_col + n_out + 2)
+    code, fn = ACTIVATIONS[act]
+    Y = dev(Y0)
+    x64_linear_runner(code, accumulate, tile)(dev(W, ti.f16 if f16 else ti.f32), 1, w_row, n_out, n_in, dev(X),
+                                              x_col, Y, y_col)
+    used_W, used_X = np.float64(W[1, w_row:w_row + n_out, :n_in]), np.float64(X[:, x_col:x_col + n_in])
+    s = ref.linear(used_X, used_W)
+    terms = np.abs(used_X) @ np.abs(used_W).T * (2 * np.abs(s) if act == "relu_squared" else 1.0)
+    expected, all_terms = np.float64(Y0), np.abs(np.float64(Y0))
+    expected[:, y_col:y_col + n_out] = fn(s) + (Y0[:, y_col:y_col + n_out] if accumulate else 0)
+    all_terms[:, y_col:y_col + n_out] = terms + (np.abs(Y0[:, y_col:y_col + n_out]) if accumulate else 0)
+    assert_close(Y.to_numpy(), expected, all_terms)
