@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-taichi-vulkan-models test-taichi-vulkan-kernels test-browser system-libs browser conformance bench clean
+.PHONY: serve test conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-browser system-libs browser conformance bench clean
 
 # taichi links libX11; the Vulkan run needs the loader and Mesa's lavapipe (a software Vulkan device on the CPU)
 SYSTEM_LIBS := mesa-vulkan-drivers libvulkan1 libx11-6
@@ -22,13 +22,10 @@ $(VENV)/.installed-%: setup.cfg pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-test
 	$(BIN)/python -m ai00ref serve
 
-# Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest, side by side
-# (each is mostly one busy thread: kernel compilation), their outputs kept apart. The lavapipe run is the longest
-# (with a cold kernel cache its whole-model kernels compile for 30-70 s each: ~12 min on a 2-core box), so it runs
-# as two halves by file: the model-level files start with the x64 run, the rest take its core when it ends.
+# Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest. The two
+# arches run side by side (each is mostly one busy thread: kernel compilation), their outputs kept apart.
 test: test-ref test-browser
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-vulkan-models test-taichi-cpu \
-	    test-taichi-vulkan-kernels
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-cpu test-taichi-vulkan
 
 test-ref: $(VENV)/.installed-test $(LEGACY_OPENAI)
 	$(PYTEST) -m "not taichi and not browser"
@@ -45,15 +42,8 @@ $(LEGACY_OPENAI): | $(BIN)/python
 test-taichi-cpu: $(VENV)/.installed-test system-libs
 	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -p no:cacheprovider -m taichi
 
-test-taichi-vulkan: test-taichi-vulkan-models test-taichi-vulkan-kernels
-
-VULKAN_MODEL_TESTS := tests/test_conformance_taichi.py tests/test_kernels_v4_v6.py tests/test_kernels_quant.py
-
-test-taichi-vulkan-models: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi $(VULKAN_MODEL_TESTS)
-
-test-taichi-vulkan-kernels: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi $(VULKAN_MODEL_TESTS:%=--ignore=%)
+test-taichi-vulkan: $(VENV)/.installed-test system-libs
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi
 
 # Debian packages, installed (as root) only when missing; without root it says what to install and goes on
 # (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)
