@@ -157,9 +157,9 @@ def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
     for g in range(S.shape[0] * s.H * lanes.LANES):
         lane, group = g % lanes.LANES, g // lanes.LANES
         b, h = group // s.H, group % s.H
+        cols = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
         for step in range(plan[LENGTH, b]):
             t = plan[START, b] + step
-            cols = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
             v = ti.Vector([sc[t, V + h * N + cols[m]] for m in ti.static(range(M))])
             y = ti.Vector([0.0] * M)
             for j in range(N):

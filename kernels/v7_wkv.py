@@ -84,9 +84,9 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
         lane, group = g % lanes.LANES, g // lanes.LANES
         b, h = group // s.H, group % s.H
         base = h * N
+        rows = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
         for step in range(plan[LENGTH, b]):
             t = plan[START, b] + step
-            rows = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
             removed = ti.Vector([0.0] * M)
             for j in range(N):
                 kk = sc[t, s.KK + base + j]
@@ -126,17 +126,22 @@ def gate_rows(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.templat
     bonus = lane_sum(bonus)
     stats = group_stats(y, lane, N, GN_EPS)
     for m in ti.static(range(y.n)):
-        i = m * lanes.LANES + lane
-        if i < N:
-            c = base + i
-            normed = (y[m] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
-            sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
+        if m * lanes.LANES + lane < N:
+            gate_channel(s, vec, slot, sc, t, base + m * lanes.LANES + lane, y[m], stats, bonus)
+
+
+@ti.func
+def gate_channel(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template(), t: ti.i32, c: ti.i32,
+                 y: ti.f32, stats: ti.math.vec2, bonus: ti.f32):
+    """Y[t, c] = (GN(y) with ln_x's affine + bonus v) * g; `stats` the head's (mean, 1/σ), `bonus` its Σ r k r_k."""
+    normed = (y - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
+    sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * s.C + c]) * sc[t, s.LORA + 2 * s.C + c]
 
 
 @ti.func
 def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
-    """In place: Y <- (GN(Y) + (Σ_head r k r_k) v) * g, GN with ln_x's affine (ref.v7.time_mix's last line); the CPU's
-    second task after x64_v7.wkv_task."""
+    """In place: Y <- (GN(Y) + (Σ_head r k r_k) v) * g, GN with ln_x's affine (ref.v7.time_mix's last line): the task
+    after the WKV on the CPU and in GPU passes of more than one position."""
     T, C, N = sc.shape[0], s.C, s.N
     ti.loop_config(block_dim=GROUP)
     for g in range(T * s.H * lanes.LANES):
@@ -153,6 +158,4 @@ def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.
         for q in range((N + lanes.LANES - 1) // lanes.LANES):
             n = q * lanes.LANES + lane
             if n < N:
-                c = h * N + n
-                normed = (sc[t, s.Y + c] - stats[0]) * stats[1] * vec[slot, LNX, c] + vec[slot, LNX + 1, c]
-                sc[t, s.Y + c] = (normed + bonus * sc[t, s.PROJ + 2 * C + c]) * sc[t, s.LORA + 2 * C + c]
+                gate_channel(s, vec, slot, sc, t, h * N + n, sc[t, s.Y + h * N + n], stats, bonus)
