@@ -13,7 +13,7 @@ import functools
 import taichi as ti
 
 import kernels
-from kernels import quant, x64_rows
+from kernels import gpu_rows, x64_rows
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.launch import kernel
 from kernels.quant import DENSE
@@ -122,7 +122,7 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
     if ti.static(LANES == 1):  # the CPU: one thread per row
         acc = x64_rows.dot_tile(W, layer, o, w_col, X, x_col, n_in, t0, T, tile, storage)
     elif ti.static(storage != DENSE):
-        acc = dot_tile_quantized(W, layer, o, X, x_col, n_in, t0, T, lane, tile, storage)
+        acc = gpu_rows.dot_tile(W, layer, o, X, x_col, n_in, t0, T, lane, LANES, tile, storage)
     else:
         unroll = ti.static(16 if tile == 1 else 4)  # weight loads in flight per lane: decode is latency-bound
         span = LANES * unroll
@@ -141,48 +141,6 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
                 w = ti.cast(W[layer, o, w_col + k], ti.f32)
                 for u in ti.static(range(tile)):
                     acc[u] += w * X[clamped(t0 + u, T), x_col + k]
-    return acc
-
-
-@ti.func
-def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
-                       t0: ti.i32, T: ti.i32, lane: ti.i32, tile: ti.template(), scheme: ti.template()):
-    """`dot_tile` of a quantized row: the lanes take its words of codes in turn (neighbouring lanes, neighbouring
-    words), each code dequantized in registers (quant.word_scale, quant.code_weight) and used for every position of
-    the tile."""
-    acc = ti.Vector([0.0] * tile)
-    per_word = ti.static(quant.CODES_PER_WORD[scheme])
-    block = ti.static(quant.BLOCK[scheme])
-    n_words = (n_in + per_word - 1) // per_word  # words holding real elements (the padding's are skipped)
-    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words
-    unroll = ti.static(4 if tile == 1 else 1)  # words (4 or 8 codes each) in flight per lane
-    span = LANES * unroll
-    full = n_in // per_word // span  # whole steps of whole words: no condition around their loads
-    for step in range(full + (n_words - full * span + LANES - 1) // LANES):
-        if step < full:
-            words = ti.Vector([ti.u32(0)] * unroll)
-            scales = ti.Matrix([[0.0, 0.0]] * unroll)
-            for q in ti.static(range(unroll)):
-                j = step * span + q * LANES + lane
-                words[q] = W[layer, o, j]
-                scale = quant.word_scale(W, layer, o, j, scale_at, scheme)
-                scales[q, 0], scales[q, 1] = scale[0], scale[1]
-            for q in ti.static(range(unroll)):
-                j = step * span + q * LANES + lane
-                for e in range(per_word):  # a run-time loop: each code's decoding is compiled once, not 4-8 times
-                    w = quant.code_weight(words[q], e, ti.math.vec2(scales[q, 0], scales[q, 1]), scheme)
-                    for u in ti.static(range(tile)):
-                        acc[u] += w * X[clamped(t0 + u, T), x_col + j * per_word + e]
-        else:  # the rest: one guarded word at a time, codes past n_in skipped
-            j = full * span + (step - full) * LANES + lane
-            if j < n_words:
-                word, scale = W[layer, o, j], quant.word_scale(W, layer, o, j, scale_at, scheme)
-                for e in range(per_word):
-                    k = j * per_word + e
-                    if k < n_in:
-                        w = quant.code_weight(word, e, scale, scheme)
-                        for u in ti.static(range(tile)):
-                            acc[u] += w * X[clamped(t0 + u, T), x_col + k]
     return acc
 
 

@@ -70,12 +70,39 @@ def stack_rows(matrices: Sequence[QuantizedMatrix]) -> np.ndarray:
 
 
 def arch_order(rows: np.ndarray, scheme: str, K: int) -> np.ndarray:
-    """The rows as the current arch's reader takes them: on the CPU the codes in kernels/x64_rows.py's order (one
-    thread per row: a vectorizable loop), elsewhere as they are."""
+    """The rows as the current arch's reader takes them (spec/kernels.md §7): the codes in groups, slot e of a group's
+    word j holding element e·G + j of the group (`grouped_code_order`). On the CPU a group is kernels/x64_rows.py's
+    GROUP elements (one thread per row: a vectorizable loop over its words); on a GPU it is one word per lane
+    (kernels/gpu_rows.py: the lanes read neighbouring inputs)."""
     import kernels
     from kernels import x64_rows
 
-    return x64_rows.cpu_code_order(rows, scheme, K) if kernels.current_arch() == "cpu" else rows
+    if kernels.current_arch() == "cpu":
+        return x64_rows.cpu_code_order(rows, scheme, K)
+    return grouped_code_order(rows, scheme, K, CODES_PER_WORD[scheme] * kernels.lane_count())
+
+
+def grouped_code_order(rows: np.ndarray, scheme: str, K: int, group: int) -> np.ndarray:
+    """(R, row_words) u32 rows in `device_rows`' order -> the scales unchanged; in each group of `group` elements
+    (the last may be shorter: a row's padded length need not be a whole number of groups), code slot e of word j
+    holds element e·G + j of the group, G the group's words."""
+    assert sys.byteorder == "little", "the u32 views below assume a little-endian host, as the device"
+    per_word, n_words = CODES_PER_WORD[scheme], code_words(scheme, K)
+    R = rows.shape[0]
+    as_bytes = np.ascontiguousarray(rows[:, :n_words]).view(np.uint8)  # little-endian words (device_rows)
+    if per_word == 4:
+        codes = as_bytes  # (R, Kp): element k is byte k
+    else:  # element 8j + e is nibble e of word j: byte k // 2, the low nibble first
+        codes = np.stack([as_bytes & 0xF, as_bytes >> 4], axis=-1).reshape(R, -1)
+    out = np.empty((R, n_words), np.uint32)
+    for start in range(0, codes.shape[1], group):
+        part = codes[:, start:start + group]
+        G = part.shape[1] // per_word
+        slots = part.reshape(R, per_word, G).transpose(0, 2, 1)  # [word j, slot e] = element e·G + j
+        if per_word == 8:
+            slots = slots[..., 0::2] | (slots[..., 1::2] << 4)  # two nibbles a byte, slot 2b in the low one
+        out[:, start // per_word:start // per_word + G] = np.ascontiguousarray(slots, np.uint8).view(np.uint32)[..., 0]
+    return np.concatenate([out, rows[:, n_words:]], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)

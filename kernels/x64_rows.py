@@ -112,22 +112,7 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_co
 
 
 def cpu_code_order(rows: np.ndarray, scheme: str, K: int) -> np.ndarray:
-    """(R, row_words) u32 rows in kernels/quant.py's order (device_rows) -> the CPU's: the scales unchanged; in each
-    group of GROUP elements (the last may be shorter: an NF4/SF4 row of an odd number of blocks), code slot e of word
-    j holds element e·G + j of the group, G the group's words."""
-    per_word, n_words = quant.CODES_PER_WORD[scheme], quant.code_words(scheme, K)
-    R = rows.shape[0]
-    as_bytes = np.ascontiguousarray(rows[:, :n_words]).view(np.uint8)  # little-endian words (quant.device_rows)
-    if per_word == 4:
-        codes = as_bytes  # (R, Kp): element k is byte k
-    else:  # element 8j + e is nibble e of word j: byte k // 2, the low nibble first
-        codes = np.stack([as_bytes & 0xF, as_bytes >> 4], axis=-1).reshape(R, -1)
-    out = np.empty((R, n_words), np.uint32)
-    for start in range(0, codes.shape[1], GROUP):
-        group = codes[:, start:start + GROUP]
-        G = group.shape[1] // per_word
-        slots = group.reshape(R, per_word, G).transpose(0, 2, 1)  # [word j, slot e] = element e·G + j
-        if per_word == 8:
-            slots = slots[..., 0::2] | (slots[..., 1::2] << 4)  # two nibbles a byte, slot 2b in the low one
-        out[:, start // per_word:start // per_word + G] = np.ascontiguousarray(slots, np.uint8).view(np.uint32)[..., 0]
-    return np.concatenate([out, rows[:, n_words:]], axis=1)
+    """(R, row_words) u32 rows in kernels/quant.py's order (device_rows) -> the CPU's: in each group of GROUP elements
+    (the last may be shorter: an NF4/SF4 row of an odd number of blocks), code slot e of word j holds element e·G + j
+    of the group, G the group's words."""
+    return quant.grouped_code_order(rows, scheme, K, GROUP)

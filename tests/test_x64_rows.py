@@ -1,7 +1,8 @@
 """The CPU's own pieces (kernels/x64_rows.py, x64_tasks.py).
 
-- The code order for quantized rows (`cpu_code_order`, spec/kernels.md §7), on the host: in each group of 128 elements
-  (G words), code slot e of word j holds element e·G + j; the scales are unchanged. The kernels that read this order
+- The code orders for quantized rows (`cpu_code_order`, `quant.grouped_code_order`, spec/kernels.md §7), on the host:
+  in each group (the CPU's 128 elements, a GPU's one word per lane; G words), code slot e of word j holds element
+  e·G + j; the scales are unchanged. The kernels that read this order
   are checked against the reference in tests/test_kernels_quant.py (on arch cpu).
 - x64_tasks.linear_task (the v7 layer's output and channel-mix matrices on the CPU) against ref.common.linear, as
   tests/test_kernels_lanes.py checks lanes.linear_task: tile 1 reads its groups in pairs (`x64_rows.dot_pair`), an
@@ -30,22 +31,25 @@ def code_at(rows: np.ndarray, scheme: str, word: np.ndarray, slot: np.ndarray) -
     return (rows[:, word] >> (bits * slot.astype(np.uint32))) & ((1 << bits) - 1)
 
 
-@given(scheme=st.sampled_from(SCHEMES), R=st.integers(1, 4), K=st.integers(1, 600), seed=seeds)
-def test_cpu_code_order_puts_element_e_g_plus_j_in_slot_e_of_word_j(scheme, R, K, seed):
-    from kernels.quant import CODES_PER_WORD, code_words, device_rows
+@given(scheme=st.sampled_from(SCHEMES), R=st.integers(1, 4), K=st.integers(1, 600), seed=seeds,
+       lanes=st.sampled_from([None, 4, 8, 16, 32]))
+def test_code_order_puts_element_e_g_plus_j_in_slot_e_of_word_j(scheme, R, K, seed, lanes):
+    """The CPU's order (lanes None: groups of GROUP elements) and a GPU's (one word per lane in a group)."""
+    from kernels.quant import CODES_PER_WORD, code_words, device_rows, grouped_code_order
     from kernels.x64_rows import GROUP, cpu_code_order
 
     q = quantize(normal(rng_of(seed), R, K), scheme)
     natural = device_rows(q)
-    ordered = cpu_code_order(natural, scheme, K)
     per_word, n_words = CODES_PER_WORD[scheme], code_words(scheme, K)
+    group = GROUP if lanes is None else per_word * lanes
+    ordered = cpu_code_order(natural, scheme, K) if lanes is None else grouped_code_order(natural, scheme, K, group)
     assert ordered.dtype == np.uint32 and ordered.shape == natural.shape
     np.testing.assert_array_equal(ordered[:, n_words:], natural[:, n_words:])  # the scales
     k = np.arange(n_words * per_word)  # every element of the padded row
-    start = k // GROUP * GROUP
-    G = np.minimum(GROUP, n_words * per_word - start) // per_word  # the group's words
-    cpu_word, cpu_slot = start // per_word + (k - start) % G, (k - start) // G
-    np.testing.assert_array_equal(code_at(ordered, scheme, cpu_word, cpu_slot),
+    start = k // group * group
+    G = np.minimum(group, n_words * per_word - start) // per_word  # the group's words
+    word, slot = start // per_word + (k - start) % G, (k - start) // G
+    np.testing.assert_array_equal(code_at(ordered, scheme, word, slot),
                                   code_at(natural, scheme, k // per_word, k % per_word))
 
 

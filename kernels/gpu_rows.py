@@ -1,0 +1,181 @@
+"""Quantized row dot products on a GPU (LANES > 1 threads per row): kernels/lanes.py `dot_tile`'s quantized branch.
+
+The same contract as `dot_tile`: this lane's share of W[layer, o, :n_in] · X[t0+u, x_col:x_col+n_in] for the `tile`
+positions u, not yet summed over the lanes. Must match ai00ref.ref.common.linear with the QuantizedMatrix (its
+`dequantize`) to spec/tolerances.md §Quantized.
+
+The codes are in the GPU's order (spec/kernels.md §7; `quant.grouped_code_order` with groups of LANES words, applied
+at upload by `quant.arch_order`): in group g, code slot e of lane l's word holds element g·S + e·LANES + l, S =
+LANES·per_word elements. So for each slot the lanes read neighbouring inputs, one line per subgroup load as for dense
+rows; in the natural order (slot e of word j is element per_word·j + e) each such load spread over per_word lines.
+
+Block sizes and LANES are powers of two, so a group covers whole blocks or lies inside one: its slots fall into
+`segments` runs of one block each. Each block's scale is decoded once per group (one word, the same for every lane):
+Int8's is factored out of its run's sum (Σ w·x = lo·Σx + (hi − lo)/255·Σ q·x); NF4/SF4 multiply each code's table
+value by its block's absmax.
+
+NF4/SF4 codes on CUDA are looked up by a warp shuffle: lane l holds table entries l, l + LANES, ... (`lane_table`),
+and code q is read from lane q mod LANES, where the select tree of `quant.code_value` takes 15 selects per code.
+Taichi 1.7's SPIR-V code generator has no subgroup shuffle (and accepts neither local nor shared arrays here: see
+`quant.code_value`), so on Vulkan the codes go through the select tree. A shuffle needs every lane of the warp, so
+whole groups run in uniform control flow (a row's lanes take the same groups; padding is masked on the element, never
+branched around). The short last group of a row whose padded length is not a whole number of groups (G < LANES
+words, slot e of word l holding element e·G + l) decodes with the select tree, element by element.
+"""
+import taichi as ti
+
+import kernels
+from kernels import quant
+
+FULL_MASK = 0xFFFFFFFF
+TABLE_SIZE = 16  # NF4/SF4 codes
+
+
+SHUFFLED = ("nf4", "sf4")  # schemes whose codes are table entries
+
+
+def shuffles(scheme: str) -> bool:
+    """Whether codes of `scheme` are looked up by a warp shuffle (CUDA) instead of the select tree."""
+    return scheme in SHUFFLED and kernels.current_arch() == "cuda"
+
+
+@ti.func
+def lane_table(lane: ti.i32, lanes: ti.template(), scheme: ti.template()):
+    """This lane's entries of the NF4/SF4 table, for `table_value`: entry i is table[lane + i·lanes] (entries past
+    the table unused). Without shuffles: one unused zero."""
+    entries = ti.Vector([0.0] * ti.static(-(-TABLE_SIZE // lanes) if shuffles(scheme) else 1))
+    if ti.static(shuffles(scheme)):
+        for i in ti.static(range(entries.n)):
+            entries[i] = quant.code_value(ti.cast(ti.min(lane + i * lanes, TABLE_SIZE - 1), ti.u32), scheme)
+    return entries
+
+
+@ti.func
+def table_value(entries: ti.template(), q: ti.u32, lanes: ti.template(), scheme: ti.template()) -> ti.f32:
+    """table[q]: on CUDA read from the lane holding it (`lane_table`; every lane of the warp must call this), else
+    by the select tree."""
+    value = 0.0
+    if ti.static(shuffles(scheme)):
+        code = ti.cast(q, ti.i32)
+        value = ti.simt.warp.shfl_sync_f32(ti.u32(FULL_MASK), entries[0], code % lanes)
+        for i in ti.static(range(1, entries.n)):
+            other = ti.simt.warp.shfl_sync_f32(ti.u32(FULL_MASK), entries[i], code % lanes)
+            value = ti.select(code // lanes == i, other, value)
+    else:
+        value = quant.code_value(q, scheme)
+    return value
+
+
+@ti.func
+def block_scale(W: ti.template(), layer: ti.i32, o: ti.i32, scale_at: ti.i32, b: ti.i32,
+                scheme: ti.template()) -> ti.math.vec2:
+    """Block b's scale, as its sum takes it: Int8 (lo, (hi − lo)/255); NF4/SF4 (0, absmax)."""
+    scale = ti.math.vec2(0.0, 0.0)
+    if ti.static(scheme == "int8"):
+        pair = W[layer, o, scale_at + b]
+        lo = quant.half_to_f32(pair & 0xFFFF)
+        scale = ti.math.vec2(lo, (quant.half_to_f32(pair >> 16) - lo) / 255.0)
+    else:
+        scale[1] = quant.half_to_f32((W[layer, o, scale_at + b // 2] >> (16 * (b % 2))) & 0xFFFF)
+    return scale
+
+
+@ti.func
+def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i32, scale_at: ti.i32,
+              X: ti.template(), x_col: ti.i32, n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32,
+              lanes: ti.template(), entries: ti.template(), tile: ti.template(), scheme: ti.template(),
+              padded: ti.template()):
+    """Group g's share of this lane's sums (its word given). `padded`: elements past n_in count as zero inputs (their
+    X columns are not read). Int8: per block run, Σ x and Σ q·x over the run's (unrolled) slots, then the block's
+    scale factored out. NF4/SF4: one loop over the slots, each code times its block's absmax: one table lookup
+    compiled per group keeps the kernel small enough to compile in seconds (unrolled, with the select tree, a
+    whole-model test took minutes on lavapipe, and a model of the 1.6B shape did not compile in minutes on Vulkan)."""
+    per_word = ti.static(quant.CODES_PER_WORD[scheme])
+    span = ti.static(per_word * lanes)
+    segments = ti.static(max(1, span // quant.BLOCK[scheme]))  # block runs in one group
+    run = ti.static(per_word // segments)  # slots per run
+    out = ti.Vector([0.0] * tile)
+    if ti.static(scheme == "int8"):
+        for s in ti.static(range(segments)):
+            sums = ti.Matrix([[0.0] * tile for _ in ti.static(range(2))])  # [Σ q·x, Σ x]
+            for e in ti.static(range(s * run, (s + 1) * run)):
+                sums += slot_terms(word, e, g * span + e * lanes + lane, X, x_col, n_in, t0, T, lanes, entries, tile,
+                                   scheme, padded)
+            lo_step = block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme], scheme)
+            for u in ti.static(range(tile)):
+                out[u] += lo_step[0] * sums[1, u] + lo_step[1] * sums[0, u]
+    else:
+        absmax = ti.Vector([0.0] * segments)
+        for s in ti.static(range(segments)):
+            absmax[s] = block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme],
+                                    scheme)[1]
+        for e in range(per_word):
+            scale = absmax[0]
+            for s in ti.static(range(1, segments)):
+                scale = ti.select(e // run == s, absmax[s], scale)
+            terms = slot_terms(word, e, g * span + e * lanes + lane, X, x_col, n_in, t0, T, lanes, entries, tile,
+                               scheme, padded)
+            for u in ti.static(range(tile)):
+                out[u] += scale * terms[0, u]
+    return out
+
+
+@ti.func
+def slot_terms(word: ti.u32, e: ti.i32, k: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32, t0: ti.i32,
+               T: ti.i32, lanes: ti.template(), entries: ti.template(), tile: ti.template(), scheme: ti.template(),
+               padded: ti.template()):
+    """Slot e of `word` (element k) against the tile's inputs: [decoded·x, x] for each position (x = 0 past n_in when
+    `padded`)."""
+    bits = ti.static(32 // quant.CODES_PER_WORD[scheme])
+    q = (word >> (bits * e)) & ((1 << bits) - 1)
+    value = 0.0
+    if ti.static(scheme == "int8"):
+        value = ti.cast(q, ti.f32)
+    else:
+        value = table_value(entries, q, lanes, scheme)
+    terms = ti.Matrix([[0.0] * tile for _ in ti.static(range(2))])
+    for u in ti.static(range(tile)):
+        x = 0.0
+        if ti.static(padded):
+            x = ti.select(k < n_in, X[ti.min(t0 + u, T - 1), x_col + ti.min(k, n_in - 1)], 0.0)
+        else:
+            x = X[ti.min(t0 + u, T - 1), x_col + k]
+        terms[0, u] = value * x
+        terms[1, u] = x
+    return terms
+
+
+@ti.func
+def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
+             t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template()):
+    """A quantized row in the GPU's code order: whole groups without padding `unroll` at a time (all their word
+    loads in flight), the other whole groups with the padding masked, then the short last group, if any."""
+    acc = ti.Vector([0.0] * tile)
+    per_word = ti.static(quant.CODES_PER_WORD[scheme])
+    block = ti.static(quant.BLOCK[scheme])
+    span = ti.static(per_word * lanes)
+    unroll = ti.static(4 if tile == 1 else 1)  # words in flight per lane
+    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words: the scales follow the codes
+    groups = scale_at // lanes  # whole groups (lanes words each)
+    clean = n_in // span  # whole groups without a padding element
+    entries = lane_table(lane, lanes, scheme)
+    for step in range(clean // unroll):
+        words = ti.Vector([ti.u32(0)] * unroll)
+        for q in ti.static(range(unroll)):
+            words[q] = W[layer, o, (step * unroll + q) * lanes + lane]
+        for q in ti.static(range(unroll)):
+            acc += group_dot(W, layer, o, words[q], step * unroll + q, scale_at, X, x_col, n_in, t0, T, lane, lanes,
+                             entries, tile, scheme, False)
+    for g in range(clean // unroll * unroll, groups):
+        acc += group_dot(W, layer, o, W[layer, o, g * lanes + lane], g, scale_at, X, x_col, n_in, t0, T, lane,
+                         lanes, entries, tile, scheme, True)
+    short = scale_at - groups * lanes  # words of the short last group
+    if lane < short:
+        word = W[layer, o, groups * lanes + lane]
+        for e in range(per_word):
+            k = groups * span + e * short + lane
+            if k < n_in:
+                w = quant.code_weight(word, e, quant.word_scale(W, layer, o, k // per_word, scale_at, scheme), scheme)
+                for u in ti.static(range(tile)):
+                    acc[u] += w * X[ti.min(t0 + u, T - 1), x_col + k]
+    return acc
