@@ -9,6 +9,9 @@ from ai00ref.weights.random_model import RandomModelSpec, write_random_model
 
 pytestmark = pytest.mark.taichi
 VARIANTS = ["v4", "v5.2", "v6", "v7"]
+# The conformance fixtures' small shape (L2 C64 N16 V256): the engine-level tests reuse the kernels their tests compiled
+# (compiling is most of the Vulkan suite's time on lavapipe); other shapes are the kernel-level tests' business.
+SMALL = dict(n_embd=64, n_vocab=256, head_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,7 @@ def models(taichi_arch, tmp_path_factory):
     directory = tmp_path_factory.mktemp("engine")
     loaded = {}
     for variant in VARIANTS:
-        path = write_random_model(RandomModelSpec(variant, n_layer=2, n_embd=32, n_vocab=64, head_size=16),
+        path = write_random_model(RandomModelSpec(variant, n_layer=2, **SMALL),
                                   directory / f"{variant}.st")
         loaded[variant] = (ai00ref.load_model(path, backend="taichi", arch=taichi_arch, graph=True),
                            ai00ref.load_model(path, backend="taichi", arch=taichi_arch, graph=False))
@@ -73,7 +76,7 @@ def test_split_passes_shares_each_chunk_and_consumes_every_token(lengths, chunk)
 
 @pytest.mark.parametrize("variant", ["v4", "v6", "v7"])
 def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant):
-    path = write_random_model(RandomModelSpec(variant, n_layer=2, n_embd=32, n_vocab=64, head_size=16),
+    path = write_random_model(RandomModelSpec(variant, n_layer=2, **SMALL),
                               tmp_path / "m.st")
     whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=256)
     chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=3)
@@ -148,7 +151,7 @@ def test_layers_stacked_in_groups_give_the_same_model(variant, taichi_arch, tmp_
     layers (kernels/stacking.py): logits and states equal the one-group engine's over prefill and decode."""
     from kernels import stacking
 
-    path = write_random_model(RandomModelSpec(variant, n_layer=5, n_embd=32, n_vocab=64, head_size=16),
+    path = write_random_model(RandomModelSpec(variant, n_layer=5, **SMALL),
                               tmp_path / f"{variant}.st")
     whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch)
     assert len(whole.blocks.groups) == 1

@@ -16,6 +16,7 @@ import ai00ref
 from ai00ref.ref import v4 as ref_v4
 from ai00ref.ref.state import to_official
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
+from test_kernels_engine import SMALL
 
 pytestmark = pytest.mark.taichi
 
@@ -48,8 +49,8 @@ def plan_for(lengths):
 def model_paths(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models_v4_v6")
     paths = {}
-    for n, variant in enumerate(VARIANTS):
-        spec = RandomModelSpec(variant, n_layer=2, n_embd=(32, 64)[n % 2], n_vocab=(64, 256)[n % 2], head_size=16)
+    for variant in VARIANTS:  # the conformance fixtures' shape, whose kernels those tests compiled (test_kernels_engine)
+        spec = RandomModelSpec(variant, n_layer=2, **SMALL)
         suffix = "pth" if variant == "v5.0" else "st"  # a v5.0 .st reads as v5.2 by design (spec/v5.md §1)
         paths[variant] = write_random_model(spec, folder / f"{variant}.{suffix}")
     return paths
