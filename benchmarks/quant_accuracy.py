@@ -6,7 +6,8 @@ For each version: a random model of that shape from the project's generator, a r
 reference engine (float32) unquantized and with every layer quantized by each scheme. Per scheme: the relative L2
 error of the logits at every position (mean and max over positions), top-1 agreement with fp32, and the bytes of
 the quantized matrices and of the whole model against fp16. Random weights are not trained weights: their matrices
-are Gaussian, the error of a trained model (outliers, heavy tails) differs; the perplexity check waits for issue 8.
+are Gaussian, the error of a trained model (outliers, heavy tails) differs; the perplexity of the project's
+trained model: `python -m ai00ref.train.evaluate` (assets/models/README.md).
 """
 from __future__ import annotations
 
