@@ -29,8 +29,6 @@ from kernels import quant
 
 FULL_MASK = 0xFFFFFFFF
 TABLE_SIZE = 16  # NF4/SF4 codes
-
-
 SHUFFLED = ("nf4", "sf4")  # schemes whose codes are table entries
 
 
