@@ -65,20 +65,6 @@ def table_value(entries: ti.template(), q: ti.u32, lanes: ti.template(), scheme:
 
 
 @ti.func
-def block_scale(W: ti.template(), layer: ti.i32, o: ti.i32, scale_at: ti.i32, b: ti.i32,
-                scheme: ti.template()) -> ti.math.vec2:
-    """Block b's scale, as its sum takes it: Int8 (lo, (hi − lo)/255); NF4/SF4 (0, absmax)."""
-    scale = ti.math.vec2(0.0, 0.0)
-    if ti.static(scheme == "int8"):
-        pair = W[layer, o, scale_at + b]
-        lo = quant.half_to_f32(pair & 0xFFFF)
-        scale = ti.math.vec2(lo, (quant.half_to_f32(pair >> 16) - lo) / 255.0)
-    else:
-        scale[1] = quant.half_to_f32((W[layer, o, scale_at + b // 2] >> (16 * (b % 2))) & 0xFFFF)
-    return scale
-
-
-@ti.func
 def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i32, scale_at: ti.i32,
               X: ti.template(), x_col: ti.i32, n_in: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32,
               lanes: ti.template(), entries: ti.template(), tile: ti.template(), scheme: ti.template(),
@@ -99,14 +85,16 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
             for e in ti.static(range(s * run, (s + 1) * run)):
                 sums += slot_terms(word, e, g * span + e * lanes + lane, X, x_col, n_in, t0, T, lanes, entries, tile,
                                    scheme, padded)
-            lo_step = block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme], scheme)
+            lo_range = quant.block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme],
+                                         scheme)  # (lo, hi - lo)
+            step = lo_range[1] / 255.0
             for u in ti.static(range(tile)):
-                out[u] += lo_step[0] * sums[1, u] + lo_step[1] * sums[0, u]
+                out[u] += lo_range[0] * sums[1, u] + step * sums[0, u]
     else:
         absmax = ti.Vector([0.0] * segments)
         for s in ti.static(range(segments)):
-            absmax[s] = block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme],
-                                    scheme)[1]
+            absmax[s] = quant.block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme],
+                                          scheme)[0]
         for e in range(per_word):
             scale = absmax[0]
             for s in ti.static(range(1, segments)):

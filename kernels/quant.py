@@ -156,19 +156,25 @@ def code_value(q: ti.u32, scheme: ti.template()) -> ti.f32:
 
 
 @ti.func
-def word_scale(W: ti.template(), layer: ti.i32, o: ti.i32, j: ti.i32, scale_at: ti.i32,
-               scheme: ti.template()) -> ti.math.vec2:
-    """The block scale of word j of row o, decoded: Int8 (lo, hi - lo); NF4/SF4 (absmax, 0). `scale_at` is the row's
+def block_scale(W: ti.template(), layer: ti.i32, o: ti.i32, scale_at: ti.i32, b: ti.i32,
+                scheme: ti.template()) -> ti.math.vec2:
+    """The scale of block b of row o, decoded: Int8 (lo, hi - lo); NF4/SF4 (absmax, 0). `scale_at` is the row's
     first scale word (`code_words`)."""
     scale = ti.math.vec2(0.0, 0.0)
     if ti.static(scheme == "int8"):
-        pair = W[layer, o, scale_at + j // (INT8_BLOCK // 4)]
+        pair = W[layer, o, scale_at + b]
         lo = half_to_f32(pair & 0xFFFF)
         scale = ti.math.vec2(lo, half_to_f32(pair >> 16) - lo)
     else:
-        block = j // (FP4_BLOCK // 8)
-        scale[0] = half_to_f32((W[layer, o, scale_at + block // 2] >> (16 * (block % 2))) & 0xFFFF)
+        scale[0] = half_to_f32((W[layer, o, scale_at + b // 2] >> (16 * (b % 2))) & 0xFFFF)
     return scale
+
+
+@ti.func
+def word_scale(W: ti.template(), layer: ti.i32, o: ti.i32, j: ti.i32, scale_at: ti.i32,
+               scheme: ti.template()) -> ti.math.vec2:
+    """`block_scale` of the block holding word j of row o (in `device_rows`' order)."""
+    return block_scale(W, layer, o, scale_at, j // ti.static(BLOCK[scheme] // CODES_PER_WORD[scheme]), scheme)
 
 
 @ti.func
