@@ -5,6 +5,9 @@
 Prints microseconds per dispatch for: one-task kernels launched from Python, the same in a `ti.graph`, one
 kernel holding TASKS top-level loops (each its own dispatch) launched from Python and in a graph, and a
 2048x2048 fp16 mat-vec (one workgroup per row) alone and as TASKS mat-vecs in one kernel.
+The TASKS-task kernel three ways: loops of one run-time bound (x.shape[0]), of constant bounds, and of TASKS
+different run-time bounds. On LLVM arches (CUDA, x64) Taichi computes a run-time bound in a serial task of its own
+(one thread, one more dispatch) before the loop that reads it; the last two rows show what such tasks cost.
 """
 import argparse
 import time
@@ -42,6 +45,22 @@ def main():
             for i in range(x.shape[0]):
                 y[i] = x[i] * 1.0001 + 1.0
             for i in range(x.shape[0]):
+                x[i] = y[i] * 0.9999 - 1.0
+
+    @ti.kernel
+    def many_const(x: ti.types.ndarray(), y: ti.types.ndarray()):
+        for _ in ti.static(range(TASKS // 2)):
+            for i in range(N):
+                y[i] = x[i] * 1.0001 + 1.0
+            for i in range(N):
+                x[i] = y[i] * 0.9999 - 1.0
+
+    @ti.kernel
+    def many_bounds(x: ti.types.ndarray(), y: ti.types.ndarray()):
+        for k in ti.static(range(TASKS // 2)):
+            for i in range(x.shape[0] - 2 * k):
+                y[i] = x[i] * 1.0001 + 1.0
+            for i in range(x.shape[0] - 2 * k - 1):
                 x[i] = y[i] * 0.9999 - 1.0
 
     @ti.kernel
@@ -102,6 +121,9 @@ def main():
         ("1-task kernel, graph of 16", timed(graph_of(one, TASKS, x, y), REPEATS) / TASKS * 1e6),
         (f"{TASKS}-task kernel, eager (per task)", timed(lambda: many(x, y), REPEATS) / TASKS * 1e6),
         (f"{TASKS}-task kernel, graph of 4 (per task)", timed(graph_of(many, 4, x, y), REPEATS) / TASKS / 4 * 1e6),
+        (f"{TASKS}-task, constant bounds, graph of 4", timed(graph_of(many_const, 4, x, y), REPEATS) / TASKS / 4 * 1e6),
+        (f"{TASKS}-task, {TASKS} run-time bounds, graph of 4",
+         timed(graph_of(many_bounds, 4, x, y), REPEATS) / TASKS / 4 * 1e6),
         ("matvec 2048^2 f16, eager", timed(lambda: matvec(W, x, y), REPEATS) * 1e6),
         ("matvec 2048^2 f16, graph of 16", timed(graph_of(matvec, TASKS, W, x, y), REPEATS) / TASKS * 1e6),
         (f"matvec x{TASKS} in one kernel, eager (per task)", timed(lambda: matvecs(W, x, y), REPEATS) / TASKS * 1e6),

@@ -33,9 +33,11 @@ def embed_from_argument(ids: IDS, table: ti.types.ndarray(), ln0: ti.types.ndarr
                         x: ti.types.ndarray()):
     """x[t] = LN0(table[ids[t]]), LANES threads per position; ln0 holds LN0's weight and bias as (1, 2, C)."""
     ti.loop_config(block_dim=GROUP)
-    for g in range(x.shape[0] * lanes.LANES):
-        lane, t = g % lanes.LANES, g // lanes.LANES
-        norm_row(table, id_at(ids, t), 1, ln0, eps, x, t, lane)
+    for thread in range(lanes.task_range(x.shape[0] * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, x.shape[0] * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            lane, t = g % lanes.LANES, g // lanes.LANES
+            norm_row(table, id_at(ids, t), 1, ln0, eps, x, t, lane)
 
 
 @kernel

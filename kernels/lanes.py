@@ -9,6 +9,7 @@ Everything here is a `ti.func` used inside the layer kernels; tests reach them t
 Matrices are stacked by layer: W (L, out, in), so one compiled kernel serves every layer.
 """
 import functools
+import math
 
 import taichi as ti
 
@@ -28,6 +29,59 @@ PIECES = 16  # GPU: groups sharing one position's LayerNorm + mix (each recomput
 
 
 LANES = 1  # threads per row: set once by kernels.init (a subgroup on a GPU, 1 on the CPU); read when kernels compile
+THREADS = 1 << 20  # CUDA: every task's loop range, a constant (`task_range`); Taichi's own grid for a run-time range
+
+
+def task_range(items):
+    """The range of a task's top-level loop over `items` work items (an expression of shapes and constants, never a
+    variable: see below). On CUDA a constant, THREADS, each thread then taking items thread, thread + THREADS, ...
+    (`task_rounds`, `task_item`); elsewhere `items`, one round each.
+
+    Why: on LLVM arches Taichi computes a loop bound that is not a constant in a serial task of its own, before the
+    loop, and on CUDA that task is one more dispatch (~8 us: benchmarks/launch_cost.py); a v6 layer had seven
+    (benchmarks/task_profile.py). So a task's scalars are template arguments and its variables live inside its loop:
+    a value computed at the kernel's top level and read by a task is also passed through a serial task. Vulkan
+    computes such a bound inside the task, and the CPU's serial tasks cost nothing."""
+    return THREADS if _constant_ranges() else items
+
+
+def task_rounds(thread, items):
+    """How many items `thread` of a `task_range` loop takes."""
+    return (items - thread + THREADS - 1) // THREADS if _constant_ranges() else 1
+
+
+def task_item(thread, r):
+    """The item of `thread`'s round r."""
+    return thread + r * THREADS if _constant_ranges() else thread
+
+
+def key_block(N: int) -> int:
+    """Keys of a head whose loads a GPU decode WKV issues together (kernels/v6.py, v7_wkv.py): 8, or fewer when
+    8 does not divide the head size N."""
+    return math.gcd(N, 8)
+
+
+def tiles(T, tile):
+    """Tiles of `tile` positions over T positions."""
+    return (T + tile - 1) // tile
+
+
+def row_tile_items(n_rows, T, tile):
+    """Work items of a task over (output row, tile of positions), LANES lanes each."""
+    return n_rows * tiles(T, tile) * LANES
+
+
+@ti.func
+def row_tile_item(g: ti.i32, T: ti.i32, tile: ti.template()) -> ti.math.ivec3:
+    """Item g of a `row_tile_items` task: (lane, output row, first position of the tile); rows are row-major over
+    the tiles, so neighbouring lane groups share a weight row."""
+    n_tiles = tiles(T, tile)
+    group = g // LANES
+    return ti.math.ivec3(g % LANES, group // n_tiles, group % n_tiles * tile)
+
+
+def _constant_ranges() -> bool:
+    return kernels.current_arch() == "cuda"
 
 
 @ti.func
@@ -166,30 +220,32 @@ def emit_tile(acc: ti.template(), Y: ti.template(), col: ti.i32, t0: ti.i32, T: 
 
 
 @ti.func
-def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32, X: ti.template(),
-                x_col: ti.i32, Y: ti.template(), y_col: ti.i32, act: ti.i32, accumulate: ti.template(),
-                tile: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0, storage: ti.template() = DENSE):
+def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
+                n_in: ti.template(), X: ti.template(), x_col: ti.template(), Y: ti.template(), y_col: ti.template(),
+                act: ti.template(), accumulate: ti.template(), tile: ti.template(), gate: ti.template() = None,
+                gate_col: ti.template() = 0, storage: ti.template() = DENSE):
     """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
     (and the product that follows it), a QuantizedMatrix's included."""
-    T = X.shape[0]
-    n_tiles = (T + tile - 1) // tile
     rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
-    n_blocks = (n_out + rows - 1) // rows
     ti.loop_config(block_dim=GROUP)
-    for g in range(n_blocks * n_tiles * LANES):
-        lane, group = g % LANES, g // LANES
-        o, t0 = group // n_tiles * rows, group % n_tiles * tile  # neighbouring rows of threads share weight rows
-        if ti.static(rows == 1):
-            acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
-            emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
-        else:
-            acc = dot_rows_tile(W, layer, w_row, o, n_out, X, x_col, n_in, t0, T, lane, rows, tile)
-            for r in ti.static(range(rows)):
-                if o + r < n_out:
-                    emit_tile(ti.Vector([acc[r, u] for u in ti.static(range(tile))]), Y, y_col + o + r, t0, T, lane,
-                              act, accumulate, gate, gate_col + o + r)
+    for thread in range(task_range(tiles(n_out, rows) * tiles(X.shape[0], tile) * LANES)):
+        for rnd in range(task_rounds(thread, tiles(n_out, rows) * tiles(X.shape[0], tile) * LANES)):
+            g = task_item(thread, rnd)
+            T = X.shape[0]
+            n_tiles = tiles(T, tile)
+            lane, group = g % LANES, g // LANES
+            o, t0 = group // n_tiles * rows, group % n_tiles * tile  # neighbouring rows of threads share weight rows
+            if ti.static(rows == 1):
+                acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
+                emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
+            else:
+                acc = dot_rows_tile(W, layer, w_row, o, n_out, X, x_col, n_in, t0, T, lane, rows, tile)
+                for q in ti.static(range(rows)):
+                    if o + q < n_out:
+                        emit_tile(ti.Vector([acc[q, u] for u in ti.static(range(tile))]), Y, y_col + o + q, t0, T,
+                                  lane, act, accumulate, gate, gate_col + o + q)
 
 
 @ti.func
@@ -224,9 +280,10 @@ def rows_times_tile(W: ti.template(), layer: ti.i32, w_row: ti.i32, o: ti.i32, n
 
 
 @ti.func
-def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
-                   n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
-                   out: ti.template(), out_col: ti.template(), keep_delta: ti.template() = False):
+def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.template(), ln_row: ti.template(),
+                   mix_row: ti.template(), n_mix: ti.template(), shift: ti.template(), layer: ti.template(),
+                   plan: ti.template(), eps: ti.template(), out: ti.template(), out_col: ti.template(),
+                   keep_delta: ti.template() = False):
     """LayerNorm, token shift and the token-shift mixes of one layer part, for every position t:
 
     out[t, out_col + m*C + c] = z + (prev - z) * vec[slot, mix_row + m, c],  z = LN(x[t]), prev = LN(x[t-1]) or the state,
@@ -236,46 +293,60 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: t
     With `keep_delta`, block n_mix gets prev - z as well (kernels/v6.py: data_mix_task scales it by the LoRA).
     Must match ref.common.layer_norm, previous_tokens and lerp_previous (the v6/v7 mixing convention).
     """
-    T, C = x.shape[0], x.shape[1]
     pieces = ti.static(1 if LANES == 1 else PIECES)  # GPU: several groups per position, each on a slice of C
-    width = (C + pieces - 1) // pieces
     ti.loop_config(block_dim=GROUP)
-    for g in range(T * pieces * LANES):
-        lane, group = g % LANES, g // LANES
-        t, piece = group // pieces, group % pieces
-        b, is_first = plan[ROW, t], plan[FIRST, t]
-        last = plan[LAST, b]
-        now = mean_and_inv(x, t, 0, C, lane, eps)
-        other = now  # position t-1's statistics; at a row's first position, its last position's
-        if is_first == 0:
-            other = mean_and_inv(x, t - 1, 0, C, lane, eps)
-        elif last != t:
-            other = mean_and_inv(x, last, 0, C, lane, eps)
-        for q in range((width + LANES - 1) // LANES):
-            c = piece * width + q * LANES + lane
-            if c < C and q * LANES + lane < width:
-                w, bias = vec[slot, ln_row, c], vec[slot, ln_row + 1, c]
-                z = (x[t, c] - now[0]) * now[1] * w + bias
-                prev = 0.0
-                if is_first == 1:
-                    prev = shift[b, layer, c]
-                    shift[b, layer, c] = (x[last, c] - other[0]) * other[1] * w + bias
-                else:
-                    prev = (x[t - 1, c] - other[0]) * other[1] * w + bias
-                for m in ti.static(range(n_mix)):
-                    out[t, out_col + m * C + c] = z + (prev - z) * vec[slot, mix_row + m, c]
-                if ti.static(keep_delta):
-                    out[t, out_col + n_mix * C + c] = prev - z
+    for thread in range(task_range(x.shape[0] * pieces * LANES)):
+        for rnd in range(task_rounds(thread, x.shape[0] * pieces * LANES)):
+            g = task_item(thread, rnd)
+            shift_mix_piece(x, vec, slot, ln_row, mix_row, n_mix, shift, layer, plan, eps, out, out_col, keep_delta,
+                            pieces, g % LANES, g // LANES)
 
 
 @ti.func
-def gather_norm_task(x: ti.template(), picks: ti.template(), ln: ti.template(), eps: ti.f32, out: ti.template()):
+def shift_mix_piece(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
+                    n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
+                    out: ti.template(), out_col: ti.template(), keep_delta: ti.template(), pieces: ti.template(),
+                    lane: ti.i32, group: ti.i32):
+    """`shift_mix_task`'s work for one lane of one group: position t's piece of the channels."""
+    C = x.shape[1]
+    width = (C + pieces - 1) // pieces
+    t, piece = group // pieces, group % pieces
+    b, is_first = plan[ROW, t], plan[FIRST, t]
+    last = plan[LAST, b]
+    now = mean_and_inv(x, t, 0, C, lane, eps)
+    other = now  # position t-1's statistics; at a row's first position, its last position's
+    if is_first == 0:
+        other = mean_and_inv(x, t - 1, 0, C, lane, eps)
+    elif last != t:
+        other = mean_and_inv(x, last, 0, C, lane, eps)
+    for q in range((width + LANES - 1) // LANES):
+        c = piece * width + q * LANES + lane
+        if c < C and q * LANES + lane < width:
+            w, bias = vec[slot, ln_row, c], vec[slot, ln_row + 1, c]
+            z = (x[t, c] - now[0]) * now[1] * w + bias
+            prev = 0.0
+            if is_first == 1:
+                prev = shift[b, layer, c]
+                shift[b, layer, c] = (x[last, c] - other[0]) * other[1] * w + bias
+            else:
+                prev = (x[t - 1, c] - other[0]) * other[1] * w + bias
+            for m in ti.static(range(n_mix)):
+                out[t, out_col + m * C + c] = z + (prev - z) * vec[slot, mix_row + m, c]
+            if ti.static(keep_delta):
+                out[t, out_col + n_mix * C + c] = prev - z
+
+
+@ti.func
+def gather_norm_task(x: ti.template(), picks: ti.template(), ln: ti.template(), eps: ti.template(),
+                     out: ti.template()):
     """out[k] = LN(x[picks[k]]) with LN's weight ln[0, 0] and bias ln[0, 1]; a pick of -1 (a row absent from the
     pass) gives zeros. Must match ref.common.layer_norm (ln_out) on the positions whose logits are asked for."""
     ti.loop_config(block_dim=GROUP)
-    for g in range(picks.shape[0] * LANES):
-        lane, k = g % LANES, g // LANES
-        norm_row(x, ti.max(picks[k], 0), picks[k] >= 0, ln, eps, out, k, lane)
+    for thread in range(task_range(picks.shape[0] * LANES)):
+        for rnd in range(task_rounds(thread, picks.shape[0] * LANES)):
+            g = task_item(thread, rnd)
+            lane, k = g % LANES, g // LANES
+            norm_row(x, ti.max(picks[k], 0), picks[k] >= 0, ln, eps, out, k, lane)
 
 
 @ti.func

@@ -1,7 +1,7 @@
 """RWKV-6 layer kernels, and RWKV-5's (kernels/v5.py). Must match `ai00ref/ref/v6.py` and `ai00ref/ref/v5.py`
 (spec/v6.md, spec/v5.md) to the tolerances of spec/tolerances.md.
 
-One layer is one kernel launch (`layer_kernel`) of twelve tasks (`TASKS`; eleven in a GPU decode pass), each a
+One layer is one kernel launch (`layer_kernel`) of twelve tasks (`TASKS`; ten in a GPU decode pass), each a
 `ti.func`:
 
 task            ti.func            must match (ref/v6.py)                                threads: lanes per
@@ -18,6 +18,7 @@ output          linear_task        time_mix: linear(·, output), added to x     
 ffn_shift_mix   shift_mix_task     channel_mix: layer_norm(ln2), previous_tokens, lerps  position
 ffn_key         linear_task        channel_mix: relu²(x_k W_kᵀ)                          (output row, token tile)
 ffn_receptance  linear_task        channel_mix: σ(x_r W_rᵀ)                              (output row, token tile)
+(GPU decode: the two as one task, ffn_in_task, lanes per (output row, position))
 ffn_value       linear_task        channel_mix: x += r · (k W_vᵀ), r as linear_task's gate (output row, token tile)
 
 RWKV-5 is this layer without the data-dependent parts (`Shape.data_dependent` false: no maa LoRA, no data_mix,
@@ -37,7 +38,7 @@ from ai00ref.ref.common import GN_EPS, LN_EPS
 from kernels import lanes
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, group_stats, lane_sum, linear_task,
-                           mean_and_inv, shift_mix_task)
+                           mean_and_inv, row_tile_item, row_tile_items, shift_mix_task)
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
 from kernels.v6_layout import BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX, MIX_R, MIX_W, Shape
@@ -45,18 +46,18 @@ from kernels.v6_layout import device_blocks  # noqa: F401  (the engine calls mod
 
 
 @ti.func
-def data_mix_task(s: ti.template(), second: ti.template(), slot: ti.i32, sc: ti.template(), tile: ti.template()):
+def data_mix_task(s: ti.template(), second: ti.template(), slot: ti.template(), sc: ti.template(),
+                  tile: ti.template()):
     """The rest of ref.v6.token_shift_mixes, in place: mixed block 1 + m (x + (prev-x)·maa_m, from shift_mix_task)
     += (prev - x) · (lora_m W2_mᵀ), for m in r, k, v, g, w; lora_m is LORA's block m, prev - x is DELTA."""
-    T = sc.shape[0]
-    n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
-    for g in range(5 * s.C * n_tiles * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        o, t0 = group // n_tiles, group % n_tiles * tile
-        m, c = o // s.C, o % s.C
-        acc = dot_tile(second, slot, c, m * s.Dm, sc, s.LORA + m * s.Dm, s.Dm, t0, T, lane, tile)
-        emit_tile(acc, sc, s.MIXED + (MIX_R + m) * s.C + c, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
+    for thread in range(lanes.task_range(row_tile_items(5 * s.C, sc.shape[0], tile))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(5 * s.C, sc.shape[0], tile))):
+            T = sc.shape[0]
+            lane, o, t0 = row_tile_item(lanes.task_item(thread, rnd), T, tile)
+            m, c = o // s.C, o % s.C
+            acc = dot_tile(second, slot, c, m * s.Dm, sc, s.LORA + m * s.Dm, s.Dm, t0, T, lane, tile)
+            emit_tile(acc, sc, s.MIXED + (MIX_R + m) * s.C + c, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
 
 
 def low_base(s: Shape, storage: str) -> int:
@@ -65,47 +66,45 @@ def low_base(s: Shape, storage: str) -> int:
 
 
 @ti.func
-def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.i32, sc: ti.template(),
-                     tile: ti.template(), storage: ti.template()):
+def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
+                     sc: ti.template(), tile: ti.template(), storage: ti.template()):
     """r, k, v, gate = x_s W_sᵀ (ref.v6.time_mix, ref.v5.time_mix) and the decay LoRA's first stage
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
     are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group)."""
-    T = sc.shape[0]
-    n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
-    for g in range(s.N_PROJ * n_tiles * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        o, t0 = group // n_tiles, group % n_tiles * tile
-        mix, act = MIX_R + o // s.C, ACT_NONE
-        if o >= s.PROJ_ROWS:  # decay_w1's rows (v6: always gated, so they follow the gate's)
-            mix, act = MIX_W, ACT_TANH
-        acc = ti.Vector([0.0] * tile)
-        if ti.static(storage == DENSE):  # one array: decay_w1's rows after the quantizable ones
-            row = o if o < s.PROJ_ROWS else s.Q_ROWS + s.DECAY_FIRST + o - s.PROJ_ROWS
-            acc = dot_tile(mats, slot, row, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
-        elif o < s.PROJ_ROWS:
-            acc = dot_tile(mats, slot, o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
-        else:
-            acc = dot_tile(low, slot, s.DECAY_FIRST + o - s.PROJ_ROWS, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane,
-                           tile)
-        emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
+    for thread in range(lanes.task_range(row_tile_items(s.N_PROJ, sc.shape[0], tile))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(s.N_PROJ, sc.shape[0], tile))):
+            T = sc.shape[0]
+            lane, o, t0 = row_tile_item(lanes.task_item(thread, rnd), T, tile)
+            mix, act = MIX_R + o // s.C, ACT_NONE
+            if o >= s.PROJ_ROWS:  # decay_w1's rows (v6: always gated, so they follow the gate's)
+                mix, act = MIX_W, ACT_TANH
+            acc = ti.Vector([0.0] * tile)
+            if ti.static(storage == DENSE):  # one array: decay_w1's rows after the quantizable ones
+                row = o if o < s.PROJ_ROWS else s.Q_ROWS + s.DECAY_FIRST + o - s.PROJ_ROWS
+                acc = dot_tile(mats, slot, row, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+            elif o < s.PROJ_ROWS:
+                acc = dot_tile(mats, slot, o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
+            else:
+                acc = dot_tile(low, slot, s.DECAY_FIRST + o - s.PROJ_ROWS, 0, sc, s.MIXED + mix * s.C, s.C, t0, T,
+                               lane, tile)
+            emit_tile(acc, sc, s.PROJ + o, t0, T, lane, act, False)
 
 
 @ti.func
-def decay_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.i32, sc: ti.template(),
+def decay_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(), sc: ti.template(),
                tile: ti.template()):
     """ref.v6.decay's second stage: W = exp(-exp(time_decay + DECAY_LOW Wd2ᵀ)), per position and channel."""
-    T = sc.shape[0]
-    n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
-    for g in range(s.C * n_tiles * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        c, t0 = group // n_tiles, group % n_tiles * tile
-        acc = dot_tile(second, slot, c, s.DECAY_SECOND, sc, s.DECAY_LOW, s.Dd, t0, T, lane, tile)
-        for u in ti.static(range(tile)):
-            lora = lane_sum(acc[u])
-            if lane == 0 and t0 + u < T:
-                sc[t0 + u, s.W + c] = ti.exp(-ti.exp(vec[slot, DECAY, c] + lora))
+    for thread in range(lanes.task_range(row_tile_items(s.C, sc.shape[0], tile))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(s.C, sc.shape[0], tile))):
+            T = sc.shape[0]
+            lane, c, t0 = row_tile_item(lanes.task_item(thread, rnd), T, tile)
+            acc = dot_tile(second, slot, c, s.DECAY_SECOND, sc, s.DECAY_LOW, s.Dd, t0, T, lane, tile)
+            for u in ti.static(range(tile)):
+                lora = lane_sum(acc[u])
+                if lane == 0 and t0 + u < T:
+                    sc[t0 + u, s.W + c] = ti.exp(-ti.exp(vec[slot, DECAY, c] + lora))
 
 
 @ti.func
@@ -120,61 +119,75 @@ def decay_at(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template
 
 
 @ti.func
-def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.i32, layer: ti.i32, plan: ti.template(),
-             sc: ti.template()):
+def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(), layer: ti.template(),
+             plan: ti.template(), sc: ti.template()):
     """ref.v5.wkv_step over each row's tokens, u the bonus and w the decay:
 
     y[i] = Σ_j r[j]·(u[j]·k[j]·v[i] + S[j,i]);   S[j,i] <- k[j]·v[i] + w[j]·S[j,i]
 
     Thread (b, h, i) owns value column i of head h: S[b, layer, h, :, i].
     """
-    N = s.N
-    R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
-    for b, h, i in ti.ndrange(S.shape[0], s.H, N):
-        for step in range(plan[LENGTH, b]):
-            t = plan[START, b] + step
-            v = sc[t, V + h * N + i]
-            out = 0.0
-            for j in range(N):
-                c = h * N + j
-                kv = sc[t, K + c] * v
-                old = S[b, layer, h, j, i]
-                out += sc[t, R + c] * (vec[slot, BONUS, c] * kv + old)
-                S[b, layer, h, j, i] = kv + decay_at(s, vec, slot, sc, t, c) * old
-            sc[t, s.Y + h * N + i] = out
+    ti.loop_config(block_dim=GROUP)
+    N = ti.static(s.N)
+    for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):
+            g = lanes.task_item(thread, rnd)
+            b, h, i = g // (s.H * N), g // N % s.H, g % N
+            R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+            for step in range(plan[LENGTH, b]):
+                t = plan[START, b] + step
+                v = sc[t, V + h * N + i]
+                out = 0.0
+                for j in range(N):
+                    c = h * N + j
+                    kv = sc[t, K + c] * v
+                    old = S[b, layer, h, j, i]
+                    out += sc[t, R + c] * (vec[slot, BONUS, c] * kv + old)
+                    S[b, layer, h, j, i] = kv + decay_at(s, vec, slot, sc, t, c) * old
+                sc[t, s.Y + h * N + i] = out
 
 
 @ti.func
-def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.i32, layer: ti.i32,
+def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(), layer: ti.template(),
                   plan: ti.template(), sc: ti.template()):
     """A decode pass's `wkv_task` and `output_gate_task` as one task on a GPU (as kernels/v7_wkv.py): lane group
     (b, h) owns a head, lane `lane` its value columns i = m·LANES + lane (columns past N repeat column N-1 for loads
-    and store nothing), so the head's GroupNorm statistics are subgroup sums."""
+    and store nothing), so the head's GroupNorm statistics are subgroup sums. The keys go in blocks of
+    lanes.key_block(N): a block's loads are all issued before its first store (a load after a store waits for it),
+    so one load latency per block, not per key; y sums the keys in order, as `wkv_task`."""
     N = ti.static(s.N)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
-    R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+    J = ti.static(lanes.key_block(s.N))
     ti.loop_config(block_dim=GROUP)
-    for g in range(S.shape[0] * s.H * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        b, h = group // s.H, group % s.H
-        cols = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
-        for step in range(plan[LENGTH, b]):
-            t = plan[START, b] + step
-            v = ti.Vector([sc[t, V + h * N + cols[m]] for m in ti.static(range(M))])
-            y = ti.Vector([0.0] * M)
-            for j in range(N):
-                c = h * N + j
-                k, r, u, w = sc[t, K + c], sc[t, R + c], vec[slot, BONUS, c], decay_at(s, vec, slot, sc, t, c)
-                old = ti.Vector([S[b, layer, h, j, cols[m]] for m in ti.static(range(M))])  # loads before stores
+    for thread in range(lanes.task_range(S.shape[0] * s.H * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            b, h = group // s.H, group % s.H
+            cols = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            for step in range(plan[LENGTH, b]):
+                t = plan[START, b] + step
+                v = ti.Vector([sc[t, V + h * N + cols[m]] for m in ti.static(range(M))])
+                y = ti.Vector([0.0] * M)
+                for block in range(N // J):
+                    c0 = h * N + block * J
+                    k = ti.Vector([sc[t, K + c0 + q] for q in ti.static(range(J))])
+                    r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
+                    u = ti.Vector([vec[slot, BONUS, c0 + q] for q in ti.static(range(J))])
+                    w = ti.Vector([decay_at(s, vec, slot, sc, t, c0 + q) for q in ti.static(range(J))])
+                    old = ti.Matrix([[S[b, layer, h, block * J + q, cols[m]] for m in ti.static(range(M))]
+                                     for q in ti.static(range(J))])
+                    for q in ti.static(range(J)):
+                        for m in ti.static(range(M)):
+                            kv = k[q] * v[m]
+                            y[m] += r[q] * (u[q] * kv + old[q, m])
+                            if m * lanes.LANES + lane < N:
+                                S[b, layer, h, block * J + q, cols[m]] = kv + w[q] * old[q, m]
+                stats = group_stats(y, lane, N, GN_EPS)
                 for m in ti.static(range(M)):
-                    kv = k * v[m]
-                    y[m] += r * (u * kv + old[m])
                     if m * lanes.LANES + lane < N:
-                        S[b, layer, h, j, cols[m]] = kv + w * old[m]
-            stats = group_stats(y, lane, N, GN_EPS)
-            for m in ti.static(range(M)):
-                if m * lanes.LANES + lane < N:
-                    gate_channel(s, vec, slot, sc, t, h * N + m * lanes.LANES + lane, y[m], stats)
+                        gate_channel(s, vec, slot, sc, t, h * N + m * lanes.LANES + lane, y[m], stats)
 
 
 @ti.func
@@ -189,19 +202,40 @@ def gate_channel(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.temp
 
 
 @ti.func
-def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
+def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.template(), sc: ti.template()):
     """In place: Y <- group_norm(Y) with ln_x's affine, times silu(gate) when gated (the last line of ref.v6.time_mix
     and ref.v5.time_mix)."""
-    T, N = sc.shape[0], s.N
     ti.loop_config(block_dim=GROUP)
-    for g in range(T * s.H * lanes.LANES):
-        lane, th = g % lanes.LANES, g // lanes.LANES
-        t, h = th // s.H, th % s.H
-        stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
-        for q in range((N + lanes.LANES - 1) // lanes.LANES):
-            n = q * lanes.LANES + lane
-            if n < N:
-                gate_channel(s, vec, slot, sc, t, h * N + n, sc[t, s.Y + h * N + n], stats)
+    for thread in range(lanes.task_range(sc.shape[0] * s.H * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, sc.shape[0] * s.H * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            T, N = sc.shape[0], s.N
+            lane, th = g % lanes.LANES, g // lanes.LANES
+            t, h = th // s.H, th % s.H
+            stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
+            for q in range((N + lanes.LANES - 1) // lanes.LANES):
+                n = q * lanes.LANES + lane
+                if n < N:
+                    gate_channel(s, vec, slot, sc, t, h * N + n, sc[t, s.Y + h * N + n], stats)
+
+
+@ti.func
+def ffn_in_task(s: ti.template(), mats: ti.template(), slot: ti.template(), sc: ti.template(), storage: ti.template()):
+    """A GPU decode pass's ffn_key and ffn_receptance as one task (ref.v6.channel_mix, ref.v5.channel_mix):
+    HIDDEN = relu²(x_k W_kᵀ), FFN_R = σ(x_r W_rᵀ). The receptance's rows follow the key's in `mats`, so output row o
+    of the F + C is row FFN_KEY + o; each sum is linear_task's at tile 1, term for term."""
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(lanes.task_range((s.F + s.C) * sc.shape[0] * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, (s.F + s.C) * sc.shape[0] * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            T = sc.shape[0]
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            o, t = group // T, group % T
+            x_col, y_col, act = s.MIXED, s.HIDDEN + o, ACT_RELU_SQUARED
+            if o >= s.F:
+                x_col, y_col, act = s.MIXED + s.C, s.FFN_R + o - s.F, ACT_SIGMOID
+            acc = dot_tile(mats, slot, s.FFN_KEY + o, 0, sc, x_col, s.C, t, T, lane, 1, storage)
+            emit_tile(acc, sc, y_col, t, T, lane, act, False)
 
 
 TASKS = ("shift_mix", "maa_lora", "data_mix", "projections", "decay", "wkv", "output_gate", "output",
@@ -219,11 +253,12 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     # a GPU decode pass: the WKV and the gate as one task (wkv_gate_task); else a thread per value column, then the
     # gate in parallel over positions (a longer pass's tokens are a chain: twice the threads, no sums in it)
     fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
+    ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
              ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
-             plan: ti.template(), sc: ti.template(), layer: ti.i32, slot: ti.i32):
+             plan: ti.template(), sc: ti.template(), layer: ti.template(), slot: ti.template()):
         if ti.static("shift_mix" in tasks and v6):
             shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED, True)
         if ti.static("shift_mix" in tasks and not v6):
@@ -246,10 +281,12 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
-        if ti.static("ffn_key" in tasks):
+        if ti.static(ffn_fused):
+            ffn_in_task(s, mats, slot, sc, storage)
+        if ti.static("ffn_key" in tasks and not ffn_fused):
             linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
                         storage=storage)
-        if ti.static("ffn_receptance" in tasks):
+        if ti.static("ffn_receptance" in tasks and not ffn_fused):
             linear_task(mats, slot, s.FFN_RECEPTANCE, s.C, s.C, sc, s.MIXED + s.C, sc, s.FFN_R, ACT_SIGMOID, False,
                         tile, storage=storage)
         if ti.static("ffn_value" in tasks):

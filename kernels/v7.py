@@ -27,7 +27,7 @@ from ai00ref.ref.common import L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels import lanes, x64_tasks
-from kernels.lanes import GROUP, clamped, dot_tile, emit_tile, lane_sum, linear_task, shift_mix_task
+from kernels.lanes import GROUP, clamped, dot_tile, emit_tile, lane_sum, linear_task, shift_mix_task, tiles
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
 from kernels.v7_layout import (A0, FFN_MIX, K_A, K_K, LN1, LN2, LNX, MIX, MIX_A, MIX_G, MIX_K, MIX_R, MIX_V,  # noqa: F401
@@ -36,74 +36,78 @@ from kernels.v7_wkv import cell, output_gate_task, wkv_gate_task  # noqa: F401
 
 
 @ti.func
-def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.i32, sc: ti.template(),
-                     tile: ti.template(), storage: ti.template() = DENSE):
+def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
+                     sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
     stages' in `low` (dense; the same array as mats in a dense group)."""
-    T = sc.shape[0]
-    n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
-    for g in range((3 * s.C + s.D) * n_tiles * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        o, t0 = group // n_tiles, group % n_tiles * tile
-        o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D, n_tiles, tile, lanes.LANES)  # the CPU's: tile-major
-        mix, act = o // s.C, ACT_NONE  # r, k, v: blocks MIX_R, MIX_K, MIX_V
-        if o >= 3 * s.C:
-            j = o - 3 * s.C
-            mix = MIX_V  # the v1 rows
-            if j < s.Dw:
-                mix, act = MIX_W, ACT_TANH
-            elif j < s.Dw + s.Da:
-                mix = MIX_A
-            elif j < s.Dw + s.Da + s.Dg:
-                mix, act = MIX_G, ACT_SIGMOID
-        acc = ti.Vector([0.0] * tile)
-        if ti.static(storage == DENSE):  # one array: the first stages' rows after the quantizable ones
-            row = s.RKV + o if o < 3 * s.C else s.FIRST + o - 3 * s.C
-            acc = dot_tile(mats, slot, row, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
-        elif o < 3 * s.C:
-            acc = dot_tile(mats, slot, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
-        else:
-            acc = dot_tile(low, slot, o - 3 * s.C, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
-        col = s.PROJ + o  # the raw key to K_RAW: second_stage_task makes PROJ's k from it
-        if s.C <= o < 2 * s.C:
-            col = s.K_RAW + o - s.C
-        emit_tile(acc, sc, col, t0, T, lane, act, False)
+    for thread in range(lanes.task_range((3 * s.C + s.D) * tiles(sc.shape[0], tile) * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, (3 * s.C + s.D) * tiles(sc.shape[0], tile) * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            T = sc.shape[0]
+            n_tiles = tiles(T, tile)
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            o, t0 = group // n_tiles, group % n_tiles * tile
+            o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D, n_tiles, tile, lanes.LANES)  # CPU: tile-major
+            mix, act = o // s.C, ACT_NONE  # r, k, v: blocks MIX_R, MIX_K, MIX_V
+            if o >= 3 * s.C:
+                j = o - 3 * s.C
+                mix = MIX_V  # the v1 rows
+                if j < s.Dw:
+                    mix, act = MIX_W, ACT_TANH
+                elif j < s.Dw + s.Da:
+                    mix = MIX_A
+                elif j < s.Dw + s.Da + s.Dg:
+                    mix, act = MIX_G, ACT_SIGMOID
+            acc = ti.Vector([0.0] * tile)
+            if ti.static(storage == DENSE):  # one array: the first stages' rows after the quantizable ones
+                row = s.RKV + o if o < 3 * s.C else s.FIRST + o - 3 * s.C
+                acc = dot_tile(mats, slot, row, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+            elif o < 3 * s.C:
+                acc = dot_tile(mats, slot, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
+            else:
+                acc = dot_tile(low, slot, o - 3 * s.C, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
+            col = s.PROJ + o  # the raw key to K_RAW: second_stage_task makes PROJ's k from it
+            if s.C <= o < 2 * s.C:
+                col = s.K_RAW + o - s.C
+            emit_tile(acc, sc, col, t0, T, lane, act, False)
 
 
 @ti.func
-def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.i32, layer: ti.i32,
-                      sc: ti.template(), tile: ti.template()):
+def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
+                      layer: ti.template(), sc: ti.template(), tile: ti.template()):
     """The w, a, g, v second stages of the LOW columns (v: not in layer 0), each finished by its lines of
     ref.v7.time_mix as it is written (`finish_channel`): LORA's w and a blocks get the decay w and the rate a,
     PROJ's k and v the key and value the WKV uses, KK the unit key per head; g is written as it is."""
-    T = sc.shape[0]
-    n_tiles = (T + tile - 1) // tile
     ti.loop_config(block_dim=GROUP)
-    for g in range(4 * s.C * n_tiles * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        o, t0 = group // n_tiles, group % n_tiles * tile
-        o, t0 = x64_tasks.cpu_order(o, t0, group, 4 * s.C, n_tiles, tile, lanes.LANES)  # the CPU's: tile-major
-        part, c = o // s.C, o % s.C
-        begin, width = 0, s.Dw
-        if part == 1:
-            begin, width = s.Dw, s.Da
-        elif part == 2:
-            begin, width = s.Dw + s.Da, s.Dg
-        elif part == 3:
-            begin, width = s.Dw + s.Da + s.Dg, s.Dv
-        acc = ti.Vector([0.0] * tile)
-        if part < 3 or layer > 0:  # layer 0 has no value residual
-            acc = dot_tile(second, slot, c, begin, sc, s.LOW + begin, width, t0, T, lane, tile)
-        for u in ti.static(range(tile)):
-            t = clamped(t0 + u, T)
-            norm = 1.0
-            if part == 1:  # every lane of the group: the head's |k k_k|
-                norm = key_norm(s, vec, slot, sc, t, c // s.N, lane)
-            total = lane_sum(acc[u])
-            if lane == 0 and t0 + u < T:
-                finish_channel(s, vec, slot, layer, sc, t, part, c, total, norm)
+    for thread in range(lanes.task_range(4 * s.C * tiles(sc.shape[0], tile) * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, 4 * s.C * tiles(sc.shape[0], tile) * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            T = sc.shape[0]
+            n_tiles = tiles(T, tile)
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            o, t0 = group // n_tiles, group % n_tiles * tile
+            o, t0 = x64_tasks.cpu_order(o, t0, group, 4 * s.C, n_tiles, tile, lanes.LANES)  # the CPU's: tile-major
+            part, c = o // s.C, o % s.C
+            begin, width = 0, s.Dw
+            if part == 1:
+                begin, width = s.Dw, s.Da
+            elif part == 2:
+                begin, width = s.Dw + s.Da, s.Dg
+            elif part == 3:
+                begin, width = s.Dw + s.Da + s.Dg, s.Dv
+            acc = ti.Vector([0.0] * tile)
+            if part < 3 or layer > 0:  # layer 0 has no value residual
+                acc = dot_tile(second, slot, c, begin, sc, s.LOW + begin, width, t0, T, lane, tile)
+            for u in ti.static(range(tile)):
+                t = clamped(t0 + u, T)
+                norm = 1.0
+                if part == 1:  # every lane of the group: the head's |k k_k|
+                    norm = key_norm(s, vec, slot, sc, t, c // s.N, lane)
+                total = lane_sum(acc[u])
+                if lane == 0 and t0 + u < T:
+                    finish_channel(s, vec, slot, layer, sc, t, part, c, total, norm)
 
 
 @ti.func
@@ -158,7 +162,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
              ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
-             plan: ti.template(), sc: ti.template(), layer: ti.i32, slot: ti.i32):
+             plan: ti.template(), sc: ti.template(), layer: ti.template(), slot: ti.template()):
         if ti.static("shift_mix" in tasks):
             shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("projections" in tasks):

@@ -31,8 +31,8 @@ def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
 
 
 @ti.func
-def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.i32, layer: ti.i32,
-                  plan: ti.template(), sc: ti.template(), tile: ti.template()):
+def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.template(),
+                  layer: ti.template(), plan: ti.template(), sc: ti.template(), tile: ti.template()):
     """Y <- (GN(y; ln_x) + (Σ_head r k r_k) v) * g, y the WKV outputs of each row's tokens (S updated in place).
     `tile`: the pass's token tile (1: a decode pass)."""
     if ti.static(lanes.LANES == 1):  # the CPU: a thread per value row, then the gate as a second task
@@ -46,69 +46,88 @@ def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: 
 
 
 @ti.func
-def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.i32, plan: ti.template(), sc: ti.template()):
+def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan: ti.template(), sc: ti.template()):
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
     Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S."""
-    N = s.N
-    R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
-    for b, h, i in ti.ndrange(S.shape[0], s.H, N):
-        for step in range(plan[LENGTH, b]):
-            t = plan[START, b] + step
-            removed = 0.0
-            for j in range(N):
-                at = cell(j, i)
-                removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
-            out = 0.0
-            v = sc[t, V + h * N + i]
-            for j in range(N):
-                c, at = h * N + j, cell(j, i)
-                new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
-                       + v * sc[t, K + c])
-                S[b, layer, h, at[0], at[1]] = new
-                out += new * sc[t, R + c]
-            sc[t, s.Y + h * N + i] = out
+    N = ti.static(s.N)
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):
+            g = lanes.task_item(thread, rnd)
+            b, h, i = g // (s.H * N), g // N % s.H, g % N
+            R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+            for step in range(plan[LENGTH, b]):
+                t = plan[START, b] + step
+                removed = 0.0
+                for j in range(N):
+                    at = cell(j, i)
+                    removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
+                out = 0.0
+                v = sc[t, V + h * N + i]
+                for j in range(N):
+                    c, at = h * N + j, cell(j, i)
+                    new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
+                           + v * sc[t, K + c])
+                    S[b, layer, h, at[0], at[1]] = new
+                    out += new * sc[t, R + c]
+                sc[t, s.Y + h * N + i] = out
 
 
 @ti.func
-def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.i32, layer: ti.i32,
-                       plan: ti.template(), sc: ti.template()):
+def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: ti.template(),
+                       layer: ti.template(), plan: ti.template(), sc: ti.template()):
     """Per token: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ, y = S r (ref.v7.wkv_step), then the output gate.
 
     Lane group (b, h); lane `lane` owns the M value rows i = m·LANES + lane (rows past N repeat row N-1 for loads
-    and store nothing); each key's w, kk, a, k, r is loaded once for the lane's M rows."""
+    and store nothing); each key's w, kk, a, k, r is loaded once for the lane's M rows. The keys go in blocks of
+    lanes.key_block(N), each block's loads issued before its first store (a load after a store waits for it): one
+    load latency per block, not per key. Every sum adds its terms in key order."""
     N, C = ti.static(s.N), ti.static(s.C)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
-    R, K, V, W, A = s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C
+    J = ti.static(lanes.key_block(s.N))
     ti.loop_config(block_dim=GROUP)
-    for g in range(S.shape[0] * s.H * lanes.LANES):
-        lane, group = g % lanes.LANES, g // lanes.LANES
-        b, h = group // s.H, group % s.H
-        base = h * N
-        rows = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
-        for step in range(plan[LENGTH, b]):
-            t = plan[START, b] + step
-            removed = ti.Vector([0.0] * M)
-            for j in range(N):
-                kk = sc[t, s.KK + base + j]
-                for m in ti.static(range(M)):
-                    at = cell(j, rows[m])
-                    removed[m] -= S[b, layer, h, at[0], at[1]] * kk
-            v = ti.Vector([sc[t, V + base + rows[m]] for m in ti.static(range(M))])
-            y = ti.Vector([0.0] * M)
-            for j in range(N):
-                c = base + j
-                w, kk_a, k, r = sc[t, W + c], sc[t, s.KK + c] * sc[t, A + c], sc[t, K + c], sc[t, R + c]
-                old = ti.Vector([0.0] * M)  # every row's load before any store: the M loads are in flight together
-                for m in ti.static(range(M)):
-                    at = cell(j, rows[m])
-                    old[m] = S[b, layer, h, at[0], at[1]]
-                for m in ti.static(range(M)):
-                    new = old[m] * w + removed[m] * kk_a + v[m] * k
-                    if m * lanes.LANES + lane < N:
-                        at = cell(j, rows[m])
-                        S[b, layer, h, at[0], at[1]] = new
-                    y[m] += new * r
-            gate_rows(s, vec, slot, sc, t, h, lane, y)
+    for thread in range(lanes.task_range(S.shape[0] * s.H * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            R, K, V, W, A = s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            b, h = group // s.H, group % s.H
+            base = h * N
+            rows = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            for step in range(plan[LENGTH, b]):
+                t = plan[START, b] + step
+                removed = ti.Vector([0.0] * M)
+                for block in range(N // J):
+                    kk = ti.Vector([sc[t, s.KK + base + block * J + q] for q in ti.static(range(J))])
+                    old = state_block(S, b, layer, h, block * J, rows, J)
+                    for q in ti.static(range(J)):
+                        for m in ti.static(range(M)):
+                            removed[m] -= old[q, m] * kk[q]
+                v = ti.Vector([sc[t, V + base + rows[m]] for m in ti.static(range(M))])
+                y = ti.Vector([0.0] * M)
+                for block in range(N // J):
+                    c0 = base + block * J
+                    w = ti.Vector([sc[t, W + c0 + q] for q in ti.static(range(J))])
+                    kk_a = ti.Vector([sc[t, s.KK + c0 + q] * sc[t, A + c0 + q] for q in ti.static(range(J))])
+                    k = ti.Vector([sc[t, K + c0 + q] for q in ti.static(range(J))])
+                    r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
+                    old = state_block(S, b, layer, h, block * J, rows, J)  # every load of the block before a store
+                    for q in ti.static(range(J)):
+                        for m in ti.static(range(M)):
+                            new = old[q, m] * w[q] + removed[m] * kk_a[q] + v[m] * k[q]
+                            if m * lanes.LANES + lane < N:
+                                at = cell(block * J + q, rows[m])
+                                S[b, layer, h, at[0], at[1]] = new
+                            y[m] += new * r[q]
+                gate_rows(s, vec, slot, sc, t, h, lane, y)
+
+
+@ti.func
+def state_block(S: ti.template(), b: ti.i32, layer: ti.i32, h: ti.i32, j0: ti.i32, rows: ti.template(),
+                J: ti.template()):
+    """S's keys j0 .. j0+J-1 of this lane's value rows, (J, M), loaded together."""
+    return ti.Matrix([[S[b, layer, h, cell(j0 + q, rows[m])[0], cell(j0 + q, rows[m])[1]]
+                       for m in ti.static(range(rows.n))] for q in ti.static(range(J))])
 
 
 @ti.func
@@ -139,23 +158,25 @@ def gate_channel(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.temp
 
 
 @ti.func
-def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template()):
+def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.template(), sc: ti.template()):
     """In place: Y <- (GN(Y) + (Σ_head r k r_k) v) * g, GN with ln_x's affine (ref.v7.time_mix's last line): the task
     after the WKV on the CPU and in GPU passes of more than one position."""
-    T, C, N = sc.shape[0], s.C, s.N
     ti.loop_config(block_dim=GROUP)
-    for g in range(T * s.H * lanes.LANES):
-        lane, th = g % lanes.LANES, g // lanes.LANES
-        t, h = th // s.H, th % s.H
-        stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
-        part = 0.0
-        for q in range((N + lanes.LANES - 1) // lanes.LANES):
-            n = q * lanes.LANES + lane
-            if n < N:
-                c = h * N + n
-                part += sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[slot, R_K, c]
-        bonus = lane_sum(part)
-        for q in range((N + lanes.LANES - 1) // lanes.LANES):
-            n = q * lanes.LANES + lane
-            if n < N:
-                gate_channel(s, vec, slot, sc, t, h * N + n, sc[t, s.Y + h * N + n], stats, bonus)
+    for thread in range(lanes.task_range(sc.shape[0] * s.H * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, sc.shape[0] * s.H * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            T, C, N = sc.shape[0], s.C, s.N
+            lane, th = g % lanes.LANES, g // lanes.LANES
+            t, h = th // s.H, th % s.H
+            stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
+            part = 0.0
+            for q in range((N + lanes.LANES - 1) // lanes.LANES):
+                n = q * lanes.LANES + lane
+                if n < N:
+                    c = h * N + n
+                    part += sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[slot, R_K, c]
+            bonus = lane_sum(part)
+            for q in range((N + lanes.LANES - 1) // lanes.LANES):
+                n = q * lanes.LANES + lane
+                if n < N:
+                    gate_channel(s, vec, slot, sc, t, h * N + n, sc[t, s.Y + h * N + n], stats, bonus)

@@ -179,3 +179,54 @@ def test_a_layer_past_taichis_index_range_is_refused_by_name():
     assert group_size(32, [30720 * 4096, 4096 * 14336]) == 17  # v6 7B: two groups of layers
     with pytest.raises(StackTooLarge, match="2\\^31 index limit.*backend='ref'"):
         group_size(1, [2 ** 31])
+
+
+CONSTANT_RANGES_RUN = """
+import functools, sys
+import numpy as np
+import taichi as ti
+import ai00ref
+from kernels import lanes
+from taichi.lang import impl
+
+lanes._constant_ranges = lambda: True  # CUDA's task ranges (kernels/lanes.py task_range) on the x64 backend
+lanes.THREADS = 64  # few threads: several rounds each
+ti.init = functools.partial(ti.init, kernel_profiler=True)
+path = sys.argv[1]
+ref, fast = ai00ref.load_model(path), ai00ref.load_model(path, backend="taichi", arch="cpu")
+rows, worst = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [10], [11, 12]], 0.0
+lr, sr = ref.forward(rows, ref.new_state(3))
+ti.profiler.clear_kernel_profiler_info()
+lf, sf = fast.forward(rows, fast.new_state(3))
+for _ in range(3):
+    worst = max(worst, float(np.max(np.linalg.norm(lf - lr, axis=-1) / np.linalg.norm(lr, axis=-1))))
+    step = [[int(t)] for t in np.argmax(lr, axis=-1)]
+    lr, sr = ref.forward(step, sr)
+    lf, sf = fast.forward(step, sf)
+prog = impl.get_runtime().prog
+prog.update_kernel_profiler()
+names = sorted({r.name for r in prog.get_kernel_profiler_records()})
+print("WORST", worst)
+print("TASKS", " ".join(names))
+"""
+
+
+def test_constant_task_ranges_leave_no_serial_task_and_the_same_logits(taichi_arch, tmp_path):
+    """CUDA's task ranges (kernels/lanes.py `task_range`: a constant range, each thread taking several items), run on
+    the x64 backend, which splits kernels into tasks as CUDA does: a v6 model (its layer and head kernels are the
+    lane kernels CUDA runs) matches the reference, and no layer or head kernel has a serial task (spec/kernels.md
+    §4). In a subprocess: the kernel profiler is a ti.init option."""
+    import subprocess
+    import sys
+
+    if taichi_arch != "cpu":
+        pytest.skip("an x64 subprocess: runs in the x64 suite")
+    path = write_random_model(RandomModelSpec("v6", n_layer=2, **SMALL), tmp_path / "v6.st")
+    done = subprocess.run([sys.executable, "-c", CONSTANT_RANGES_RUN, str(path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("WORST", "TASKS")))
+    assert float(lines["WORST"]) <= 1e-4  # spec/tolerances.md: fp32
+    tasks = lines["TASKS"].split()
+    assert any(name.startswith("layer") for name in tasks) and any(name.startswith("head") for name in tasks)
+    assert not [name for name in tasks if name.startswith(("layer", "head")) and "serial" in name], tasks
