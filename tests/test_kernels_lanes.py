@@ -522,7 +522,8 @@ def test_v6_output_gate_task(T, version, sizes, f16, layer, seed):
 @given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
 def test_v6_channel_mix(lengths, tile, version, sizes, f16, layer, seed):
     """Tasks ffn_shift_mix, ffn_key, ffn_receptance, ffn_value: x += ref.v6.channel_mix(layer_norm(x; ln2), ...)
-    per row (v5: ref.v4.channel_mix); the state gets the normed x at each row's last position."""
+    per row (v5: ref.v4.channel_mix); the state gets the normed x at each row's last position. At tile 1 on a GPU,
+    ffn_key and ffn_receptance run as one task (kernels/v6.py ffn_in_task)."""
     rng = rng_of(seed)
     H, N, F, Dm, Dd = sizes
     blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
