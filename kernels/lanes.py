@@ -32,7 +32,8 @@ LANES = 1  # threads per row: set once by kernels.init (a subgroup on a GPU, 1 o
 THREADS = 1 << 20  # CUDA: every task's loop range, a constant (`task_range`); Taichi's own grid for a run-time range
 
 
-def task_range(items):
+@ti.func
+def task_range(items: ti.template()):
     """The range of a task's top-level loop over `items` work items (an expression of shapes and constants, never a
     variable: see below). On CUDA a constant, THREADS, each thread then taking items thread, thread + THREADS, ...
     (`task_rounds`, `task_item`); elsewhere `items`, one round each.
@@ -42,31 +43,35 @@ def task_range(items):
     (benchmarks/task_profile.py). So a task's scalars are template arguments and its variables live inside its loop:
     a value computed at the kernel's top level and read by a task is also passed through a serial task. Vulkan
     computes such a bound inside the task, and the CPU's serial tasks cost nothing."""
-    return THREADS if _constant_ranges() else items
+    return ti.static(THREADS) if ti.static(constant_ranges()) else items
 
 
-def task_rounds(thread, items):
+@ti.func
+def task_rounds(thread: ti.i32, items: ti.template()):
     """How many items `thread` of a `task_range` loop takes."""
-    return (items - thread + THREADS - 1) // THREADS if _constant_ranges() else 1
+    return (items - thread + THREADS - 1) // THREADS if ti.static(constant_ranges()) else 1
 
 
-def task_item(thread, r):
+@ti.func
+def task_item(thread: ti.i32, r: ti.i32):
     """The item of `thread`'s round r."""
-    return thread + r * THREADS if _constant_ranges() else thread
+    return thread + r * THREADS if ti.static(constant_ranges()) else thread
 
 
 def key_block(N: int) -> int:
     """Keys of a head whose loads a GPU decode WKV issues together (kernels/v6.py, v7_wkv.py): 8, or fewer when
-    8 does not divide the head size N."""
+    8 does not divide the head size N. Called in ti.static."""
     return math.gcd(N, 8)
 
 
-def tiles(T, tile):
+@ti.func
+def tiles(T: ti.template(), tile: ti.template()):
     """Tiles of `tile` positions over T positions."""
     return (T + tile - 1) // tile
 
 
-def row_tile_items(n_rows, T, tile):
+@ti.func
+def row_tile_items(n_rows: ti.template(), T: ti.template(), tile: ti.template()):
     """Work items of a task over (output row, tile of positions), LANES lanes each."""
     return n_rows * tiles(T, tile) * LANES
 
@@ -80,7 +85,8 @@ def row_tile_item(g: ti.i32, T: ti.i32, tile: ti.template()) -> ti.math.ivec3:
     return ti.math.ivec3(g % LANES, group // n_tiles, group % n_tiles * tile)
 
 
-def _constant_ranges() -> bool:
+def constant_ranges() -> bool:
+    """Whether tasks loop over `task_range`'s constant range (CUDA). Called in ti.static."""
     return kernels.current_arch() == "cuda"
 
 

@@ -189,7 +189,7 @@ import ai00ref
 from kernels import lanes
 from taichi.lang import impl
 
-lanes._constant_ranges = lambda: True  # CUDA's task ranges (kernels/lanes.py task_range) on the x64 backend
+lanes.constant_ranges = lambda: True  # CUDA's task ranges (kernels/lanes.py task_range) on the x64 backend
 lanes.THREADS = 64  # few threads: several rounds each
 ti.init = functools.partial(ti.init, kernel_profiler=True)
 path = sys.argv[1]
