@@ -85,6 +85,15 @@ def row_tile_item(g: ti.i32, T: ti.i32, tile: ti.template()) -> ti.math.ivec3:
     return ti.math.ivec3(g % LANES, group // n_tiles, group % n_tiles * tile)
 
 
+@ti.func
+def key_block_of(S: ti.template(), b: ti.i32, layer: ti.i32, h: ti.i32, j0: ti.i32, cols: ti.template(),
+                 J: ti.template()):
+    """S[b, layer, h, j0 + q, cols[m]] for the J keys of a `key_block` and this lane's value columns, (J, M), all
+    loaded together: the decode WKV tasks' state block, in the key-major layout both v6 and v7 keep on a GPU."""
+    return ti.Matrix([[S[b, layer, h, j0 + q, cols[m]] for m in ti.static(range(cols.n))]
+                      for q in ti.static(range(J))])
+
+
 def constant_ranges() -> bool:
     """Whether tasks loop over `task_range`'s constant range (CUDA). Called in ti.static."""
     return kernels.current_arch() == "cuda"
@@ -236,13 +245,11 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     (and the product that follows it), a QuantizedMatrix's included."""
     rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
     ti.loop_config(block_dim=GROUP)
-    for thread in range(task_range(tiles(n_out, rows) * tiles(X.shape[0], tile) * LANES)):
-        for rnd in range(task_rounds(thread, tiles(n_out, rows) * tiles(X.shape[0], tile) * LANES)):
-            g = task_item(thread, rnd)
+    for thread in range(task_range(row_tile_items(tiles(n_out, rows), X.shape[0], tile))):
+        for rnd in range(task_rounds(thread, row_tile_items(tiles(n_out, rows), X.shape[0], tile))):
             T = X.shape[0]
-            n_tiles = tiles(T, tile)
-            lane, group = g % LANES, g // LANES
-            o, t0 = group // n_tiles * rows, group % n_tiles * tile  # neighbouring rows of threads share weight rows
+            lane, block, t0 = row_tile_item(task_item(thread, rnd), T, tile)
+            o = block * rows
             if ti.static(rows == 1):
                 acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
                 emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)

@@ -176,8 +176,7 @@ def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
                     r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
                     u = ti.Vector([vec[slot, BONUS, c0 + q] for q in ti.static(range(J))])
                     w = ti.Vector([decay_at(s, vec, slot, sc, t, c0 + q) for q in ti.static(range(J))])
-                    old = ti.Matrix([[S[b, layer, h, block * J + q, cols[m]] for m in ti.static(range(M))]
-                                     for q in ti.static(range(J))])
+                    old = lanes.key_block_of(S, b, layer, h, block * J, cols, J)
                     for q in ti.static(range(J)):
                         for m in ti.static(range(M)):
                             kv = k[q] * v[m]
@@ -209,7 +208,7 @@ def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.template(), 
     for thread in range(lanes.task_range(sc.shape[0] * s.H * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, sc.shape[0] * s.H * lanes.LANES)):
             g = lanes.task_item(thread, rnd)
-            T, N = sc.shape[0], s.N
+            N = s.N
             lane, th = g % lanes.LANES, g // lanes.LANES
             t, h = th // s.H, th % s.H
             stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
@@ -225,12 +224,10 @@ def ffn_in_task(s: ti.template(), mats: ti.template(), slot: ti.template(), sc: 
     HIDDEN = relu²(x_k W_kᵀ), FFN_R = σ(x_r W_rᵀ). The receptance's rows follow the key's in `mats`, so output row o
     of the F + C is row FFN_KEY + o; each sum is linear_task's at tile 1, term for term."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range((s.F + s.C) * sc.shape[0] * lanes.LANES)):
-        for rnd in range(lanes.task_rounds(thread, (s.F + s.C) * sc.shape[0] * lanes.LANES)):
-            g = lanes.task_item(thread, rnd)
+    for thread in range(lanes.task_range(row_tile_items(s.F + s.C, sc.shape[0], 1))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(s.F + s.C, sc.shape[0], 1))):
             T = sc.shape[0]
-            lane, group = g % lanes.LANES, g // lanes.LANES
-            o, t = group // T, group % T
+            lane, o, t = row_tile_item(lanes.task_item(thread, rnd), T, 1)
             x_col, y_col, act = s.MIXED, s.HIDDEN + o, ACT_RELU_SQUARED
             if o >= s.F:
                 x_col, y_col, act = s.MIXED + s.C, s.FFN_R + o - s.F, ACT_SIGMOID

@@ -27,7 +27,8 @@ from ai00ref.ref.common import L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels import lanes, x64_tasks
-from kernels.lanes import GROUP, clamped, dot_tile, emit_tile, lane_sum, linear_task, shift_mix_task, tiles
+from kernels.lanes import (GROUP, clamped, dot_tile, emit_tile, lane_sum, linear_task, row_tile_items,
+                           shift_mix_task, tiles)
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
 from kernels.v7_layout import (A0, FFN_MIX, K_A, K_K, LN1, LN2, LNX, MIX, MIX_A, MIX_G, MIX_K, MIX_R, MIX_V,  # noqa: F401
@@ -42,8 +43,8 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
     stages' in `low` (dense; the same array as mats in a dense group)."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range((3 * s.C + s.D) * tiles(sc.shape[0], tile) * lanes.LANES)):
-        for rnd in range(lanes.task_rounds(thread, (3 * s.C + s.D) * tiles(sc.shape[0], tile) * lanes.LANES)):
+    for thread in range(lanes.task_range(row_tile_items(3 * s.C + s.D, sc.shape[0], tile))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(3 * s.C + s.D, sc.shape[0], tile))):
             g = lanes.task_item(thread, rnd)
             T = sc.shape[0]
             n_tiles = tiles(T, tile)
@@ -81,8 +82,8 @@ def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(
     ref.v7.time_mix as it is written (`finish_channel`): LORA's w and a blocks get the decay w and the rate a,
     PROJ's k and v the key and value the WKV uses, KK the unit key per head; g is written as it is."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range(4 * s.C * tiles(sc.shape[0], tile) * lanes.LANES)):
-        for rnd in range(lanes.task_rounds(thread, 4 * s.C * tiles(sc.shape[0], tile) * lanes.LANES)):
+    for thread in range(lanes.task_range(row_tile_items(4 * s.C, sc.shape[0], tile))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(4 * s.C, sc.shape[0], tile))):
             g = lanes.task_item(thread, rnd)
             T = sc.shape[0]
             n_tiles = tiles(T, tile)

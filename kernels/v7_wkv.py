@@ -81,7 +81,8 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
     Lane group (b, h); lane `lane` owns the M value rows i = m·LANES + lane (rows past N repeat row N-1 for loads
     and store nothing); each key's w, kk, a, k, r is loaded once for the lane's M rows. The keys go in blocks of
     lanes.key_block(N), each block's loads issued before its first store (a load after a store waits for it): one
-    load latency per block, not per key. Every sum adds its terms in key order."""
+    load latency per block, not per key. Every sum adds its terms in key order. A GPU-only task: S is key-major
+    (`cell` on a GPU), read a block at a time by `lanes.key_block_of`."""
     N, C = ti.static(s.N), ti.static(s.C)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
     J = ti.static(lanes.key_block(s.N))
@@ -99,7 +100,7 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
                 removed = ti.Vector([0.0] * M)
                 for block in range(N // J):
                     kk = ti.Vector([sc[t, s.KK + base + block * J + q] for q in ti.static(range(J))])
-                    old = state_block(S, b, layer, h, block * J, rows, J)
+                    old = lanes.key_block_of(S, b, layer, h, block * J, rows, J)
                     for q in ti.static(range(J)):
                         for m in ti.static(range(M)):
                             removed[m] -= old[q, m] * kk[q]
@@ -111,23 +112,14 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
                     kk_a = ti.Vector([sc[t, s.KK + c0 + q] * sc[t, A + c0 + q] for q in ti.static(range(J))])
                     k = ti.Vector([sc[t, K + c0 + q] for q in ti.static(range(J))])
                     r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
-                    old = state_block(S, b, layer, h, block * J, rows, J)  # every load of the block before a store
+                    old = lanes.key_block_of(S, b, layer, h, block * J, rows, J)  # all loaded before a store
                     for q in ti.static(range(J)):
                         for m in ti.static(range(M)):
                             new = old[q, m] * w[q] + removed[m] * kk_a[q] + v[m] * k[q]
                             if m * lanes.LANES + lane < N:
-                                at = cell(block * J + q, rows[m])
-                                S[b, layer, h, at[0], at[1]] = new
+                                S[b, layer, h, block * J + q, rows[m]] = new
                             y[m] += new * r[q]
                 gate_rows(s, vec, slot, sc, t, h, lane, y)
-
-
-@ti.func
-def state_block(S: ti.template(), b: ti.i32, layer: ti.i32, h: ti.i32, j0: ti.i32, rows: ti.template(),
-                J: ti.template()):
-    """S's keys j0 .. j0+J-1 of this lane's value rows, (J, M), loaded together."""
-    return ti.Matrix([[S[b, layer, h, cell(j0 + q, rows[m])[0], cell(j0 + q, rows[m])[1]]
-                       for m in ti.static(range(rows.n))] for q in ti.static(range(J))])
 
 
 @ti.func
@@ -165,7 +157,7 @@ def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.template(), 
     for thread in range(lanes.task_range(sc.shape[0] * s.H * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, sc.shape[0] * s.H * lanes.LANES)):
             g = lanes.task_item(thread, rnd)
-            T, C, N = sc.shape[0], s.C, s.N
+            C, N = s.C, s.N
             lane, th = g % lanes.LANES, g // lanes.LANES
             t, h = th // s.H, th % s.H
             stats = mean_and_inv(sc, t, s.Y + h * N, N, lane, GN_EPS)
