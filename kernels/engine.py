@@ -18,15 +18,16 @@ from ai00ref.ref.model import check_tokens
 from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
 from ai00ref.weights.quant import QuantizedMatrix
-from kernels import quant
+from kernels import gpu_gemm, quant
 from kernels.embed import GRAPH_IDS, embed_from_argument, embed_from_array
-from kernels.lanes import head_kernel
+from kernels.head import head_kernel
+from kernels.lanes import TOKEN_TILE
 from kernels.launch import Replay, recording
 from kernels.readback import read_rows
 
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
 DECODE_POSITIONS = 4  # passes of at most this many positions read each weight row once per position (tile 1)
-TOKEN_TILE = 8  # longer passes: positions sharing one read of a weight row
+GEMM_POSITIONS = 128  # GPU passes of at least this many positions: dense matrices by gpu_gemm (tile PASS_TILE)
 
 
 # Weight matrices: stored in the precision's dtype. Everything else (vectors, decays, bonuses, r_k, norms) stays f32.
@@ -57,6 +58,14 @@ def device_bytes(value) -> int:
     if dataclasses.is_dataclass(value):
         return sum(device_bytes(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "info")
     return 0
+
+
+def pass_tile(T: int) -> int:
+    """Positions sharing each weight read in a pass of T positions: 1 (decode), TOKEN_TILE, or on a GPU from
+    GEMM_POSITIONS on gpu_gemm.PASS_TILE (its dense matrices as tiled products; lane tasks stay at TOKEN_TILE)."""
+    if T <= DECODE_POSITIONS:
+        return 1
+    return gpu_gemm.PASS_TILE if kernels.is_gpu() and T >= GEMM_POSITIONS else TOKEN_TILE
 
 
 class Workspace:
@@ -328,8 +337,7 @@ class TaichiModel:
         x = self.workspace.buffer("x", (plan.T, self.info.n_embd))
         embed = embed_from_argument if isinstance(inputs, ti.Matrix) else embed_from_array
         embed(inputs, self.embedding, self.ln0, LN_EPS, x)
-        tile = 1 if plan.T <= DECODE_POSITIONS else TOKEN_TILE
-        self.run_blocks(self.blocks, self.info, x, state, plan, self.workspace, tile)
+        self.run_blocks(self.blocks, self.info, x, state, plan, self.workspace, pass_tile(plan.T))
         return self.head(x, None if full_output else plan.last)
 
     def head(self, x, picks):
@@ -340,6 +348,6 @@ class TaichiModel:
             picks.from_numpy(np.arange(x.shape[0], dtype=np.int32))
         chosen = ws.buffer("head_x", (picks.shape[0], self.info.n_embd))
         logits = ws.buffer("logits", (picks.shape[0], self.info.n_vocab))
-        tile = 1 if picks.shape[0] <= DECODE_POSITIONS else TOKEN_TILE
+        tile = pass_tile(picks.shape[0])
         head_kernel(tile)(x, picks, self.head_norm, self.head_matrix, chosen, logits, LN_EPS)
         return logits

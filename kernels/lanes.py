@@ -2,27 +2,26 @@
 
 Why lanes and not workgroups: a Taichi kernel launch costs ~20 us even inside a graph, while each task (top-level
 loop) of one kernel costs ~6 us (benchmarks/launch_cost.py, H100, spec/kernels.md §6), so a whole layer is one
-kernel of many tasks; and Taichi's Vulkan code generator accepts workgroup shared memory in only one task per
-kernel. Sums across a row's lanes therefore go through subgroup (warp) operations, never shared memory.
+kernel of many tasks, and a row's sums go through subgroup (warp) operations, with no workgroup barrier. Long
+passes (prefill) run their dense matrices as shared-memory tiled products instead (kernels/gpu_gemm.py).
 
 Everything here is a `ti.func` used inside the layer kernels; tests reach them through small wrapper kernels.
 Matrices are stacked by layer: W (L, out, in), so one compiled kernel serves every layer.
 """
-import functools
 import math
 
 import taichi as ti
 
 import kernels
-from kernels import gpu_rows, x64_rows
-from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels.launch import kernel
+from kernels import gpu_gemm, gpu_rows, x64_rows
+from kernels.common import ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.quant import DENSE
 
 FULL_MASK = 0xFFFFFFFF
 ROW, FIRST, START, LENGTH, LAST = range(5)  # rows of a pass's packed plan (kernels/engine.py Pass.packed)
 ROW_UNROLL = 8  # loads in flight per lane in a row reduction (LayerNorm statistics)
 GROUP = 128  # threads per workgroup: several rows per workgroup
+TOKEN_TILE = 8  # a lane group's positions in a pass of more than one (engine.py's tile, or lane_tile's)
 ROW_TILE = 4  # GPU, tiles of positions: weight rows per lane group (a register tile of ROW_TILE × tile sums)
 ROW_TILE_UNROLL = 2  # steps of LANES columns in flight per lane in dot_rows_tile
 PIECES = 16  # GPU: groups sharing one position's LayerNorm + mix (each recomputes the statistics, writes 1/16)
@@ -242,7 +241,27 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
-    (and the product that follows it), a QuantizedMatrix's included."""
+    (and the product that follows it), a QuantizedMatrix's included. A GPU pass of `gpu_gemm.PASS_TILE` positions
+    per tile takes a dense W through `gpu_gemm.gemm_task`, anything else through the lanes at `lane_tile(tile)`."""
+    if ti.static(gpu_gemm.takes(tile, storage)):
+        gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col)
+    else:
+        lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, ti.static(lane_tile(tile)), gate,
+                         gate_col, storage)
+
+
+def lane_tile(tile: int) -> int:
+    """The positions a lane group takes at once in a pass of `tile` (gpu_gemm.PASS_TILE's passes: TOKEN_TILE)."""
+    return min(tile, TOKEN_TILE)
+
+
+@ti.func
+def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
+                     n_in: ti.template(), X: ti.template(), x_col: ti.template(), Y: ti.template(),
+                     y_col: ti.template(), act: ti.template(), accumulate: ti.template(), tile: ti.template(),
+                     gate: ti.template(), gate_col: ti.template(), storage: ti.template()):
+    """`linear_task` by lane groups: one per (output row, or ROW_TILE rows of a dense W on a GPU; tile of
+    positions)."""
     rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
     ti.loop_config(block_dim=GROUP)
     for thread in range(task_range(row_tile_items(tiles(n_out, rows), X.shape[0], tile))):
@@ -375,16 +394,3 @@ def norm_row(x: ti.template(), t: ti.i32, present: ti.i32, ln: ti.template(), ep
             if present:
                 value = (x[t, c] - stats[0]) * stats[1] * ln[0, 0, c] + ln[0, 1, c]
             out[k, c] = value
-
-
-@functools.cache
-def head_kernel(tile: int):
-    """logits (n, V) = W_head LN_out(x[picks]): the model's last launch."""
-
-    @kernel
-    def head(x: ti.types.ndarray(), picks: ti.types.ndarray(), ln: ti.types.ndarray(), W: ti.types.ndarray(),
-             chosen: ti.types.ndarray(), logits: ti.types.ndarray(), eps: ti.f32):
-        gather_norm_task(x, picks, ln, eps, chosen)
-        linear_task(W, 0, 0, W.shape[1], W.shape[2], chosen, 0, logits, 0, ACT_NONE, False, tile)
-
-    return head

@@ -35,7 +35,7 @@ import functools
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels import lanes
+from kernels import gpu_gemm, lanes
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, group_stats, lane_sum, linear_task,
                            mean_and_inv, row_tile_item, row_tile_items, shift_mix_task)
@@ -65,12 +65,36 @@ def low_base(s: Shape, storage: str) -> int:
     return s.Q_ROWS if storage == DENSE else 0
 
 
+def projection_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the r, k, v (, gate) rows: row block m reads mixed block MIX_R + m, writes PROJ's."""
+    return tuple((m * s.C, s.MIXED + (MIX_R + m) * s.C, s.PROJ + m * s.C, ACT_NONE) for m in range(s.PROJ_ROWS // s.C))
+
+
+def decay_first_route(s: Shape) -> tuple:
+    """gpu_gemm's route of decay_w1's rows: tanh(x_w Wd1ᵀ) into PROJ's columns after the projections'."""
+    return ((0, s.MIXED + MIX_W * s.C, s.PROJ + s.PROJ_ROWS, ACT_TANH),)
+
+
 @ti.func
 def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
                      sc: ti.template(), tile: ti.template(), storage: ti.template()):
     """r, k, v, gate = x_s W_sᵀ (ref.v6.time_mix, ref.v5.time_mix) and the decay LoRA's first stage
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
-    are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group)."""
+    are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group).
+    A dense GPU pass of gpu_gemm.PASS_TILE: two gemm tasks (the decay rows are not next to the others)."""
+    if ti.static(gpu_gemm.takes(tile, storage) and gpu_gemm.fits(projection_route(s))):
+        gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False)
+        if ti.static(s.data_dependent):
+            gpu_gemm.gemm_task(mats, slot, s.Q_ROWS + s.DECAY_FIRST, s.Dd, s.C, sc, ti.static(decay_first_route(s)),
+                               sc, False)
+    else:
+        lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
+
+
+@ti.func
+def lane_projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
+                          sc: ti.template(), tile: ti.template(), storage: ti.template()):
+    """`projections_task` by lane groups: one per (output row, tile of positions)."""
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(row_tile_items(s.N_PROJ, sc.shape[0], tile))):
         for rnd in range(lanes.task_rounds(thread, row_tile_items(s.N_PROJ, sc.shape[0], tile))):
@@ -145,6 +169,35 @@ def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.te
                     out += sc[t, R + c] * (vec[slot, BONUS, c] * kv + old)
                     S[b, layer, h, j, i] = kv + decay_at(s, vec, slot, sc, t, c) * old
                 sc[t, s.Y + h * N + i] = out
+
+
+@ti.func
+def register_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(),
+                      layer: ti.template(), plan: ti.template(), sc: ti.template()):
+    """`wkv_task` on a GPU: thread (b, h, i) keeps its state column S[b, layer, h, :, i] in registers over the row's
+    tokens (N loads before the first, N stores after the last). In `wkv_task` every key of every token loads and
+    stores S, and each load waits for the store before it, so a token costs N memory round trips; here a token's
+    chain is N multiply-adds, its inputs loads that do not depend on the state. The same sums in the same order."""
+    N = ti.static(s.N)
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):
+            g = lanes.task_item(thread, rnd)
+            b, h, i = g // (s.H * N), g // N % s.H, g % N
+            R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+            state = ti.Vector([S[b, layer, h, j, i] for j in ti.static(range(N))])
+            for step in range(plan[LENGTH, b]):
+                t = plan[START, b] + step
+                v = sc[t, V + h * N + i]
+                out = 0.0
+                for j in ti.static(range(N)):
+                    c = h * N + j
+                    kv = sc[t, K + c] * v
+                    out += sc[t, R + c] * (vec[slot, BONUS, c] * kv + state[j])
+                    state[j] = kv + decay_at(s, vec, slot, sc, t, c) * state[j]
+                sc[t, s.Y + h * N + i] = out
+            for j in ti.static(range(N)):
+                S[b, layer, h, j, i] = state[j]
 
 
 @ti.func
@@ -249,6 +302,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     low_at = low_base(s, storage)
     # a GPU decode pass: the WKV and the gate as one task (wkv_gate_task); else a thread per value column, then the
     # gate in parallel over positions (a longer pass's tokens are a chain: twice the threads, no sums in it)
+    lane_tile = lanes.lane_tile(tile)  # the lane tasks' tile; the matrix tasks take `tile` (kernels/gpu_gemm.py)
     fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
     ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
 
@@ -263,14 +317,16 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("maa_lora" in tasks and v6):
             linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
         if ti.static("data_mix" in tasks and v6):
-            data_mix_task(s, second, slot, sc, tile)
+            data_mix_task(s, second, slot, sc, lane_tile)
         if ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("decay" in tasks and v6):
-            decay_task(s, vec, second, slot, sc, tile)
+            decay_task(s, vec, second, slot, sc, lane_tile)
         if ti.static(fused):
             wkv_gate_task(s, vec, S, slot, layer, plan, sc)
-        if ti.static("wkv" in tasks and not fused):
+        if ti.static("wkv" in tasks and not fused and lanes.LANES > 1):
+            register_wkv_task(s, vec, S, slot, layer, plan, sc)
+        if ti.static("wkv" in tasks and not fused and lanes.LANES == 1):
             wkv_task(s, vec, S, slot, layer, plan, sc)
         if ti.static("output_gate" in tasks and not fused):
             output_gate_task(s, vec, slot, sc)

@@ -26,7 +26,7 @@ import taichi as ti
 from ai00ref.ref.common import L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels import lanes, x64_tasks
+from kernels import gpu_gemm, lanes, x64_tasks
 from kernels.lanes import (GROUP, clamped, dot_tile, emit_tile, lane_sum, linear_task, row_tile_items,
                            shift_mix_task, tiles)
 from kernels.quant import DENSE
@@ -36,12 +36,37 @@ from kernels.v7_layout import (A0, FFN_MIX, K_A, K_K, LN1, LN2, LNX, MIX, MIX_A,
 from kernels.v7_wkv import cell, output_gate_task, wkv_gate_task  # noqa: F401
 
 
+def rkv_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the r, k, v rows: each from its mixed block; k to K_RAW, r and v to PROJ."""
+    return ((0, s.MIXED + MIX_R * s.C, s.PROJ, ACT_NONE), (s.C, s.MIXED + MIX_K * s.C, s.K_RAW, ACT_NONE),
+            (2 * s.C, s.MIXED + MIX_V * s.C, s.PROJ + 2 * s.C, ACT_NONE))
+
+
+def first_stage_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the first stages' rows (w1, a1, g1, v1): into PROJ's columns after r, k, v."""
+    starts = (0, s.Dw, s.Dw + s.Da, s.Dw + s.Da + s.Dg)
+    parts = ((MIX_W, ACT_TANH), (MIX_A, ACT_NONE), (MIX_G, ACT_SIGMOID), (MIX_V, ACT_NONE))
+    return tuple((first, s.MIXED + mix * s.C, s.PROJ + 3 * s.C + first, act) for first, (mix, act) in zip(starts, parts))
+
+
 @ti.func
 def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
                      sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
-    stages' in `low` (dense; the same array as mats in a dense group)."""
+    stages' in `low` (dense; the same array as mats in a dense group). A dense GPU pass of gpu_gemm.PASS_TILE: two
+    gemm tasks, when both routes fit."""
+    if ti.static(gpu_gemm.takes(tile, storage) and gpu_gemm.fits(rkv_route(s)) and gpu_gemm.fits(first_stage_route(s))):
+        gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False)
+        gpu_gemm.gemm_task(mats, slot, s.FIRST, s.D, s.C, sc, ti.static(first_stage_route(s)), sc, False)
+    else:
+        lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
+
+
+@ti.func
+def lane_projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
+                          sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
+    """`projections_task` by lane groups: one per (output row, tile of positions)."""
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(row_tile_items(3 * s.C + s.D, sc.shape[0], tile))):
         for rnd in range(lanes.task_rounds(thread, row_tile_items(3 * s.C + s.D, sc.shape[0], tile))):
@@ -159,6 +184,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     `storage`: the group's matrices (kernels/quant.py); a quantized kernel takes the low-rank rows as one more array.
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
     linear = x64_tasks.linear_task if lanes.LANES == 1 else linear_task  # the CPU's order of the groups
+    lane_tile = lanes.lane_tile(tile)  # the lane tasks' tile; the matrix tasks take `tile` (kernels/gpu_gemm.py)
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
@@ -169,9 +195,9 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("second_stage" in tasks):
-            second_stage_task(s, vec, second, slot, layer, sc, tile)
+            second_stage_task(s, vec, second, slot, layer, sc, lane_tile)
         if ti.static("wkv_gate" in tasks):
-            wkv_gate_task(s, S, vec, slot, layer, plan, sc, tile)
+            wkv_gate_task(s, S, vec, slot, layer, plan, sc, lane_tile)
         if ti.static("output" in tasks):
             linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):

@@ -48,7 +48,9 @@ def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: 
 @ti.func
 def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan: ti.template(), sc: ti.template()):
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
-    Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S."""
+    Thread (b, h, i) owns value row i of head h (`cell` gives the device layout of S) and keeps it in registers
+    over the row's tokens: N loads before the first token, N stores after the last, so a token's chain is
+    multiply-adds, not N memory round trips (a load of S waited for the store before it)."""
     N = ti.static(s.N)
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
@@ -56,21 +58,21 @@ def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan
             g = lanes.task_item(thread, rnd)
             b, h, i = g // (s.H * N), g // N % s.H, g % N
             R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+            row = ti.Vector([S[b, layer, h, cell(j, i)[0], cell(j, i)[1]] for j in ti.static(range(N))])
             for step in range(plan[LENGTH, b]):
                 t = plan[START, b] + step
                 removed = 0.0
-                for j in range(N):
-                    at = cell(j, i)
-                    removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
+                for j in ti.static(range(N)):
+                    removed -= row[j] * sc[t, s.KK + h * N + j]
                 out = 0.0
                 v = sc[t, V + h * N + i]
-                for j in range(N):
-                    c, at = h * N + j, cell(j, i)
-                    new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
-                           + v * sc[t, K + c])
-                    S[b, layer, h, at[0], at[1]] = new
-                    out += new * sc[t, R + c]
+                for j in ti.static(range(N)):
+                    c = h * N + j
+                    row[j] = row[j] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
+                    out += row[j] * sc[t, R + c]
                 sc[t, s.Y + h * N + i] = out
+            for j in ti.static(range(N)):
+                S[b, layer, h, cell(j, i)[0], cell(j, i)[1]] = row[j]
 
 
 @ti.func

@@ -80,8 +80,8 @@ def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant):
                               tmp_path / "m.st")
     whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=256)
     chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=3)
-    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [9, 10, 11, 12]]
-    lw, sw = whole.forward(rows, whole.new_state(3))
+    rows = [[1, 2, 3, 4, 5, 6, 7], [8], [(9 + 7 * i) % 256 for i in range(130)]]  # 138 positions: on a GPU the
+    lw, sw = whole.forward(rows, whole.new_state(3))  # whole pass's dense matrices run in kernels/gpu_gemm.py
     lc, sc = chunked.forward(rows, chunked.new_state(3))
     np.testing.assert_allclose(lc, lw, rtol=1e-5, atol=1e-5)
     fw, _ = whole.forward(rows, whole.new_state(3), full_output=True)

@@ -95,14 +95,15 @@ def v7_runner(task: str, shape, tile: int = 1):
 
 # ---- kernels/lanes.py ----
 
-@given(T=st.one_of(st.integers(1, 20), st.sampled_from([4, 5, 8, 16, 17])),
-       n_in=st.one_of(dims, st.sampled_from([31, 32, 33, 300, 513])), n_out=dims,
+@given(T=st.one_of(st.integers(1, 20), st.sampled_from([4, 5, 8, 16, 17, 64, 65, 130])),
+       n_in=st.one_of(dims, st.sampled_from([31, 32, 33, 300, 513])), n_out=st.one_of(dims, st.sampled_from([64, 100])),
        offsets=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 4)),
        act=st.sampled_from(sorted(ACTIVATIONS)), accumulate=st.booleans(), f16=st.booleans(),
-       tile=st.sampled_from([1, 8]), gated=st.booleans(), seed=seeds, data=st.data())
+       tile=st.sampled_from([1, 8, 64]), gated=st.booleans(), seed=seeds, data=st.data())
 def test_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, data):
     """Y[:, y_col:] (+)= act(X[:, x_col:x_col+in] W[layer, w_row:w_row+out, :in]ᵀ) vs ref.common.linear; `gated`:
-    times G[:, g_col:g_col+out] (the v5/v6 channel mix's r · (k Wvᵀ))."""
+    times G[:, g_col:g_col+out] (the v5/v6 channel mix's r · (k Wvᵀ)). Tile 64 on a GPU: kernels/gpu_gemm.py (several
+    workgroups of positions and rows from T 65 and n_out 65 on; input steps part-filled past n_in 32)."""
     g_col = data.draw(st.integers(0, 3), label="g_col")
     L = data.draw(st.integers(1, 3), label="L")
     layer = data.draw(st.integers(0, L - 1), label="layer")
@@ -214,9 +215,19 @@ low_dims = st.tuples(*(st.integers(1, 9) for _ in range(4)))
 
 
 @given(T=st.integers(1, 11), H=st.integers(1, 3), N=st.integers(1, 12), dims_low=low_dims, layer=st.integers(0, 1),
-       tile=st.sampled_from([1, 8]), seed=seeds)
+       tile=st.sampled_from([1, 8, 64]), seed=seeds)
 def test_v7_projections(T, H, N, dims_low, layer, tile, seed):
     """r, k, v = linear(x_r|x_k|x_v, W) (k into K_RAW); tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix)."""
+    check_v7_projections(T, H, N, dims_low, layer, tile, seed)
+
+
+def test_v7_projections_as_tiled_products():
+    """C = 64 and first stages of 16 rows each: both routes fit gpu_gemm's workgroups, so a GPU runs them as two
+    tiled products; 70 positions: two workgroups of positions, the second part-filled; two input steps."""
+    check_v7_projections(70, 4, 16, (16, 16, 16, 16), 1, 64, 5)
+
+
+def check_v7_projections(T, H, N, dims_low, layer, tile, seed):
     from kernels import v7
 
     rng = rng_of(seed)
@@ -440,9 +451,21 @@ def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
     assert_close(att_x, expected_att_x)
 
 
-@given(T=st.integers(1, 11), tile=st.sampled_from([1, 8]), **v56_case)
+@given(T=st.integers(1, 11), tile=st.sampled_from([1, 8, 64]), **v56_case)
 def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     """Tasks projections (and decay, v6) vs the linear lines of ref.v6/v5.time_mix, and ref.v6.decay on x_w."""
+    check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed)
+
+
+@pytest.mark.parametrize("version", ["v5.2", "v6"])
+def test_v6_projections_as_tiled_products(version):
+    """C = 64: the projections' route fits gpu_gemm's workgroups (32 rows each), so a GPU runs them (and v6's
+    decay_w1) as tiled products; 70 positions: two workgroups of positions, the second part-filled; two input
+    steps."""
+    check_v6_projections_and_decay(70, 64, version, (4, 16, 24, 4, 16), True, 1, 3)
+
+
+def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     from kernels import v6_layout as layout
 
     rng = rng_of(seed)
