@@ -1,9 +1,11 @@
 """Where a decode step's time goes on a GPU: the host's enqueue time, the device's time per task, and its idle time.
 
     python benchmarks/task_profile.py --arch cuda --variant v6 --quant-types none,nf4
+    python benchmarks/task_profile.py --arch cuda --variant v6 --quant-types none --kernel-profiler --pass 256
     python benchmarks/task_profile.py --arch cuda --variant v6 --quant-types none,nf4 --kernel-profiler
 
-Without --kernel-profiler, per scheme (batch 1, the graph of one decode pass, no read-back), over --steps steps:
+--pass chooses the pass (default: decode at batch 1; "256": a prefill chunk; "32x1": batch 32).
+Without --kernel-profiler, per scheme (the graph of one pass, no read-back), over --steps steps:
     STEP ... enqueue E ms, wall W ms
 E is the graph run without a sync (the host's recording and launching; on CUDA launches are asynchronous), W the run
 and its sync. E close to W: the host bounds the step; E well below W: the device does.
@@ -36,18 +38,27 @@ def enable_kernel_profiler() -> None:
     ti.init = functools.partial(ti.init, kernel_profiler=True)
 
 
-def one_pass(model):
-    """A decode pass at batch 1, compiled and recorded: run() enqueues its graph."""
-    state = model.new_state(1)
-    model.forward([[1]], state, inplace=True)
-    plan = model.passes.get((1,))
-    return lambda: model.run_pass([1], state, plan, False)
+def one_pass(model, lengths: tuple[int, ...] = (1,)):
+    """A pass of rows of `lengths` tokens (default: decode at batch 1), compiled and recorded: run() enqueues its
+    graph."""
+    tokens = [[1 + (i % 100) for i in range(n)] for n in lengths]
+    state = model.new_state(len(lengths))
+    model.forward(tokens, state, inplace=True)
+    plan = model.passes.get(lengths)
+    ids = [t for row in tokens for t in row]
+    return lambda: model.run_pass(ids, state, plan, False)
 
 
-def enqueue_and_wall(model, steps: int) -> tuple[float, float]:
+def pass_lengths(text: str) -> tuple[int, ...]:
+    """--pass: "1" (decode, batch 1), "256" (one row of 256 tokens: a prefill chunk), "32x1" (32 rows of 1)."""
+    rows, _, length = text.rpartition("x")
+    return (int(length),) * int(rows or 1)
+
+
+def enqueue_and_wall(model, steps: int, lengths: tuple[int, ...]) -> tuple[float, float]:
     import taichi as ti
 
-    run = one_pass(model)
+    run = one_pass(model, lengths)
     enqueue = wall = 0.0
     for _ in range(steps):
         ti.sync()
@@ -60,12 +71,12 @@ def enqueue_and_wall(model, steps: int) -> tuple[float, float]:
     return enqueue / steps * 1e3, wall / steps * 1e3
 
 
-def device_tasks(model, steps: int) -> tuple[list, dict]:
+def device_tasks(model, steps: int, lengths: tuple[int, ...]) -> tuple[list, dict]:
     """Per step: (device sum, span, idle) in ms; per task name: [launches, ms]."""
     import taichi as ti
     from taichi.lang import impl
 
-    run = one_pass(model)
+    run = one_pass(model, lengths)
     run()
     ti.sync()
     ti.profiler.clear_kernel_profiler_info()
@@ -100,18 +111,21 @@ def main() -> None:
     parser.add_argument("--quant-types", default="none,nf4")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--kernel-profiler", action="store_true")
+    parser.add_argument("--pass", dest="lengths", type=pass_lengths, default=(1,),
+                        help='the pass profiled: "1" (decode), "256" (a prefill chunk), "32x1" (batch 32)')
     args = parser.parse_args()
     if args.kernel_profiler:
         enable_kernel_profiler()
     two_layers = two_layer_tensors(args.variant, args.embd, args.vocab)
     for scheme in args.quant_types.split(","):
         model = repeated_layer_model(two_layers, args.layers, scheme, args.arch, args.precision)
-        label = f"arch={model.arch} {args.variant} L{args.layers} C{args.embd} quant={scheme}"
+        label = (f"arch={model.arch} {args.variant} L{args.layers} C{args.embd} quant={scheme} "
+                 f"pass={len(args.lengths)}x{args.lengths[0]}")
         if not args.kernel_profiler:
-            enqueue, wall = enqueue_and_wall(model, args.steps)
+            enqueue, wall = enqueue_and_wall(model, args.steps, args.lengths)
             print(f"STEP {label}: enqueue {enqueue:.2f} ms, wall {wall:.2f} ms", flush=True)
         else:
-            per_step, tasks = device_tasks(model, args.steps)
+            per_step, tasks = device_tasks(model, args.steps, args.lengths)
             device, span, idle = (float(np.median([s[i] for s in per_step])) for i in range(3))
             print(f"TASKS {label}: device sum {device:.2f} ms a step, span {span:.2f} ms, idle {idle:.2f} ms "
                   f"(medians of {args.steps} steps)", flush=True)

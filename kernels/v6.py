@@ -12,6 +12,7 @@ data_mix        data_mix_task      token_shift_mixes: x_s += (prev-x)·(lora_s W
 projections     projections_task   time_mix: r, k, v, gate; decay: tanh(x_w Wd1ᵀ)        (output row, token tile)
 decay           decay_task         decay: exp(-exp(time_decay + (·) Wd2ᵀ))               (channel, token tile)
 wkv             wkv_task           ref.v5.wkv_step over each row's tokens                one thread per (row, head, i)
+                (GPU prefill: lane_wkv_task)                                             lanes per (row, head, i)
 output_gate     output_gate_task   time_mix: group_norm(ln_x) · silu(gate)               (position, head)
 (GPU decode: the two as one task, wkv_gate_task, lanes per (row, head))
 output          linear_task        time_mix: linear(·, output), added to x               (output row, token tile)
@@ -172,32 +173,42 @@ def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.te
 
 
 @ti.func
-def register_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(),
-                      layer: ti.template(), plan: ti.template(), sc: ti.template()):
-    """`wkv_task` on a GPU: thread (b, h, i) keeps its state column S[b, layer, h, :, i] in registers over the row's
-    tokens (N loads before the first, N stores after the last). In `wkv_task` every key of every token loads and
-    stores S, and each load waits for the store before it, so a token costs N memory round trips; here a token's
-    chain is N multiply-adds, its inputs loads that do not depend on the state. The same sums in the same order."""
+def lane_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(), layer: ti.template(),
+                  plan: ti.template(), sc: ti.template()):
+    """`wkv_task` on a GPU, for passes of more than one position: lane group (b, h, i) owns value column i of head h,
+    lane `lane` its keys j = m·LANES + lane, kept in registers over the row's tokens (loaded before the first,
+    stored after the last). A token's y[i] is a subgroup sum of the lanes' shares. `wkv_task`'s single thread per
+    column loaded and stored S at every key (each load waiting for the store before it), and its 2048 threads (1.6B
+    shape, one row) left most of the GPU idle: 30 % of a prefill chunk's time (BENCHMARKS.md). The sum over keys
+    is a tree instead of a chain: spec/tolerances.md's WKV bound."""
     N = ti.static(s.N)
+    M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)  # keys per lane
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
-        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):
+    for thread in range(lanes.task_range(S.shape[0] * s.H * N * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N * lanes.LANES)):
             g = lanes.task_item(thread, rnd)
-            b, h, i = g // (s.H * N), g // N % s.H, g % N
+            lane, column = g % lanes.LANES, g // lanes.LANES
+            b, h, i = column // (s.H * N), column // N % s.H, column % N
             R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
-            state = ti.Vector([S[b, layer, h, j, i] for j in ti.static(range(N))])
+            keys = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            state = ti.Vector([S[b, layer, h, keys[m], i] for m in ti.static(range(M))])
+            u = ti.Vector([vec[slot, BONUS, h * N + keys[m]] for m in ti.static(range(M))])
             for step in range(plan[LENGTH, b]):
                 t = plan[START, b] + step
                 v = sc[t, V + h * N + i]
-                out = 0.0
-                for j in ti.static(range(N)):
-                    c = h * N + j
+                part = 0.0
+                for m in ti.static(range(M)):
+                    c = h * N + keys[m]
                     kv = sc[t, K + c] * v
-                    out += sc[t, R + c] * (vec[slot, BONUS, c] * kv + state[j])
-                    state[j] = kv + decay_at(s, vec, slot, sc, t, c) * state[j]
-                sc[t, s.Y + h * N + i] = out
-            for j in ti.static(range(N)):
-                S[b, layer, h, j, i] = state[j]
+                    if m * lanes.LANES + lane < N:
+                        part += sc[t, R + c] * (u[m] * kv + state[m])
+                    state[m] = kv + decay_at(s, vec, slot, sc, t, c) * state[m]
+                out = lane_sum(part)
+                if lane == 0:
+                    sc[t, s.Y + h * N + i] = out
+            for m in ti.static(range(M)):
+                if m * lanes.LANES + lane < N:
+                    S[b, layer, h, keys[m], i] = state[m]
 
 
 @ti.func
@@ -300,11 +311,12 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     v6 = s.data_dependent
     n_static = 4 if s.gated else 3  # v5: the static mixes of r, k, v (and g)
     low_at = low_base(s, storage)
-    # a GPU decode pass: the WKV and the gate as one task (wkv_gate_task); else a thread per value column, then the
-    # gate in parallel over positions (a longer pass's tokens are a chain: twice the threads, no sums in it)
+    # a GPU decode pass: the WKV and the gate as one task (wkv_gate_task, lanes per head); a pass of PASS_TILE: lanes
+    # per value column (lane_wkv_task); else a thread per value column (wkv_task); then the gate over positions
     lane_tile = lanes.lane_tile(tile)  # the lane tasks' tile; the matrix tasks take `tile` (kernels/gpu_gemm.py)
     fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
     ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
+    prefill_wkv = lanes.LANES > 1 and tile >= gpu_gemm.PASS_TILE  # lane_wkv_task; else a thread per value column
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
@@ -324,9 +336,9 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             decay_task(s, vec, second, slot, sc, lane_tile)
         if ti.static(fused):
             wkv_gate_task(s, vec, S, slot, layer, plan, sc)
-        if ti.static("wkv" in tasks and not fused and lanes.LANES > 1):
-            register_wkv_task(s, vec, S, slot, layer, plan, sc)
-        if ti.static("wkv" in tasks and not fused and lanes.LANES == 1):
+        if ti.static("wkv" in tasks and not fused and prefill_wkv):
+            lane_wkv_task(s, vec, S, slot, layer, plan, sc)
+        if ti.static("wkv" in tasks and not fused and not prefill_wkv):
             wkv_task(s, vec, S, slot, layer, plan, sc)
         if ti.static("output_gate" in tasks and not fused):
             output_gate_task(s, vec, slot, sc)

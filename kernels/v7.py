@@ -197,7 +197,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("second_stage" in tasks):
             second_stage_task(s, vec, second, slot, layer, sc, lane_tile)
         if ti.static("wkv_gate" in tasks):
-            wkv_gate_task(s, S, vec, slot, layer, plan, sc, lane_tile)
+            wkv_gate_task(s, S, vec, slot, layer, plan, sc, tile)
         if ti.static("output" in tasks):
             linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
         if ti.static("ffn_shift_mix" in tasks):

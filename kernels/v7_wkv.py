@@ -6,8 +6,9 @@ In a decode pass (tile 1) on a GPU both are one task (`lane_wkv_gate_task`): a l
 (row, head), and lane `lane` owns value rows lane, lane + LANES, ... of the head's state, so the head's GroupNorm
 statistics and r·k·r_k bonus are subgroup sums and need no second task (a task costs a dispatch and a dependent
 phase: BENCHMARKS.md). A longer pass walks each row's tokens one after another, so there the WKV keeps a thread per
-value row (`lane_wkv_task`, twice the threads, no sums in the chain) and the gate is a task of its own
-(`output_gate_task`, parallel over positions), as on the CPU, where the recurrence is kernels/x64_v7.py.
+value row (`thread_wkv_task`) or, in a pass of gpu_gemm.PASS_TILE (prefill), a lane group per value row
+(`lane_wkv_task`, the lanes sharing its keys: 32x the threads), and the gate is a task of its own
+(`output_gate_task`, parallel over positions); on the CPU the recurrence is kernels/x64_v7.py.
 
 On a GPU the WKV state is stored key-major, S[b, l, h, j (key), i (value)], so at each key j the lanes read
 neighbouring addresses (`cell`, engine.device_transposed).
@@ -15,7 +16,7 @@ neighbouring addresses (`cell`, engine.device_transposed).
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS
-from kernels import lanes, x64_v7
+from kernels import gpu_gemm, lanes, x64_v7
 from kernels.lanes import GROUP, LENGTH, START, group_stats, lane_sum, mean_and_inv
 from kernels.v7_layout import LNX, R_K
 
@@ -40,17 +41,21 @@ def wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), slot: 
         output_gate_task(s, vec, slot, sc)
     elif ti.static(tile == 1):
         lane_wkv_gate_task(s, S, vec, slot, layer, plan, sc)
-    else:
+    elif ti.static(tile >= gpu_gemm.PASS_TILE):
         lane_wkv_task(s, S, layer, plan, sc)
+        output_gate_task(s, vec, slot, sc)
+    else:
+        thread_wkv_task(s, S, layer, plan, sc)
         output_gate_task(s, vec, slot, sc)
 
 
 @ti.func
-def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan: ti.template(), sc: ti.template()):
+def thread_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan: ti.template(),
+                    sc: ti.template()):
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
-    Thread (b, h, i) owns value row i of head h (`cell` gives the device layout of S) and keeps it in registers
-    over the row's tokens: N loads before the first token, N stores after the last, so a token's chain is
-    multiply-adds, not N memory round trips (a load of S waited for the store before it)."""
+    Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S. On a GPU for passes of fewer
+    than gpu_gemm.PASS_TILE's positions (batch decode: a row's token or few), where `lane_wkv_task`'s subgroup sums
+    per token cost more than its parallelism gains (BENCHMARKS.md: CUDA batch 32 −17 %)."""
     N = ti.static(s.N)
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
@@ -58,21 +63,62 @@ def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan
             g = lanes.task_item(thread, rnd)
             b, h, i = g // (s.H * N), g // N % s.H, g % N
             R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
-            row = ti.Vector([S[b, layer, h, cell(j, i)[0], cell(j, i)[1]] for j in ti.static(range(N))])
             for step in range(plan[LENGTH, b]):
                 t = plan[START, b] + step
                 removed = 0.0
-                for j in ti.static(range(N)):
-                    removed -= row[j] * sc[t, s.KK + h * N + j]
+                for j in range(N):
+                    at = cell(j, i)
+                    removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
                 out = 0.0
                 v = sc[t, V + h * N + i]
-                for j in ti.static(range(N)):
-                    c = h * N + j
-                    row[j] = row[j] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
-                    out += row[j] * sc[t, R + c]
+                for j in range(N):
+                    c, at = h * N + j, cell(j, i)
+                    new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
+                           + v * sc[t, K + c])
+                    S[b, layer, h, at[0], at[1]] = new
+                    out += new * sc[t, R + c]
                 sc[t, s.Y + h * N + i] = out
-            for j in ti.static(range(N)):
-                S[b, layer, h, cell(j, i)[0], cell(j, i)[1]] = row[j]
+
+
+@ti.func
+def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan: ti.template(), sc: ti.template()):
+    """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
+    Lane group (b, h, i) owns value row i of head h (`cell` gives the device layout of S), lane `lane` its keys
+    j = m·LANES + lane, kept in registers over the row's tokens (loaded before the first, stored after the last);
+    the row's sums S (-kk) and S r are subgroup sums of the lanes' shares. A thread per value row loaded and stored
+    S at every key, and its threads (one per value row) left most of the GPU idle in prefill (kernels/v6.py
+    `lane_wkv_task`). The sums over keys are trees instead of chains: spec/tolerances.md's WKV bound."""
+    N = ti.static(s.N)
+    M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)  # keys per lane
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(lanes.task_range(S.shape[0] * s.H * N * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            lane, value_row = g % lanes.LANES, g // lanes.LANES
+            b, h, i = value_row // (s.H * N), value_row // N % s.H, value_row % N
+            R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+            keys = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            row = ti.Vector([S[b, layer, h, cell(keys[m], i)[0], cell(keys[m], i)[1]] for m in ti.static(range(M))])
+            for step in range(plan[LENGTH, b]):
+                t = plan[START, b] + step
+                part = 0.0
+                for m in ti.static(range(M)):
+                    if m * lanes.LANES + lane < N:
+                        part -= row[m] * sc[t, s.KK + h * N + keys[m]]
+                removed = lane_sum(part)
+                v = sc[t, V + h * N + i]
+                part = 0.0
+                for m in ti.static(range(M)):
+                    c = h * N + keys[m]
+                    row[m] = row[m] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
+                    if m * lanes.LANES + lane < N:
+                        part += row[m] * sc[t, R + c]
+                out = lane_sum(part)
+                if lane == 0:
+                    sc[t, s.Y + h * N + i] = out
+            for m in ti.static(range(M)):
+                if m * lanes.LANES + lane < N:
+                    S[b, layer, h, cell(keys[m], i)[0], cell(keys[m], i)[1]] = row[m]
 
 
 @ti.func

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import taichi_arch
@@ -287,11 +287,14 @@ def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
 
 
 @given(lengths=plans(max_len=5), H=st.integers(1, 3), N=st.integers(1, 16), layer=st.integers(0, 1),
-       tile=st.sampled_from([1, 8]), seed=seeds)
+       tile=st.sampled_from([1, 8, 64]), seed=seeds)
+@example(lengths=[2, 5], H=2, N=16, layer=1, tile=64, seed=2)  # the prefill WKV, always: keys shared by the lanes
+@example(lengths=[4, 1, 3], H=1, N=12, layer=0, tile=64, seed=3)  # ... and lanes past a head of 12 keys
 def test_v7_wkv_gate_task(lengths, H, N, layer, tile, seed):
     """ref.v7.wkv_step looped over each row of a ragged batch, from a random (not zero) state, then the output gate
     (group_norm(y; ln_x) + (Σ_head r k r_k) v) * g, the last lines of ref.v7.time_mix. On a GPU, tile 1 runs the
-    one-task version (a lane group per head), tile 8 the WKV and the gate as two tasks."""
+    one-task version (a lane group per head), tile 8 the WKV (a thread per value row) and the gate as two tasks,
+    tile 64 (prefill) the WKV with a lane group per value row."""
     from kernels import v7
 
     rng = rng_of(seed)
@@ -492,11 +495,14 @@ def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     assert_close(block_of(sc, s.W, C), w, w + w * np.exp(att.decay + hidden @ Wd2.T) * exponent_terms)
 
 
-@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
+@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8, 64]), **v56_case)
+@example(lengths=[5, 2], tile=64, version="v6", sizes=V56_SIZES[1], f16=False, layer=1, seed=4)  # prefill WKV
+@example(lengths=[3, 4], tile=64, version="v5.2", sizes=V56_SIZES[2], f16=True, layer=0, seed=5)
 def test_v6_wkv_and_gate(lengths, tile, version, sizes, f16, layer, seed):
     """Tasks wkv and output_gate: ref.v5.wkv_step looped over each row of a ragged batch from a random state (v6
     with its per-token decay, the W column; v5 with the static one it was packed with), then group_norm(y; ln_x) ·
-    silu(gate). On a GPU, tile 1 runs them as one task (wkv_gate_task), tile 8 as two."""
+    silu(gate). On a GPU, tile 1 runs them as one task (wkv_gate_task), tile 8 as two (the WKV a thread per value
+    column), tile 64 as two (the WKV a lane group per value column, lane_wkv_task)."""
     rng = rng_of(seed)
     H, N, F, Dm, Dd = sizes
     blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
