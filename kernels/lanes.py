@@ -8,7 +8,6 @@ passes (prefill) run their dense matrices as shared-memory tiled products instea
 Everything here is a `ti.func` used inside the layer kernels; tests reach them through small wrapper kernels.
 Matrices are stacked by layer: W (L, out, in), so one compiled kernel serves every layer.
 """
-import math
 
 import taichi as ti
 
@@ -57,12 +56,6 @@ def task_item(thread: ti.i32, r: ti.i32):
     return thread + r * THREADS if ti.static(constant_ranges()) else thread
 
 
-def key_block(N: int) -> int:
-    """Keys of a head whose loads a GPU decode WKV issues together (kernels/v6.py, v7_wkv.py): 8, or fewer when
-    8 does not divide the head size N. Called in ti.static."""
-    return math.gcd(N, 8)
-
-
 @ti.func
 def tiles(T: ti.template(), tile: ti.template()):
     """Tiles of `tile` positions over T positions."""
@@ -82,15 +75,6 @@ def row_tile_item(g: ti.i32, T: ti.i32, tile: ti.template()) -> ti.math.ivec3:
     n_tiles = tiles(T, tile)
     group = g // LANES
     return ti.math.ivec3(g % LANES, group // n_tiles, group % n_tiles * tile)
-
-
-@ti.func
-def key_block_of(S: ti.template(), b: ti.i32, layer: ti.i32, h: ti.i32, j0: ti.i32, cols: ti.template(),
-                 J: ti.template()):
-    """S[b, layer, h, j0 + q, cols[m]] for the J keys of a `key_block` and this lane's value columns, (J, M), all
-    loaded together: the decode WKV tasks' state block, in the key-major layout both v6 and v7 keep on a GPU."""
-    return ti.Matrix([[S[b, layer, h, j0 + q, cols[m]] for m in ti.static(range(cols.n))]
-                      for q in ti.static(range(J))])
 
 
 def constant_ranges() -> bool:
@@ -246,8 +230,8 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     if ti.static(gpu_gemm.takes(tile, storage)):
         gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col)
     else:
-        lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, ti.static(lane_tile(tile)), gate,
-                         gate_col, storage)
+        lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate,
+                         ti.static(lane_tile(tile)), gate, gate_col, storage)
 
 
 def lane_tile(tile: int) -> int:

@@ -36,7 +36,7 @@ import functools
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels import gpu_gemm, lanes
+from kernels import gpu_gemm, lanes, wkv_lanes
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, group_stats, lane_sum, linear_task,
                            mean_and_inv, row_tile_item, row_tile_items, shift_mix_task)
@@ -186,11 +186,9 @@ def lane_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N * lanes.LANES)):
-            g = lanes.task_item(thread, rnd)
-            lane, column = g % lanes.LANES, g // lanes.LANES
-            b, h, i = column // (s.H * N), column // N % s.H, column % N
+            lane, b, h, i = wkv_lanes.value_column_item(lanes.task_item(thread, rnd), s.H, N)
             R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
-            keys = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            keys = wkv_lanes.lane_keys(N, lane)
             state = ti.Vector([S[b, layer, h, keys[m], i] for m in ti.static(range(M))])
             u = ti.Vector([vec[slot, BONUS, h * N + keys[m]] for m in ti.static(range(M))])
             for step in range(plan[LENGTH, b]):
@@ -217,11 +215,11 @@ def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
     """A decode pass's `wkv_task` and `output_gate_task` as one task on a GPU (as kernels/v7_wkv.py): lane group
     (b, h) owns a head, lane `lane` its value columns i = m·LANES + lane (columns past N repeat column N-1 for loads
     and store nothing), so the head's GroupNorm statistics are subgroup sums. The keys go in blocks of
-    lanes.key_block(N): a block's loads are all issued before its first store (a load after a store waits for it),
+    wkv_lanes.key_block(N): a block's loads are all issued before its first store (a load after a store waits for it),
     so one load latency per block, not per key; y sums the keys in order, as `wkv_task`."""
     N = ti.static(s.N)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
-    J = ti.static(lanes.key_block(s.N))
+    J = ti.static(wkv_lanes.key_block(s.N))
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * lanes.LANES)):
@@ -240,7 +238,7 @@ def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
                     r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
                     u = ti.Vector([vec[slot, BONUS, c0 + q] for q in ti.static(range(J))])
                     w = ti.Vector([decay_at(s, vec, slot, sc, t, c0 + q) for q in ti.static(range(J))])
-                    old = lanes.key_block_of(S, b, layer, h, block * J, cols, J)
+                    old = wkv_lanes.key_block_of(S, b, layer, h, block * J, cols, J)
                     for q in ti.static(range(J)):
                         for m in ti.static(range(M)):
                             kv = k[q] * v[m]

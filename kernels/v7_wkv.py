@@ -16,7 +16,7 @@ neighbouring addresses (`cell`, engine.device_transposed).
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS
-from kernels import gpu_gemm, lanes, x64_v7
+from kernels import gpu_gemm, lanes, wkv_lanes, x64_v7
 from kernels.lanes import GROUP, LENGTH, START, group_stats, lane_sum, mean_and_inv
 from kernels.v7_layout import LNX, R_K
 
@@ -93,11 +93,9 @@ def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N * lanes.LANES)):
-            g = lanes.task_item(thread, rnd)
-            lane, value_row = g % lanes.LANES, g // lanes.LANES
-            b, h, i = value_row // (s.H * N), value_row // N % s.H, value_row % N
+            lane, b, h, i = wkv_lanes.value_column_item(lanes.task_item(thread, rnd), s.H, N)
             R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
-            keys = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
+            keys = wkv_lanes.lane_keys(N, lane)
             row = ti.Vector([S[b, layer, h, cell(keys[m], i)[0], cell(keys[m], i)[1]] for m in ti.static(range(M))])
             for step in range(plan[LENGTH, b]):
                 t = plan[START, b] + step
@@ -128,12 +126,12 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
 
     Lane group (b, h); lane `lane` owns the M value rows i = m·LANES + lane (rows past N repeat row N-1 for loads
     and store nothing); each key's w, kk, a, k, r is loaded once for the lane's M rows. The keys go in blocks of
-    lanes.key_block(N), each block's loads issued before its first store (a load after a store waits for it): one
+    wkv_lanes.key_block(N), each block's loads issued before its first store (a load after a store waits for it): one
     load latency per block, not per key. Every sum adds its terms in key order. A GPU-only task: S is key-major
-    (`cell` on a GPU), read a block at a time by `lanes.key_block_of`."""
+    (`cell` on a GPU), read a block at a time by `wkv_lanes.key_block_of`."""
     N, C = ti.static(s.N), ti.static(s.C)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
-    J = ti.static(lanes.key_block(s.N))
+    J = ti.static(wkv_lanes.key_block(s.N))
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * lanes.LANES)):
@@ -148,7 +146,7 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
                 removed = ti.Vector([0.0] * M)
                 for block in range(N // J):
                     kk = ti.Vector([sc[t, s.KK + base + block * J + q] for q in ti.static(range(J))])
-                    old = lanes.key_block_of(S, b, layer, h, block * J, rows, J)
+                    old = wkv_lanes.key_block_of(S, b, layer, h, block * J, rows, J)
                     for q in ti.static(range(J)):
                         for m in ti.static(range(M)):
                             removed[m] -= old[q, m] * kk[q]
@@ -160,7 +158,7 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
                     kk_a = ti.Vector([sc[t, s.KK + c0 + q] * sc[t, A + c0 + q] for q in ti.static(range(J))])
                     k = ti.Vector([sc[t, K + c0 + q] for q in ti.static(range(J))])
                     r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
-                    old = lanes.key_block_of(S, b, layer, h, block * J, rows, J)  # all loaded before a store
+                    old = wkv_lanes.key_block_of(S, b, layer, h, block * J, rows, J)  # all loaded before a store
                     for q in ti.static(range(J)):
                         for m in ti.static(range(M)):
                             new = old[q, m] * w[q] + removed[m] * kk_a[q] + v[m] * k[q]
