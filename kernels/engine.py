@@ -268,6 +268,16 @@ class TaichiModel:
         self.passes = PassCache()
         self.graph = graph
 
+    def warm_up(self) -> None:
+        """Compile now the kernels of every kind of pass a server runs (`pass_tile`: a decode step, a short batch or
+        prompt, and on a GPU a prefill chunk of GEMM_POSITIONS), each on a scratch state, so its first requests do not
+        wait for Taichi's compiler (minutes for a 1.6B model on a fresh cache; Taichi's offline cache keeps the
+        kernels for later runs). The server calls it while loading (`start_runtime(warm_up=True)`)."""
+        kinds = {1: 1, TOKEN_TILE: DECODE_POSITIONS + 1, gpu_gemm.PASS_TILE: GEMM_POSITIONS}
+        for tile, n in kinds.items():
+            if n <= self.token_chunk_size and pass_tile(n) == tile:
+                self.forward([[0] * n], self.new_state(1))
+
     def weight_device_bytes(self) -> int:
         """Bytes of the device arrays holding weights: the embedding table and LN0, the layers (quantized rows, float
         matrices in the precision's dtype, f32 vectors), the output norm and the head."""

@@ -79,7 +79,7 @@ def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant):
     path = write_random_model(RandomModelSpec(variant, n_layer=2, **SMALL),
                               tmp_path / "m.st")
     whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=256)
-    chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=3)
+    chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=16)  # ~10 passes
     rows = [[1, 2, 3, 4, 5, 6, 7], [8], [(9 + 7 * i) % 256 for i in range(130)]]  # 138 positions: on a GPU the
     lw, sw = whole.forward(rows, whole.new_state(3))  # whole pass's dense matrices run in kernels/gpu_gemm.py
     lc, sc = chunked.forward(rows, chunked.new_state(3))
@@ -91,6 +91,18 @@ def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant):
     for b in range(3):
         for x, y in zip(sc.to_official(b), sw.to_official(b)):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_warm_up_records_every_kind_of_pass_on_a_scratch_state(models):
+    """The server's warm-up (start_runtime(warm_up=True)) compiles and records a decode pass, a short pass and, on a
+    GPU, a prefill chunk of GEMM_POSITIONS (its tiled products), so a first request waits for no compiler."""
+    import kernels
+    from kernels.engine import DECODE_POSITIONS, GEMM_POSITIONS
+
+    model, _ = models["v6"]
+    model.warm_up()
+    expected = {(1,), (DECODE_POSITIONS + 1,)} | ({(GEMM_POSITIONS,)} if kernels.is_gpu() else set())
+    assert expected <= {lengths for lengths, _ in model.passes.replays}
 
 
 @pytest.mark.parametrize("variant", ["v4", "v5.2", "v6", "v7"])

@@ -389,7 +389,7 @@ async def load_model(request: web.Request) -> web.Response:
     async with app[LOAD_LOCK]:
         await close_runtime(app)
         try:
-            runtime = await asyncio.to_thread(start_runtime, config, model_file)
+            runtime = await asyncio.to_thread(start_runtime, config, model_file, warm_up=True)
         except Exception as error:  # noqa: BLE001 - any load failure is the client's 500, not the server's end
             log.exception("loading %s failed", model_file)
             raise load_failure(model_file, error) from None

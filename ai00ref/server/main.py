@@ -63,7 +63,7 @@ def serve(config_path: str = DEFAULT_CONFIG, ip: str | None = None, port: int | 
     context = tls_context(config.listen, Path.cwd() / CERTS)
     try:
         with loading_bar(f"loading {config.model.name or 'the demo model'}", RUNTIME_STAGES, progress) as on_stage:
-            runtime = start_runtime(config, on_stage=on_stage)
+            runtime = start_runtime(config, on_stage=on_stage, warm_up=True)
     except (OSError, ValueError) as error:  # Ai00 stays up without a model; we too, and generation answers 503
         log.error("the model did not load: %s", error)
         runtime = None

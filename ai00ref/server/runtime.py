@@ -22,7 +22,7 @@ log = logging.getLogger("ai00ref.server")
 DEMO_MODEL = "demo-random-v7.st"  # generated into the model folder when no model is configured
 DEMO_SPEC = dict(variant="v7", n_layer=2, n_embd=64, n_vocab=65536, head_size=16, seed=2024)
 PRECISIONS = {"Fp16": "fp16", "Fp32": "fp32"}
-RUNTIME_STAGES = ("tokenizer", "model", "states", "scheduler")  # what start_runtime reports to `on_stage`
+RUNTIME_STAGES = ("tokenizer", "model", "kernels", "states", "scheduler")  # what start_runtime reports to `on_stage`
 QUANT_TYPES = {"None": "none", "Int8": "int8", "NF4": "nf4", "SF4": "sf4"}  # Ai00's spelling -> load_model's
 
 
@@ -114,9 +114,10 @@ def no_stage(name: str) -> None:
     return None
 
 
-def start_runtime(config, model_path: Path | None = None, on_stage=no_stage) -> Runtime:
+def start_runtime(config, model_path: Path | None = None, on_stage=no_stage, warm_up: bool = False) -> Runtime:
     """Load the configured model (or `model_path`), its LoRAs and states, and start the scheduler.
-    `on_stage(name)` is called as each of RUNTIME_STAGES begins (ai00ref/loading.py draws a bar from it)."""
+    `on_stage(name)` is called as each of RUNTIME_STAGES begins (ai00ref/loading.py draws a bar from it).
+    `warm_up` (the server): compile the Taichi engine's kernels before the first request (`TaichiModel.warm_up`)."""
     folder = Path(config.model.path)
     if model_path is None:
         model_path = folder / config.model.name if config.model.name else demo_model(folder)
@@ -129,6 +130,9 @@ def start_runtime(config, model_path: Path | None = None, on_stage=no_stage) -> 
     tokenizer = load_tokenizer(config.tokenizer.path if Path(config.tokenizer.path).exists() else None)
     on_stage("model")
     engine = load_quantized(model_path, backend, lora, config.model, tokenizer, options)
+    on_stage("kernels")
+    if warm_up and hasattr(engine, "warm_up"):  # the reference engine compiles nothing
+        engine.warm_up()
     on_stage("states")
     states = load_states(config, engine.info)
     if getattr(engine, "initial_state", None) is not None:  # the model's own time_state
