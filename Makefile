@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test test-others conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-taichi-vulkan-conformance test-browser system-libs browser conformance bench clean
+.PHONY: serve test test-others conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-browser system-libs browser conformance bench clean
 
 # taichi links libX11; the Vulkan run needs the loader and Mesa's lavapipe (a software Vulkan device on the CPU)
 SYSTEM_LIBS := mesa-vulkan-drivers libvulkan1 libx11-6
@@ -24,13 +24,12 @@ serve: $(VENV)/.installed-test
 
 # Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest. The lavapipe
 # run is the longest (mostly one busy thread: kernel compilation), so it starts first, on one core, while the other
-# runs everything else in turn, ending with lavapipe's conformance tests (which balances the two: ~12 min each,
-# cold); the outputs are kept apart. Everything both need is installed before they start.
+# runs everything else in turn; the outputs are kept apart. Everything both need is installed before they start.
 test: $(VENV)/.installed-test $(LEGACY_OPENAI) system-libs browser
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-vulkan test-others
 
 test-others:
-	$(MAKE) --no-print-directory test-ref test-browser test-taichi-cpu test-taichi-vulkan-conformance
+	$(MAKE) --no-print-directory test-ref test-browser test-taichi-cpu
 
 test-ref: $(VENV)/.installed-test $(LEGACY_OPENAI)
 	$(PYTEST) -m "not taichi and not browser"
@@ -48,10 +47,7 @@ test-taichi-cpu: $(VENV)/.installed-test system-libs
 	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -p no:cacheprovider -m taichi
 
 test-taichi-vulkan: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m "taichi and not conformance"
-
-test-taichi-vulkan-conformance: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m "taichi and conformance"
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi
 
 # Debian packages, installed (as root) only when missing; without root it says what to install and goes on
 # (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)

@@ -215,7 +215,7 @@ low_dims = st.tuples(*(st.integers(1, 9) for _ in range(4)))
 
 
 @given(T=st.integers(1, 11), H=st.integers(1, 3), N=st.integers(1, 12), dims_low=low_dims, layer=st.integers(0, 1),
-       tile=st.sampled_from([1, 8, 64]), seed=seeds)
+       tile=st.sampled_from([1, 8]), seed=seeds)
 def test_v7_projections(T, H, N, dims_low, layer, tile, seed):
     """r, k, v = linear(x_r|x_k|x_v, W) (k into K_RAW); tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix)."""
     check_v7_projections(T, H, N, dims_low, layer, tile, seed)
@@ -287,7 +287,7 @@ def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
 
 
 @given(lengths=plans(max_len=5), H=st.integers(1, 3), N=st.integers(1, 16), layer=st.integers(0, 1),
-       tile=st.sampled_from([1, 8, 64]), seed=seeds)
+       tile=st.sampled_from([1, 8]), seed=seeds)
 @example(lengths=[2, 5], H=2, N=16, layer=1, tile=64, seed=2)  # the prefill WKV, always: keys shared by the lanes
 @example(lengths=[4, 1, 3], H=1, N=12, layer=0, tile=64, seed=3)  # ... and lanes past a head of 12 keys
 def test_v7_wkv_gate_task(lengths, H, N, layer, tile, seed):
@@ -454,7 +454,7 @@ def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
     assert_close(att_x, expected_att_x)
 
 
-@given(T=st.integers(1, 11), tile=st.sampled_from([1, 8, 64]), **v56_case)
+@given(T=st.integers(1, 11), tile=st.sampled_from([1, 8]), **v56_case)
 def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     """Tasks projections (and decay, v6) vs the linear lines of ref.v6/v5.time_mix, and ref.v6.decay on x_w."""
     check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed)
@@ -495,7 +495,7 @@ def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     assert_close(block_of(sc, s.W, C), w, w + w * np.exp(att.decay + hidden @ Wd2.T) * exponent_terms)
 
 
-@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8, 64]), **v56_case)
+@given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
 @example(lengths=[5, 2], tile=64, version="v6", sizes=V56_SIZES[1], f16=False, layer=1, seed=4)  # prefill WKV
 @example(lengths=[3, 4], tile=64, version="v5.2", sizes=V56_SIZES[2], f16=True, layer=0, seed=5)
 def test_v6_wkv_and_gate(lengths, tile, version, sizes, f16, layer, seed):
