@@ -12,9 +12,9 @@ Must match ref.common.linear (and the activation, gate and accumulation of `lane
 
 Thread layout in a workgroup of (BLOCK_T / PER) × (block_rows / PER) threads: thread (tm, tn), tn the fast index,
 owns positions t0 + tm + i·(BLOCK_T / PER) and rows o0 + tn + j·(block_rows / PER), i, j < PER. So at each staged
-column a warp reads block_rows/PER neighbouring Ws entries and two Xs entries (a broadcast): no bank conflicts.
-The staged tiles are stored column-major with one padding entry per column, so the staging stores (32 threads, 32
-neighbouring columns of one row) fall in 32 different banks.
+column a warp reads block_rows/PER neighbouring Ws entries and 32·PER/block_rows Xs entries (broadcasts): no bank
+conflicts. The staged tiles are stored column-major with one padding entry per column, so a warp's staging stores
+(STEP_K neighbouring columns of 32/STEP_K rows) fall in different banks but for a few pairs.
 
 A `route` splits the output rows into blocks of consecutive rows that read different input columns and write
 different output columns (v6's r, k, v, g projections, each from its own mixed input): a tuple of
