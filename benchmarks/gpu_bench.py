@@ -104,7 +104,7 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
     model.forward([prompt], model.new_state(1))  # compile the kernels and record this shape's graph
     (logits, state), seconds = timed(model.forward, [prompt], model.new_state(1))
     result = {"prefill_tok_s": prefill / seconds}
-    for rows in (1, batch):
+    for rows in (1, batch) if decode else ():  # --decode 0: prefill only
         state_b = type(state).concat([state] * rows) if rows > 1 else state
         tokens = [[int(np.argmax(logits[0]))] for _ in range(rows)]
         logits_b, state_b = model.forward(tokens, state_b)  # warm-up for this batch size

@@ -27,7 +27,7 @@ from kernels.readback import read_rows
 
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
 DECODE_POSITIONS = 4  # passes of at most this many positions read each weight row once per position (tile 1)
-GEMM_POSITIONS = 128  # GPU passes of at least this many positions: dense matrices by gpu_gemm (tile PASS_TILE)
+GEMM_POSITIONS = 128  # GPU passes of at least this many positions: matrices by gpu_gemm (tile PASS_TILE)
 
 
 # Weight matrices: stored in the precision's dtype. Everything else (vectors, decays, bonuses, r_k, norms) stays f32.
@@ -62,7 +62,7 @@ def device_bytes(value) -> int:
 
 def pass_tile(T: int) -> int:
     """Positions sharing each weight read in a pass of T positions: 1 (decode), TOKEN_TILE, or on a GPU from
-    GEMM_POSITIONS on gpu_gemm.PASS_TILE (its dense matrices as tiled products; lane tasks stay at TOKEN_TILE)."""
+    GEMM_POSITIONS on gpu_gemm.PASS_TILE (its matrices as tiled products; lane tasks stay at TOKEN_TILE)."""
     if T <= DECODE_POSITIONS:
         return 1
     return gpu_gemm.PASS_TILE if kernels.is_gpu() and T >= GEMM_POSITIONS else TOKEN_TILE

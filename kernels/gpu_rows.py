@@ -165,3 +165,46 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col
                 for u in ti.static(range(tile)):
                     acc[u] += w * X[ti.min(t0 + u, T - 1), x_col + k]
     return acc
+
+
+
+@ti.func
+def element_place(k: ti.i32, n_in: ti.i32, lanes: ti.template(), scheme: ti.template()) -> ti.math.ivec3:
+    """Where element k of a row lies in the GPU's code order: (word, slot, scale word), counted from the row's start.
+    In a whole group g (S = lanes·per_word elements) slot (k mod S) // lanes of word g·lanes + k mod lanes; in the
+    short last group of G words, slot k' // G of word groups·lanes + k' mod G (k' = k - groups·S)."""
+    per_word = ti.static(quant.CODES_PER_WORD[scheme])
+    block = ti.static(quant.BLOCK[scheme])
+    span = ti.static(per_word * lanes)
+    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words: the scales follow the codes
+    groups = scale_at // lanes  # whole groups
+    short = ti.max(scale_at - groups * lanes, 1)  # words of the short last group (1 when there is none)
+    g = ti.min(k // span, groups)
+    inner = k - g * span
+    in_short = g == groups
+    return ti.math.ivec3(g * lanes + ti.select(in_short, inner % short, inner % lanes),
+                         ti.select(in_short, inner // short, inner // lanes),
+                         scale_at + quant.scale_word(k // block, scheme))
+
+
+@ti.func
+def element_words(W: ti.template(), layer: ti.i32, o: ti.i32, k: ti.i32, n_in: ti.i32, lanes: ti.template(),
+                  scheme: ti.template()) -> ti.math.uvec2:
+    """The two words that element k of row o needs: its codes' word and its block's scale word (`element_place`)."""
+    place = element_place(k, n_in, lanes, scheme)
+    return ti.math.uvec2(W[layer, o, place[0]], W[layer, o, place[2]])
+
+
+@ti.func
+def element_value(words: ti.math.uvec2, k: ti.i32, n_in: ti.i32, entries: ti.template(), lanes: ti.template(),
+                  scheme: ti.template()) -> ti.f32:
+    """Element k dequantized from its `element_words`, as quant.code_weight (NF4/SF4 on CUDA: the table by shuffle,
+    `table_value`, so every lane of the warp calls this)."""
+    slot = element_place(k, n_in, lanes, scheme)[1]
+    scale = quant.decode_scale(words[1], k // ti.static(quant.BLOCK[scheme]), scheme)
+    w = 0.0
+    if ti.static(scheme == "int8"):
+        w = quant.code_weight(words[0], slot, scale, scheme)
+    else:
+        w = table_value(entries, (words[0] >> (4 * slot)) & 0xF, lanes, scheme) * scale[0]
+    return w

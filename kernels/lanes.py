@@ -3,7 +3,7 @@
 Why lanes and not workgroups: a Taichi kernel launch costs ~20 us even inside a graph, while each task (top-level
 loop) of one kernel costs ~6 us (benchmarks/launch_cost.py, H100, spec/kernels.md §6), so a whole layer is one
 kernel of many tasks, and a row's sums go through subgroup (warp) operations, with no workgroup barrier. Long
-passes (prefill) run their dense matrices as shared-memory tiled products instead (kernels/gpu_gemm.py).
+passes (prefill) run their matrices as shared-memory tiled products instead (kernels/gpu_gemm.py).
 
 Everything here is a `ti.func` used inside the layer kernels; tests reach them through small wrapper kernels.
 Matrices are stacked by layer: W (L, out, in), so one compiled kernel serves every layer.
@@ -226,9 +226,11 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
     (and the product that follows it), a QuantizedMatrix's included. A GPU pass of `gpu_gemm.PASS_TILE` positions
-    per tile takes a dense W through `gpu_gemm.gemm_task`, anything else through the lanes at `lane_tile(tile)`."""
-    if ti.static(gpu_gemm.takes(tile, storage)):
-        gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col)
+    per tile takes W (dense or quantized) through `gpu_gemm.gemm_task`, anything else through the lanes at
+    `lane_tile(tile)`."""
+    if ti.static(gpu_gemm.takes(tile)):
+        gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col,
+                           storage)
     else:
         lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate,
                          ti.static(lane_tile(tile)), gate, gate_col, storage)

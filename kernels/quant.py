@@ -160,13 +160,24 @@ def block_scale(W: ti.template(), layer: ti.i32, o: ti.i32, scale_at: ti.i32, b:
                 scheme: ti.template()) -> ti.math.vec2:
     """The scale of block b of row o, decoded: Int8 (lo, hi - lo); NF4/SF4 (absmax, 0). `scale_at` is the row's
     first scale word (`code_words`)."""
+    return decode_scale(W[layer, o, scale_at + scale_word(b, scheme)], b, scheme)
+
+
+@ti.func
+def scale_word(b: ti.i32, scheme: ti.template()) -> ti.i32:
+    """The scale word of block b, counted from the row's first one: Int8 one word a block, NF4/SF4 two blocks a word."""
+    return b if ti.static(scheme == "int8") else b // 2
+
+
+@ti.func
+def decode_scale(word: ti.u32, b: ti.i32, scheme: ti.template()) -> ti.math.vec2:
+    """Block b's scale from its `scale_word`: Int8 (lo, hi - lo); NF4/SF4 (absmax, 0)."""
     scale = ti.math.vec2(0.0, 0.0)
     if ti.static(scheme == "int8"):
-        pair = W[layer, o, scale_at + b]
-        lo = half_to_f32(pair & 0xFFFF)
-        scale = ti.math.vec2(lo, half_to_f32(pair >> 16) - lo)
+        lo = half_to_f32(word & 0xFFFF)
+        scale = ti.math.vec2(lo, half_to_f32(word >> 16) - lo)
     else:
-        scale[0] = half_to_f32((W[layer, o, scale_at + b // 2] >> (16 * (b % 2))) & 0xFFFF)
+        scale[0] = half_to_f32((word >> (16 * (b % 2))) & 0xFFFF)
     return scale
 
 

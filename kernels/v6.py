@@ -82,12 +82,13 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
     """r, k, v, gate = x_s W_sᵀ (ref.v6.time_mix, ref.v5.time_mix) and the decay LoRA's first stage
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
     are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group).
-    A dense GPU pass of gpu_gemm.PASS_TILE: two gemm tasks (the decay rows are not next to the others)."""
-    if ti.static(gpu_gemm.takes(tile, storage) and gpu_gemm.fits(projection_route(s))):
-        gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False)
+    A GPU pass of gpu_gemm.PASS_TILE: two gemm tasks (the decay rows are not next to the others)."""
+    if ti.static(gpu_gemm.takes(tile) and gpu_gemm.fits(projection_route(s))):
+        gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False,
+                           storage=storage)
         if ti.static(s.data_dependent):
-            gpu_gemm.gemm_task(mats, slot, s.Q_ROWS + s.DECAY_FIRST, s.Dd, s.C, sc, ti.static(decay_first_route(s)),
-                               sc, False)
+            gpu_gemm.gemm_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc,
+                               ti.static(decay_first_route(s)), sc, False)
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 

@@ -54,11 +54,12 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
                      sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
-    stages' in `low` (dense; the same array as mats in a dense group). A dense GPU pass of gpu_gemm.PASS_TILE: two
-    gemm tasks, when both routes fit."""
-    if ti.static(gpu_gemm.takes(tile, storage) and gpu_gemm.fits(rkv_route(s)) and gpu_gemm.fits(first_stage_route(s))):
-        gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False)
-        gpu_gemm.gemm_task(mats, slot, s.FIRST, s.D, s.C, sc, ti.static(first_stage_route(s)), sc, False)
+    stages' in `low` (dense; the same array as mats in a dense group). A GPU pass of gpu_gemm.PASS_TILE: two gemm
+    tasks, when both routes fit."""
+    if ti.static(gpu_gemm.takes(tile) and gpu_gemm.fits(rkv_route(s)) and gpu_gemm.fits(first_stage_route(s))):
+        gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False, storage=storage)
+        gpu_gemm.gemm_task(low, slot, ti.static(s.FIRST if storage == DENSE else 0), s.D, s.C, sc,
+                           ti.static(first_stage_route(s)), sc, False)
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 

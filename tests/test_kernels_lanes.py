@@ -228,14 +228,18 @@ def test_v7_projections_as_tiled_products():
 
 
 def check_v7_projections(T, H, N, dims_low, layer, tile, seed):
-    from kernels import v7
-
     rng = rng_of(seed)
     s, vec, mats, second, sc = v7_case(rng, T, H, N, dims_low)
-    C = s.C
     out, _ = run_v7("projections", s, vec, mats, second, sc, layer, tile)
+    assert_v7_projections(s, sc, out, f64(mats[layer]), dims_low)
+
+
+def assert_v7_projections(s, sc, out, W, dims_low):
+    """The projections' columns of `out` (from scratch `sc`) against a layer's rows W (ROWS, C), r, k, v first."""
+    from kernels import v7
+
+    C = s.C
     mixed = lambda m: f64(sc[:, s.MIXED + m * C:s.MIXED + (m + 1) * C])  # noqa: E731
-    W = f64(mats[layer])
     for m, col in enumerate((s.PROJ, s.K_RAW, s.PROJ + 2 * C)):
         assert_close(out[:, col:col + C], ref.linear(mixed(m), W[m * C:(m + 1) * C]),
                      np.abs(mixed(m)) @ np.abs(W[m * C:(m + 1) * C]).T)
@@ -378,6 +382,20 @@ def v56_blocks(rng, version, H, N, F, Dm, Dd, f16, L=2):
     return blocks
 
 
+def quantized_blocks(blocks, scheme, dequantize=False):
+    """The blocks with weights.canonical's QUANTIZED_MATRICES quantized (or quantized and dequantized back)."""
+    import dataclasses
+
+    from ai00ref.weights.quant import quantize
+
+    def part(module, names):
+        done = {n: quantize(getattr(module, n), scheme) for n in names if getattr(module, n, None) is not None}
+        return dataclasses.replace(module, **{n: q.dequantize() if dequantize else q for n, q in done.items()})
+
+    return [dataclasses.replace(b, att=part(b.att, ("key", "value", "receptance", "gate", "output")),
+                                ffn=part(b.ffn, ("key", "value", "receptance"))) for b in blocks]
+
+
 def v56_layers(version, blocks, f16):
     from kernels import v5, v6
 
@@ -389,6 +407,7 @@ def v56_layers(version, blocks, f16):
 def run_v56(layers, tasks, layer, plan, tile=1, x=None, att_x=None, S=None, ffn_x=None, sc=None):
     """The layer kernel holding only `tasks`, once; returns the host arrays x, att_x, S, ffn_x, sc after it."""
     from kernels import v6
+    from kernels.stacking import layer_arrays
 
     s = layers.shape
     T, B = plan.T, len(plan.lengths_host)
@@ -396,8 +415,8 @@ def run_v56(layers, tasks, layer, plan, tile=1, x=None, att_x=None, S=None, ffn_
                 np.zeros((T, s.WIDTH)))
     arrays = [dev(a if a is not None else d) for a, d in zip((x, att_x, S, ffn_x, sc), defaults)]
     x_d, att_x_d, S_d, ffn_x_d, sc_d = arrays
-    v6.layer_kernel(s, tile, tuple(tasks))(x_d, layers.vec, layers.mats, layers.second, layers.ffn_value, att_x_d,
-                                           S_d, ffn_x_d, plan.packed, sc_d, layer, layer)
+    v6.layer_kernel(s, tile, tuple(tasks), layers.storage)(x_d, *layer_arrays(layers), att_x_d, S_d, ffn_x_d,
+                                                           plan.packed, sc_d, layer, layer)
     return [a.to_numpy() for a in arrays]
 
 
@@ -468,13 +487,17 @@ def test_v6_projections_as_tiled_products(version):
     check_v6_projections_and_decay(70, 64, version, (4, 16, 24, 4, 16), True, 1, 3)
 
 
-def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
+def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed, scheme=None):
+    """`scheme`: the blocks' quantizable matrices quantized (a quantized group: u32 `mats`, dense `low`), against
+    the dequantized ones."""
     from kernels import v6_layout as layout
 
     rng = rng_of(seed)
     H, N, F, Dm, Dd = sizes
     blocks = v56_blocks(rng, version, H, N, F, Dm, Dd, f16)
-    layers, att = v56_layers(version, blocks, f16), blocks[layer].att
+    if scheme:
+        blocks, dequantized = quantized_blocks(blocks, scheme), quantized_blocks(blocks, scheme, dequantize=True)
+    layers, att = v56_layers(version, blocks, f16), (dequantized if scheme else blocks)[layer].att
     s, C = layers.shape, H * N
     sc0 = normal(rng, T, s.WIDTH)
     *_, sc = run_v56(layers, ("projections", "decay"), layer, make_plan([T]), tile, sc=sc0)

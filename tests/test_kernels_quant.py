@@ -82,7 +82,7 @@ def test_device_rows_are_the_matrix_bytes(scheme, R, K, seed):
     assert not as_bytes[:, n_code_bytes + scale_bytes.shape[1]:].any()  # at most one zero half of padding
 
 
-@given(scheme=st.sampled_from(SCHEMES), tile=st.sampled_from([1, 8]),
+@given(scheme=st.sampled_from(SCHEMES), tile=st.sampled_from([1, 8, 64]),
        T=st.one_of(st.integers(1, 12), st.sampled_from([4, 5, 8, 9, 17])),
        n_in=st.one_of(st.integers(1, 70), st.sampled_from([63, 64, 65, 127, 128, 129, 200, 256, 300])),
        n_out=st.integers(1, 40), offsets=st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 4)),
@@ -90,7 +90,8 @@ def test_device_rows_are_the_matrix_bytes(scheme, R, K, seed):
 def test_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, data):
     """Y[:, y_col:] += X[:, x_col:x_col+in] Ŵ[layer, w_row:w_row+out]ᵀ vs ref.common.linear(X, QuantizedMatrix), in
     float64: K not a multiple of the block, the rows of several matrices stacked by layer, inputs past n_in in X
-    (the padding's codes must not reach them). `f16_input`: matrices exact in fp16, as Ai00's files."""
+    (the padding's codes must not reach them). `f16_input`: matrices exact in fp16, as Ai00's files. Tile 64 on a
+    GPU: kernels/gpu_gemm.py, each staged weight decoded from its words (`gpu_rows.element_value`)."""
     L = data.draw(st.integers(1, 3), label="L")
     layer = data.draw(st.integers(0, L - 1), label="layer")
     check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, L, layer)
@@ -101,6 +102,48 @@ def test_quantized_linear_task_whole_steps_and_the_rest(scheme, tile, T):
     """n_in = 1100 (not a whole number of blocks): several whole (unconditional) steps of words on any subgroup size
     up to 32, then the guarded rest with the padding's codes."""
     check_quantized_linear_task(scheme, tile, T, 1100, 21, (2, 1, 0), True, 5, 2, 1)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_quantized_tiled_products(scheme):
+    """Tile 64 (on a GPU kernels/gpu_gemm.py): 70 positions and 40 rows, several workgroups each way; n_in = 1100,
+    whole groups, then (32 lanes, NF4/SF4) a short last group, the last block partly padding."""
+    check_quantized_linear_task(scheme, 64, 70, 1100, 40, (1, 2, 3), True, 11, 2, 1)
+
+
+@functools.cache
+def v7_projections_runner(shape, scheme: str):
+    from kernels import v7
+
+    @ti.kernel
+    def run(mats: ti.types.ndarray(), low: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32):
+        v7.projections_task(shape, mats, low, layer, sc, 64, scheme)
+    return run
+
+
+def test_v7_quantized_projections_as_tiled_products():
+    """A quantized group's r, k, v (u32 `mats`) and first stages (dense `low`, from row 0) at tile 64: on a GPU
+    gpu_gemm's two routes (test_kernels_lanes.py's dense case, C = 64, 70 positions), against the dequantized rows."""
+    from kernels.quant import stack_rows
+    from test_kernels_lanes import assert_v7_projections, v7_case
+
+    dims_low, layer = (16, 16, 16, 16), 1
+    s, _, mats, _, sc = v7_case(rng_of(5), 70, 4, 16, dims_low)
+    quantized = [quantize(m[:s.FIRST], "nf4") for m in mats]  # every quantizable row: K = C
+    out = dev(sc)
+    v7_projections_runner(s, "nf4")(u32(np.stack([stack_rows([q]) for q in quantized])),
+                                    dev(np.ascontiguousarray(mats[:, s.FIRST:])), out, layer)
+    W_hat = np.concatenate([quantized[layer].dequantize(), mats[layer, s.FIRST:]]).astype(np.float64)
+    assert_v7_projections(s, sc, out.to_numpy(), W_hat, dims_low)
+
+
+@pytest.mark.parametrize("version, scheme", [("v6", "int8"), ("v5.2", "sf4")])
+def test_v6_quantized_projections_as_tiled_products(version, scheme):
+    """A quantized group's r, k, v, g (u32 `mats`) and v6's decay_w1 (dense `low`) at tile 64: on a GPU gpu_gemm's
+    routes (test_kernels_lanes.py's dense case), against the dequantized matrices."""
+    from test_kernels_lanes import check_v6_projections_and_decay
+
+    check_v6_projections_and_decay(70, 64, version, (4, 16, 24, 4, 16), True, 1, 3, scheme)
 
 
 def check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, L, layer):
