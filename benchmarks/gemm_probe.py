@@ -4,7 +4,8 @@
     python3 benchmarks/gemm_probe.py --arch cuda --positions 32,512 --shapes 2048x2048,7168x2048,2048x7168
 
 Prints one RESULT line per (kernel, variant, positions, shape): microseconds per product (20 replays in one graph,
-after a warm-up) and TFLOP/s. Variants set gpu_gemm's BLOCK_T / MAX_ROWS / STEP_K / UNROLL_K before their kernels compile.
+after a warm-up) and TFLOP/s. Variants set gpu_gemm's BLOCK_T / MAX_ROWS / STEP_K / UNROLL_K (/ PER, default 4) before
+their kernels compile.
 """
 import argparse
 import functools
@@ -79,7 +80,9 @@ def main() -> None:
 
 def variant_runner(variant: str, gemm_runner):
     from kernels import gpu_gemm
-    gpu_gemm.BLOCK_T, gpu_gemm.MAX_ROWS, gpu_gemm.STEP_K, gpu_gemm.UNROLL_K = (int(v) for v in variant.split("x"))
+    values = [int(v) for v in variant.split("x")]
+    gpu_gemm.BLOCK_T, gpu_gemm.MAX_ROWS, gpu_gemm.STEP_K, gpu_gemm.UNROLL_K = values[:4]
+    gpu_gemm.PER = values[4] if len(values) > 4 else 4
     return gemm_runner(variant)
 
 

@@ -81,7 +81,7 @@ def stage_x(X: ti.template(), x_col: ti.i32, n_in: ti.i32, t0: ti.i32, T: ti.i32
             threads: ti.template()):
     """This thread's share of the X block's step at column k0: X[t0 + m, x_col + k0 + kk] for its (m, kk), as
     f32; columns past n_in read as zero, positions past T as position T-1 (never written back)."""
-    values = ti.Vector([0.0] * ti.static(BLOCK_T * STEP_K // threads))
+    values = no_x(threads)
     for r in ti.static(range(values.n)):
         e = tid + r * threads
         m, kk = e // STEP_K, e % STEP_K
@@ -91,15 +91,26 @@ def stage_x(X: ti.template(), x_col: ti.i32, n_in: ti.i32, t0: ti.i32, T: ti.i32
 
 
 @ti.func
+def no_x(threads: ti.template()):
+    """`stage_x`'s values for no columns: zeros."""
+    return ti.Vector([0.0] * ti.static(BLOCK_T * STEP_K // threads))
+
+
+@ti.func
+def no_w(threads: ti.template(), rows: ti.template(), storage: ti.template()):
+    """`fetch_w`'s entries for no columns: zeros (a quantized zero word decodes to a zero weight)."""
+    return ti.Matrix([[0] * ti.static(1 if storage == DENSE else 2) for _ in ti.static(range(rows * STEP_K // threads))],
+                     dt=ti.f32 if ti.static(storage == DENSE) else ti.u32)
+
+
+@ti.func
 def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, o0: ti.i32, n_out: ti.i32, n_in: ti.i32, k0: ti.i32,
             tid: ti.i32, threads: ti.template(), rows: ti.template(), storage: ti.template()):
     """This thread's share of the W block's step at column k0, entries (n, kk) for W[layer, w_row + o0 + n, k0 + kk]
     (rows past n_out repeat the last one; columns past n_in repeat the last one, against a zero input). Dense: the
     weights as f32. Quantized: each entry's two words (`gpu_rows.element_words`), decoded by `store_w`."""
-    n_entries = ti.static(rows * STEP_K // threads)
-    fetched = ti.Matrix([[0] * ti.static(1 if storage == DENSE else 2) for _ in ti.static(range(n_entries))],
-                        dt=ti.f32 if ti.static(storage == DENSE) else ti.u32)
-    for r in ti.static(range(n_entries)):
+    fetched = no_w(threads, rows, storage)
+    for r in ti.static(range(fetched.n)):
         e = tid + r * threads
         o, k = w_row + ti.min(o0 + e // STEP_K, n_out - 1), ti.min(k0 + e % STEP_K, n_in - 1)
         if ti.static(storage == DENSE):
@@ -158,15 +169,17 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             ws = ti.simt.block.SharedArray((STEP_K, rows + 1), ti.f32)
             acc = ti.Matrix([[0.0] * PER for _ in ti.static(range(PER))])  # acc[i, j]: position i, row j
             steps = (n_in + STEP_K - 1) // STEP_K
-            x_next = stage_x(X, part[1], n_in, t0, T, 0, tid, threads)
-            w_next = fetch_w(W, layer, w_row, o0, n_out, n_in, 0, tid, threads, rows, storage)
-            for step in range(steps):
+            x_next, w_next = no_x(threads), no_w(threads, rows, storage)
+            # step s stages what step s - 1 loaded and multiplies it while loading step s's columns; step 0 stages
+            # zeros (its products add nothing), so the loads are compiled once (lavapipe: 86 s for a v6 layer at
+            # tile 64 with a first load before the loop, as the loads doubled from 16 to 32 columns a step)
+            for step in range(steps + 1):
                 for r in ti.static(range(x_next.n)):
                     e = tid + r * threads
                     xs[e % STEP_K, e // STEP_K] = x_next[r]
-                store_w(ws, w_next, n_in, step * STEP_K, tid, threads, storage, entries)
+                store_w(ws, w_next, n_in, ti.max(step - 1, 0) * STEP_K, tid, threads, storage, entries)
                 ti.simt.block.sync()
-                k_next = ti.min(step + 1, steps - 1) * STEP_K  # the last step loads its own columns again: no branch
+                k_next = ti.min(step, steps - 1) * STEP_K  # the last step loads its own columns again: no branch
                 x_next = stage_x(X, part[1], n_in, t0, T, k_next, tid, threads)
                 w_next = fetch_w(W, layer, w_row, o0, n_out, n_in, k_next, tid, threads, rows, storage)
                 for kq in range(STEP_K // UNROLL_K):  # a loop, not unrolled whole: CUDA compiles the layer in seconds

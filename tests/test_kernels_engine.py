@@ -98,11 +98,12 @@ def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant, long_row)
 
 def test_warm_up_records_every_kind_of_pass_on_a_scratch_state(models):
     """The server's warm-up (start_runtime(warm_up=True)) compiles and records a decode pass, a short pass and, on a
-    GPU, a prefill chunk of GEMM_POSITIONS (its tiled products), so a first request waits for no compiler."""
+    GPU, a prefill chunk of GEMM_POSITIONS (its tiled products), so a first request waits for no compiler. v7: the
+    shape of test_chunked_passes_equal_one_pass's long row, whose tiled kernel (~70 s on lavapipe) it reuses."""
     import kernels
     from kernels.engine import DECODE_POSITIONS, GEMM_POSITIONS
 
-    model, _ = models["v6"]
+    model, _ = models["v7"]
     model.warm_up()
     expected = {(1,), (DECODE_POSITIONS + 1,)} | ({(GEMM_POSITIONS,)} if kernels.is_gpu() else set())
     assert expected <= {lengths for lengths, _ in model.passes.replays}
