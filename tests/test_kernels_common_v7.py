@@ -228,8 +228,10 @@ def assert_states_close(state, expected, tol):
 token_rows = st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=7)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("shape", sorted(SHAPES))
+# each shape once and each precision once (every case compiles its layer kernels, ~30 s on lavapipe; the
+# conformance suite runs v7 in both precisions too): the two-layer one in fp32, as test_v7_full_output, the one-layer
+# one (layer 0 only, C not a multiple of the subgroup) in fp16
+@pytest.mark.parametrize("shape, precision", [("L2 C32 N8", "fp32"), ("L1 C48 N16", "fp16")])
 @MODEL_EXAMPLES
 @given(rows=st.lists(token_rows, min_size=1, max_size=3), steps=st.lists(st.integers(0, VOCAB - 1), max_size=3))
 def test_v7_model_matches_reference(shape, precision, rows, steps):
