@@ -108,7 +108,8 @@ def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, o0: ti.i32, n_out: t
             tid: ti.i32, threads: ti.template(), rows: ti.template(), storage: ti.template()):
     """This thread's share of the W block's step at column k0, entries (n, kk) for W[layer, w_row + o0 + n, k0 + kk]
     (rows past n_out repeat the last one; columns past n_in repeat the last one, against a zero input). Dense: the
-    weights as f32. Quantized: each entry's two words (`gpu_rows.element_words`), decoded by `store_w`."""
+    weights as f32. Quantized: each entry's two words, its code and scale in their low bits
+    (`gpu_rows.element_words`), decoded by `store_w`."""
     fetched = no_w(threads, rows, storage)
     for r in ti.static(range(fetched.n)):
         e = tid + r * threads
@@ -122,8 +123,8 @@ def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, o0: ti.i32, n_out: t
 
 
 @ti.func
-def store_w(ws: ti.template(), fetched: ti.template(), n_in: ti.i32, k0: ti.i32, tid: ti.i32, threads: ti.template(),
-            storage: ti.template(), entries: ti.template()):
+def store_w(ws: ti.template(), fetched: ti.template(), tid: ti.i32, threads: ti.template(), storage: ti.template(),
+            entries: ti.template()):
     """`fetch_w`'s entries into the staged W block, ws[kk, n]; quantized ones decoded on the way
     (`gpu_rows.element_value`; `entries`: the thread's `gpu_rows.lane_table`), in a loop over the entries: one
     decoding compiled per call (unrolled, a v6 NF4 model test compiled ~30 s longer on lavapipe)."""
@@ -138,8 +139,7 @@ def store_w(ws: ti.template(), fetched: ti.template(), n_in: ti.i32, k0: ti.i32,
                 if r == q:
                     words = ti.math.uvec2(fetched[q, 0], fetched[q, 1])
             e = tid + r * threads
-            ws[e % STEP_K, e // STEP_K] = gpu_rows.element_value(words, ti.min(k0 + e % STEP_K, n_in - 1), n_in,
-                                                                 entries, lanes.LANES, storage)
+            ws[e % STEP_K, e // STEP_K] = gpu_rows.element_value(words, entries, lanes.LANES, storage)
 
 
 @ti.func
@@ -177,7 +177,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 for r in ti.static(range(x_next.n)):
                     e = tid + r * threads
                     xs[e % STEP_K, e // STEP_K] = x_next[r]
-                store_w(ws, w_next, n_in, ti.max(step - 1, 0) * STEP_K, tid, threads, storage, entries)
+                store_w(ws, w_next, tid, threads, storage, entries)
                 ti.simt.block.sync()
                 k_next = ti.min(step, steps - 1) * STEP_K  # the last step loads its own columns again: no branch
                 x_next = stage_x(X, part[1], n_in, t0, T, k_next, tid, threads)

@@ -138,10 +138,9 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col
     loads in flight), the other whole groups with the padding masked, then the short last group, if any."""
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
-    block = ti.static(quant.BLOCK[scheme])
     span = ti.static(per_word * lanes)
     unroll = ti.static(4 if tile == 1 else 1)  # words in flight per lane
-    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words: the scales follow the codes
+    scale_at = quant.first_scale_word(n_in, scheme)
     groups = scale_at // lanes  # whole groups (lanes words each)
     clean = n_in // span  # whole groups without a padding element
     entries = lane_table(lane, lanes, scheme)
@@ -167,44 +166,39 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col
     return acc
 
 
-
 @ti.func
-def element_place(k: ti.i32, n_in: ti.i32, lanes: ti.template(), scheme: ti.template()) -> ti.math.ivec3:
-    """Where element k of a row lies in the GPU's code order: (word, slot, scale word), counted from the row's start.
-    In a whole group g (S = lanes·per_word elements) slot (k mod S) // lanes of word g·lanes + k mod lanes; in the
-    short last group of G words, slot k' // G of word groups·lanes + k' mod G (k' = k - groups·S)."""
+def element_words(W: ti.template(), layer: ti.i32, o: ti.i32, k: ti.i32, n_in: ti.i32, lanes: ti.template(),
+                  scheme: ti.template()) -> ti.math.uvec2:
+    """The two words element k of row o needs, shifted so that its code and its block's scale are their low bits
+    (`element_value` decodes them). In the GPU's code order, k lies in a whole group g (S = lanes·per_word elements)
+    at slot (k mod S) // lanes of word g·lanes + k mod lanes; in the short last group of G words, at slot k' // G of
+    word groups·lanes + k' mod G (k' = k - groups·S)."""
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
-    block = ti.static(quant.BLOCK[scheme])
     span = ti.static(per_word * lanes)
-    scale_at = (n_in + block - 1) // block * block // per_word  # quant.code_words: the scales follow the codes
+    scale_at = quant.first_scale_word(n_in, scheme)
     groups = scale_at // lanes  # whole groups
     short = ti.max(scale_at - groups * lanes, 1)  # words of the short last group (1 when there is none)
     g = ti.min(k // span, groups)
     inner = k - g * span
     in_short = g == groups
-    return ti.math.ivec3(g * lanes + ti.select(in_short, inner % short, inner % lanes),
-                         ti.select(in_short, inner // short, inner // lanes),
-                         scale_at + quant.scale_word(k // block, scheme))
+    word = g * lanes + ti.select(in_short, inner % short, inner % lanes)
+    slot = ti.select(in_short, inner // short, inner // lanes)
+    b = k // ti.static(quant.BLOCK[scheme])
+    half = ti.static(0 if scheme == "int8" else 16)  # NF4/SF4: two blocks' scales a word, the odd one high
+    return ti.math.uvec2(W[layer, o, word] >> (ti.static(32 // per_word) * slot),
+                         W[layer, o, scale_at + quant.scale_word(b, scheme)] >> (half * (b % 2)))
 
 
 @ti.func
-def element_words(W: ti.template(), layer: ti.i32, o: ti.i32, k: ti.i32, n_in: ti.i32, lanes: ti.template(),
-                  scheme: ti.template()) -> ti.math.uvec2:
-    """The two words that element k of row o needs: its codes' word and its block's scale word (`element_place`)."""
-    place = element_place(k, n_in, lanes, scheme)
-    return ti.math.uvec2(W[layer, o, place[0]], W[layer, o, place[2]])
-
-
-@ti.func
-def element_value(words: ti.math.uvec2, k: ti.i32, n_in: ti.i32, entries: ti.template(), lanes: ti.template(),
+def element_value(words: ti.math.uvec2, entries: ti.template(), lanes: ti.template(),
                   scheme: ti.template()) -> ti.f32:
-    """Element k dequantized from its `element_words`, as quant.code_weight (NF4/SF4 on CUDA: the table by shuffle,
-    `table_value`, so every lane of the warp calls this)."""
-    slot = element_place(k, n_in, lanes, scheme)[1]
-    scale = quant.decode_scale(words[1], k // ti.static(quant.BLOCK[scheme]), scheme)
+    """An element dequantized from its `element_words` (code and scale in their low bits: slot 0 of an even block),
+    as quant.code_weight (NF4/SF4 on CUDA: the table by shuffle, `table_value`, so every lane of the warp calls
+    this)."""
+    scale = quant.decode_scale(words[1], 0, scheme)
     w = 0.0
     if ti.static(scheme == "int8"):
-        w = quant.code_weight(words[0], slot, scale, scheme)
+        w = quant.code_weight(words[0], 0, scale, scheme)
     else:
-        w = table_value(entries, (words[0] >> (4 * slot)) & 0xF, lanes, scheme) * scale[0]
+        w = table_value(entries, words[0] & 0xF, lanes, scheme) * scale[0]
     return w

@@ -164,6 +164,13 @@ def block_scale(W: ti.template(), layer: ti.i32, o: ti.i32, scale_at: ti.i32, b:
 
 
 @ti.func
+def first_scale_word(n_in: ti.i32, scheme: ti.template()) -> ti.i32:
+    """`code_words` on the device: a row's first scale word, after the codes of its padded length."""
+    block = ti.static(BLOCK[scheme])
+    return (n_in + block - 1) // block * block // ti.static(CODES_PER_WORD[scheme])
+
+
+@ti.func
 def scale_word(b: ti.i32, scheme: ti.template()) -> ti.i32:
     """The scale word of block b, counted from the row's first one: Int8 one word a block, NF4/SF4 two blocks a word."""
     return b if ti.static(scheme == "int8") else b // 2

@@ -56,7 +56,7 @@ def dot_tile_quantized(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.templat
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     G = ti.static(GROUP // per_word)
-    scale_at = (n_in + quant.BLOCK[scheme] - 1) // quant.BLOCK[scheme] * quant.BLOCK[scheme] // per_word
+    scale_at = quant.first_scale_word(n_in, scheme)
     n_groups = n_in // GROUP
     for g in range(n_groups):
         acc += group_dot(W, layer, o, X, x_col, rows, g, scale_at, tile, scheme)
