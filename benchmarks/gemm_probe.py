@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--variants", default="64x64x32x4,64x64x16x4,64x32x16x4")  # BLOCK_T x MAX_ROWS x STEP_K x UNROLL_K
     p.add_argument("--repeats", type=int, default=20)
     a = p.parse_args()
-    print("arch:", kernels.init(a.arch), flush=True)
+    print("arch:", kernels.init(a.arch, "taichi"), flush=True)  # probes Taichi's runtime (ti.ndarray, ti.graph)
     import taichi as ti
     from kernels import gpu_gemm
     from kernels.common import ACT_NONE

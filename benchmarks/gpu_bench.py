@@ -7,7 +7,8 @@
 2. speed: for each --speed variant, a random model of the given shape (written by the project's generator into
    --cache, reused by later runs), prefill of --prefill tokens, --decode greedy steps at batch 1 and at --batch;
    prints RESULT lines with tok/s.
-One process runs one arch (Taichi's rule); run it once per arch.
+One process runs one arch (Taichi's rule), and one runtime (--runtime: on Vulkan, "commands" runs recorded passes
+as our own command buffers, "taichi" as Taichi's graphs); run it once per arch and runtime.
 
 Quantized weights (spec/quant.md): --check-quant int8,nf4,sf4 adds, per checked variant, a check with all but the
 last layer quantized with each scheme (reference with the same settings vs Taichi, fp32).
@@ -144,6 +145,26 @@ def profile(model, batch: int) -> None:
         task_times(model)
 
 
+def dispatch_times(model, batch: int) -> None:
+    """--timestamps (runtime "commands"): device time per kernel task of whole recorded passes, from timestamps in
+    the command buffer, summed over the layers: decode at batch 1 and at `batch`, and a 256-token prefill chunk."""
+    from collections import defaultdict
+
+    for label, lengths in (("decode b1", (1,)), (f"decode b{batch}", (1,) * batch), ("prefill 256", (256,))):
+        state = model.new_state(len(lengths))
+        model.forward([[1] * n for n in lengths], state, inplace=True)  # records this shape's pass
+        replay, _ = model.passes.replays[(lengths, False)]
+        times = replay.dispatch_times(**{f"state_{name}": array for name, array in state.fields.items()})
+        totals, counts = defaultdict(float), defaultdict(int)
+        for name, seconds in times:
+            totals[name] += seconds
+            counts[name] += 1
+        print(f"TIMESTAMPS {label}: {len(times)} dispatches, {sum(totals.values()) * 1e3:.3f} ms", flush=True)
+        for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1])[:14]:
+            print(f"TIMESTAMPS {label}   {name:48s} {counts[name]:4d} x {seconds / counts[name] * 1e6:8.1f} us "
+                  f"= {seconds * 1e3:7.3f} ms", flush=True)
+
+
 def task_times(model) -> None:
     """v7: each task of the layer kernel alone (one layer's launch holding only that task, replayed in a graph)."""
     from kernels import v7
@@ -166,6 +187,7 @@ def phases(model, steps: int = 20) -> None:
     device, every layer, the head), the logits read-back, and the whole forward call."""
     import taichi as ti
 
+    from kernels.embed import GRAPH_IDS
     from kernels.readback import read_rows
 
     state = model.new_state(1)
@@ -185,6 +207,14 @@ def phases(model, steps: int = 20) -> None:
         for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
             totals[key] += seconds
     print("PHASES decode b1: " + ", ".join(f"{k} {v / steps * 1e3:.2f} ms" for k, v in totals.items()), flush=True)
+    replay, _ = model.passes.replays[((1,), False)]  # the recorded pass alone, run back to back
+    state_roles = {f"state_{name}": array for name, array in state.fields.items()}
+    ids = ti.Vector([1] + [0] * (GRAPH_IDS - 1))
+    start = time.perf_counter()
+    for _ in range(steps):
+        replay.run(ids=ids, **state_roles)
+    ti.sync()
+    print(f"PHASES decode b1: the recorded pass alone {(time.perf_counter() - start) / steps * 1e3:.2f} ms", flush=True)
 
 
 def main() -> None:
@@ -197,15 +227,21 @@ def main() -> None:
     parser.add_argument("--embd", type=int, default=2048)
     parser.add_argument("--vocab", type=int, default=65536)
     parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--runtime", default="auto", help="auto, taichi or commands (kernels/__init__.py: runtime)")
     parser.add_argument("--prefill", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--profile", action="store_true", help="also time every kernel of one decode step")
     parser.add_argument("--phases", action="store_true", help="also split a decode step into graph and read-back")
+    parser.add_argument("--timestamps", action="store_true", help="runtime commands: device time per task of a pass")
     parser.add_argument("--check-quant", default="", help="schemes to check as well (comma-separated: int8,nf4,sf4)")
     parser.add_argument("--quant-types", default="", help="time each --speed variant with these (none,int8,nf4,sf4), "
                         "every layer quantized, on in-memory models (repeated_layer_model)")
     args = parser.parse_args()
+    import kernels
+
+    kernels.init(args.arch, args.runtime)  # the models below take this process's arch and runtime
+    print(f"runtime {kernels.runtime()} on {kernels.current_arch()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for variant in filter(None, args.check.split(",")):
             for scheme in ["none"] + list(filter(None, args.check_quant.split(","))):
@@ -227,10 +263,12 @@ def main() -> None:
         print(f"model {variant} L{args.layers} C{args.embd} V{args.vocab} ready in "
               f"{time.perf_counter() - start:.0f} s on {model.arch}", flush=True)
         for key, value in speed(model, args.prefill, args.decode, args.batch).items():
-            print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
+            print(f"RESULT speed arch={model.arch} runtime={model.runtime} variant={variant} L{args.layers} C{args.embd} "
                   f"precision={args.precision} {key}={value:.1f}", flush=True)
         if args.profile:
             profile(model, args.batch)
+        if args.timestamps:
+            dispatch_times(model, args.batch)
         del model
 
 
@@ -247,12 +285,14 @@ def quantized_speed(args) -> None:
                   f"{time.perf_counter() - start:.0f} s on {model.arch}; weights {model.info.weight_bytes / 2**20:.0f} "
                   "MiB on the device", flush=True)
             for key, value in speed(model, args.prefill, args.decode, args.batch).items():
-                print(f"RESULT speed arch={model.arch} variant={variant} L{args.layers} C{args.embd} "
+                print(f"RESULT speed arch={model.arch} runtime={model.runtime} variant={variant} L{args.layers} C{args.embd} "
                       f"precision={args.precision} quant={scheme} {key}={value:.1f}", flush=True)
             if args.profile and scheme == "none":
                 profile(model, args.batch)
             elif args.phases:
                 phases(model)
+            if args.timestamps:
+                dispatch_times(model, args.batch)
             del model
 
 

@@ -285,7 +285,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--only", default="readers,transfers")
     args = parser.parse_args()
-    print("arch", kernels.init(args.arch), "lanes", lanes.LANES)
+    print("arch", kernels.init(args.arch, "taichi"), "lanes", lanes.LANES)  # probes Taichi's runtime
     if "launches" in args.only:
         probe_launches(args.repeats)
     if "transfers" in args.only:

@@ -116,6 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.kernel_profiler:
         enable_kernel_profiler()
+    import kernels
+
+    kernels.init(args.arch, "taichi")  # Taichi's runtime and its profiler (runtime "commands": gpu_bench --timestamps)
     two_layers = two_layer_tensors(args.variant, args.embd, args.vocab)
     for scheme in args.quant_types.split(","):
         model = repeated_layer_model(two_layers, args.layers, scheme, args.arch, args.precision)

@@ -18,11 +18,11 @@ from ai00ref.ref.model import check_tokens
 from ai00ref.ref.state import RecurrentState, V7State, to_official, zero_state
 from ai00ref.weights.canonical import Weights
 from ai00ref.weights.quant import QuantizedMatrix
-from kernels import gpu_gemm, quant
+from kernels import arrays, gpu_gemm, quant
 from kernels.embed import GRAPH_IDS, embed_from_argument, embed_from_array
 from kernels.head import head_kernel
 from kernels.lanes import TOKEN_TILE
-from kernels.launch import Replay, recording
+from kernels.launch import pass_replay, recording
 from kernels.readback import read_rows
 
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
@@ -50,8 +50,8 @@ def to_device(value, matrix_dtype, name: str = ""):
 
 
 def device_bytes(value) -> int:
-    """Bytes of every Taichi ndarray in `value` (an ndarray, or dataclasses, tuples and LayerGroups holding them)."""
-    if isinstance(value, ti.Ndarray):
+    """Bytes of every device array in `value` (an array, or dataclasses, tuples and LayerGroups holding them)."""
+    if arrays.is_array(value):
         return int(np.prod(value.shape)) * {ti.f16: 2, ti.f32: 4, ti.u32: 4, ti.i32: 4}[value.dtype]
     if isinstance(value, (tuple, list)):
         return sum(device_bytes(v) for v in value)
@@ -77,7 +77,7 @@ class Workspace:
     def buffer(self, name: str, shape: tuple, dtype=ti.f32) -> ti.Ndarray:
         key = (name, tuple(shape), dtype)
         if key not in self._buffers:
-            self._buffers[key] = ti.ndarray(dtype, tuple(shape))
+            self._buffers[key] = arrays.new(dtype, tuple(shape))
         return self._buffers[key]
 
 
@@ -154,16 +154,11 @@ def _stacked(arrays, dtype) -> ti.Ndarray:
 
 def _on_device(array, dtype) -> ti.Ndarray:
     """A host array on the device in `dtype` (f16 or f32)."""
-    host = np.asarray(array, np.float32).astype(np.float16 if dtype == ti.f16 else np.float32)
-    device = ti.ndarray(dtype, host.shape)
-    device.from_numpy(host)
-    return device
+    return arrays.upload(np.asarray(array, np.float32), dtype)
 
 
 def _upload(array: np.ndarray) -> ti.Ndarray:
-    device = ti.ndarray(ti.i32, array.shape)
-    device.from_numpy(array)
-    return device
+    return arrays.upload(array, ti.i32)
 
 
 def device_transposed(host_class) -> tuple[str, ...]:
@@ -187,12 +182,10 @@ class TaichiState:
 
     @classmethod
     def from_host(cls, state: RecurrentState) -> "TaichiState":
-        arrays = {}
+        fields = {}
         for name, value in state.arrays().items():
-            value = np.ascontiguousarray(_device_layout(type(state), name, value), dtype=np.float32)
-            arrays[name] = ti.ndarray(ti.f32, value.shape)
-            arrays[name].from_numpy(value)
-        return cls(type(state), arrays)
+            fields[name] = arrays.upload(_device_layout(type(state), name, value), ti.f32)
+        return cls(type(state), fields)
 
     def to_host(self) -> RecurrentState:
         return self.host_class(**{name: np.ascontiguousarray(_device_layout(self.host_class, name, a.to_numpy()))
@@ -203,7 +196,7 @@ class TaichiState:
         return next(iter(self.fields.values())).shape[0]
 
     def copy(self) -> "TaichiState":
-        copies = {name: ti.ndarray(ti.f32, a.shape) for name, a in self.fields.items()}
+        copies = {name: arrays.new(ti.f32, a.shape) for name, a in self.fields.items()}
         for name, a in self.fields.items():
             copies[name].copy_from(a)
         return TaichiState(self.host_class, copies)
@@ -236,20 +229,23 @@ class TaichiModel:
     """The fast engine. `arch`: auto | vulkan | cuda | cpu; `precision`: fp32 | fp16 (weights; f32 arithmetic).
 
     `graph=True` records each pass shape once and replays it as a compiled `ti.graph` (kernels/launch.py);
-    `graph=False` launches every kernel from Python (slower, same results). A forward runs in passes of at most
+    `graph=False` launches every kernel from Python (slower, same results). `runtime` (kernels/__init__.py): on Vulkan,
+    "commands" (the default) runs recorded passes as our own command buffers (kernels/vk), "taichi" as `ti.graph`s. A forward runs in passes of at most
     `token_chunk_size` tokens over all rows together (`split_passes`).
     """
 
     backend = "taichi"
 
     def __init__(self, weights: Weights, arch: str = "auto", precision: str = "fp32",
-                 initial_state: RecurrentState | None = None, graph: bool = True, token_chunk_size: int = 256):
+                 initial_state: RecurrentState | None = None, graph: bool = True, token_chunk_size: int = 256,
+                 runtime: str = "auto"):
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if token_chunk_size < 1:
             raise ValueError(f"token_chunk_size must be positive, got {token_chunk_size}")
         self.token_chunk_size = token_chunk_size
-        self.arch = kernels.init(arch)
+        self.arch = kernels.init(arch, runtime)
+        self.runtime = kernels.runtime()
         self.precision = precision
         self.info = weights.info
         dtype = PRECISIONS[precision]
@@ -336,7 +332,7 @@ class TaichiModel:
                 logits = self.launch_pass(inputs, state, plan, full_output)
             roles = {id(a): f"state_{name}" for name, a in state.fields.items()}  # passed anew on every run
             roles[id(inputs)] = "ids"
-            self.passes.replays[key] = (Replay(calls, roles), logits)
+            self.passes.replays[key] = (pass_replay(calls, roles, outputs=(logits,)), logits)
         replay, logits = self.passes.replays[key]
         replay.run(ids=inputs, **{f"state_{name}": a for name, a in state.fields.items()})
         return logits

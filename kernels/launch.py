@@ -2,7 +2,8 @@
 
 A decode step is hundreds of small launches, and each Python-side launch costs 40-100 us of host time
 (anchors.md §3.4). Recording one forward pass and replaying it as a compiled graph costs ~1.4 us (x64) to
-~13 us (Vulkan) per dispatch instead. Kernels are declared with `@kernel` (instead of `@ti.kernel`); their
+~13 us (Vulkan) per dispatch instead; in the "commands" runtime (kernels/vk) a recorded pass is one Vulkan command
+buffer, recorded once, and a run costs one submit. Kernels are declared with `@kernel` (instead of `@ti.kernel`); their
 arguments are ndarrays and i32/f32 scalars only (graphs take no template arguments: compile-time
 switches are baked in by kernel factories).
 """
@@ -12,6 +13,9 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 import taichi as ti
+
+import kernels
+from kernels import arrays
 
 _recording = None  # a list of (ti kernel, args) while recording, else None
 _profile = None  # kernel name -> [launches, seconds] while profiling, else None
@@ -34,6 +38,8 @@ def kernel(fn):
                              if "<locals>" in fn.__qualname__ else fn.__name__]
             entry[0] += 1
             entry[1] += time.perf_counter() - start
+        elif kernels.runtime() == "commands":
+            _launch_commands(compiled, args)
         else:
             compiled(*args)
 
@@ -64,6 +70,35 @@ def profiling():
         _profile = None
 
 
+def _launch_commands(compiled, args) -> None:
+    """One launch in the "commands" runtime: a pass of one call, run now."""
+    replay = pass_replay([(compiled, args)], {})
+    try:
+        replay.run()
+    finally:
+        replay.close()
+
+
+def pass_replay(calls: list, roles: dict[int, str], outputs: tuple = ()):
+    """A recorded pass, compiled for the runtime in use: a `Replay` (ti.graph) or a `CommandReplay` (kernels/vk),
+    which also copies `outputs` (arrays the host reads after a run) to host memory as its last command."""
+    if kernels.runtime() == "commands":
+        from kernels.vk.replay import CommandReplay
+        return CommandReplay(_programs(), calls, roles, outputs)
+    return Replay(calls, roles)
+
+
+_shared_programs = None
+
+
+def _programs():
+    global _shared_programs
+    if _shared_programs is None:
+        from kernels.vk.replay import Programs
+        _shared_programs = Programs(arrays.context())
+    return _shared_programs
+
+
 def kernel_name(compiled) -> str:
     return getattr(compiled, "func", compiled).__qualname__.replace(".<locals>", "")
 
@@ -76,19 +111,20 @@ def time_recorded(calls: list, repeats: int = 30) -> dict[str, tuple[int, float]
     """
     first, counts = {}, defaultdict(int)
     for compiled, args in calls:  # one entry per kernel and argument shapes: the head is not a layer matrix
-        shapes = [tuple(a.shape) for a in args if isinstance(a, ti.Ndarray)]
+        shapes = [tuple(a.shape) for a in args if arrays.is_array(a)]
         name = f"{kernel_name(compiled)} {max(shapes, key=lambda s: (len(s), s), default=())}"
         counts[name] += 1
         first.setdefault(name, (compiled, args))
     table = {}
     for name, (compiled, args) in first.items():
-        replay = Replay([(compiled, args)] * repeats, {})
+        replay = pass_replay([(compiled, args)] * repeats, {})
         replay.run()
         ti.sync()
         start = time.perf_counter()
         replay.run()
         ti.sync()
         table[name] = (counts[name], (time.perf_counter() - start) / repeats)
+        replay.close()
     return table
 
 
@@ -126,3 +162,6 @@ class Replay:
         """Run the graph; `role_arrays` gives this run's array or vector for each role (the state's fields, the ids)."""
         self.arguments.update(role_arrays)
         self.graph.run(self.arguments)
+
+    def close(self) -> None:
+        """Nothing to free: the graph goes with the object."""

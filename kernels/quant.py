@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import taichi as ti
 
+from kernels import arrays
 from ai00ref.weights.quant import FP4_BLOCK, INT8_BLOCK, TABLES, QuantizedMatrix
 
 DENSE = "dense"  # a float matrix (f16 or f32, the precision's dtype)
@@ -115,9 +116,7 @@ class QuantizedRows:
 
 def upload(matrix: QuantizedMatrix) -> QuantizedRows:
     rows = arch_order(device_rows(matrix), matrix.scheme, matrix.shape[1])[None]
-    device = ti.ndarray(ti.u32, rows.shape)
-    device.from_numpy(rows)
-    return QuantizedRows(matrix.scheme, matrix.shape, device)
+    return QuantizedRows(matrix.scheme, matrix.shape, arrays.upload(rows, ti.u32))
 
 
 # ---- device side: one word of codes -> its dequantized weights ----

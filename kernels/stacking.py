@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import taichi as ti
 
+from kernels import arrays
 from kernels.launch import kernel
 from kernels.quant import DENSE
 
@@ -78,9 +79,7 @@ def upload(per_layer, dtype) -> ti.Ndarray:
     quantized rows, kernels/quant.py)."""
     host = np.stack([np.asarray(a, np.uint32 if dtype == np.uint32 else np.float32) for a in per_layer]).astype(dtype)
     assert host.size <= MAX_ELEMENTS, "stack_in_groups keeps every stack within Taichi's index range"
-    device = ti.ndarray({np.float16: ti.f16, np.float32: ti.f32, np.uint32: ti.u32}[dtype], host.shape)
-    device.from_numpy(host)
-    return device
+    return arrays.upload(host, {np.float16: ti.f16, np.float32: ti.f32, np.uint32: ti.u32}[dtype])
 
 
 def layer_launch(body, storage: str):

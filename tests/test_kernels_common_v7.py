@@ -49,14 +49,13 @@ def _started(taichi_arch):
 # ---- helpers ----
 
 def dev(array, dtype=None):
-    """Host array -> Taichi ndarray (f32, or f16 / i32 by dtype)."""
+    """Host array -> device array (f32, or f16 / i32 by dtype) of the runtime in use (kernels/arrays.py)."""
+    from kernels import arrays
+
     array = np.asarray(array)
     if dtype is None:
         dtype = ti.i32 if array.dtype.kind in "iu" else ti.f32
-    host = {ti.f16: np.float16, ti.i32: np.int32}.get(dtype, np.float32)
-    out = ti.ndarray(dtype, array.shape)
-    out.from_numpy(np.ascontiguousarray(array, dtype=host))
-    return out
+    return arrays.upload(array, dtype)
 
 
 def rng_of(seed):

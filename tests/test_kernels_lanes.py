@@ -20,6 +20,8 @@ import taichi_arch
 
 ti = taichi_arch.import_taichi()
 
+from kernels.launch import kernel  # noqa: E402  (a test kernel runs on the runtime in use, as the engine's do)
+
 from ai00ref.ref import common as ref  # noqa: E402
 from ai00ref.ref import v4 as ref_v4  # noqa: E402
 from ai00ref.ref import v5 as ref_v5  # noqa: E402
@@ -45,7 +47,7 @@ f64 = functools.partial(np.asarray, dtype=np.float64)
 def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False):
     from kernels.lanes import linear_task
 
-    @ti.kernel
+    @kernel
     def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
             X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32, G: ti.types.ndarray(),
             g_col: ti.i32):
@@ -60,7 +62,7 @@ def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False):
 def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
     from kernels.lanes import shift_mix_task
 
-    @ti.kernel
+    @kernel
     def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
             plan: ti.types.ndarray(), out: ti.types.ndarray()):
         shift_mix_task(x, vec, layer, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col, keep_delta)
@@ -71,7 +73,7 @@ def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
 def gather_norm_runner():
     from kernels.lanes import gather_norm_task
 
-    @ti.kernel
+    @kernel
     def run(x: ti.types.ndarray(), picks: ti.types.ndarray(), ln: ti.types.ndarray(), out: ti.types.ndarray()):
         gather_norm_task(x, picks, ln, ref.LN_EPS, out)
     return run
@@ -81,7 +83,7 @@ def gather_norm_runner():
 def v7_runner(task: str, shape, tile: int = 1):
     from kernels import v7
 
-    @ti.kernel
+    @kernel
     def run(vec: ti.types.ndarray(), mats: ti.types.ndarray(), second: ti.types.ndarray(), S: ti.types.ndarray(),
             plan: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32):
         if ti.static(task == "projections"):

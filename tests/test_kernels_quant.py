@@ -16,6 +16,8 @@ import taichi_arch
 
 ti = taichi_arch.import_taichi()
 
+from kernels.launch import kernel  # noqa: E402  (a test kernel runs on the runtime in use, as the engine's do)
+
 from ai00ref.ref import common as ref  # noqa: E402
 from ai00ref.weights.quant import SCHEMES, quantize  # noqa: E402
 from test_kernels_common_v7 import assert_close, dev, normal, rng_of, seeds  # noqa: E402
@@ -29,9 +31,9 @@ def _started(taichi_arch):
 
 
 def u32(array):
-    out = ti.ndarray(ti.u32, array.shape)
-    out.from_numpy(np.ascontiguousarray(array, dtype=np.uint32))
-    return out
+    from kernels import arrays
+
+    return arrays.upload(array, ti.u32)
 
 
 @functools.cache
@@ -39,7 +41,7 @@ def quantized_linear_runner(scheme: str, tile: int):
     from kernels.common import ACT_NONE
     from kernels.lanes import linear_task
 
-    @ti.kernel
+    @kernel
     def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
             X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32):
         linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, ACT_NONE, True, tile, storage=scheme)
@@ -50,7 +52,7 @@ def quantized_linear_runner(scheme: str, tile: int):
 def half_runner():
     from kernels.quant import half_to_f32
 
-    @ti.kernel
+    @kernel
     def run(bits: ti.types.ndarray(), out: ti.types.ndarray()):
         for i in range(bits.shape[0]):
             out[i] = half_to_f32(bits[i])
@@ -115,7 +117,7 @@ def test_quantized_tiled_products(scheme):
 def v7_projections_runner(shape, scheme: str):
     from kernels import v7
 
-    @ti.kernel
+    @kernel
     def run(mats: ti.types.ndarray(), low: ti.types.ndarray(), sc: ti.types.ndarray(), layer: ti.i32):
         v7.projections_task(shape, mats, low, layer, sc, 64, scheme)
     return run

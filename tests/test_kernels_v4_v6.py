@@ -31,10 +31,9 @@ def rel_l2(ours: np.ndarray, ref: np.ndarray) -> float:
 
 def device(array: np.ndarray):
     import taichi as ti
+    from kernels import arrays
 
-    out = ti.ndarray(ti.f32, array.shape)
-    out.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    return out
+    return arrays.upload(array, ti.f32)
 
 
 def plan_for(lengths):

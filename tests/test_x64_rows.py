@@ -19,6 +19,8 @@ import taichi_arch
 
 ti = taichi_arch.import_taichi()
 
+from kernels.launch import kernel  # noqa: E402  (a test kernel runs on the runtime in use, as the engine's do)
+
 from ai00ref.weights.quant import SCHEMES, quantize  # noqa: E402
 from test_kernels_common_v7 import ACTIVATIONS, assert_close, dev, dims, normal, rng_of, seeds  # noqa: E402
 
@@ -62,7 +64,7 @@ def started(taichi_arch):
 def x64_linear_runner(act: int, accumulate: bool, tile: int):
     from kernels import x64_tasks
 
-    @ti.kernel
+    @kernel
     def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
             X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32):
         x64_tasks.linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile)
