@@ -1,4 +1,4 @@
-"""One Vulkan device of our own, for replaying Taichi's compiled tasks from recorded command buffers (spec/kernels.md §9).
+"""One Vulkan device of our own, for replaying Taichi's compiled tasks from recorded command buffers (spec/kernels.md §8).
 
 Taichi 1.7 records every dispatch of every launch anew on the host (a descriptor set per task, an argument buffer per
 launch) and submits when it has been pending 2 ms; a decode step of a 24-layer model spends more time recording than
@@ -156,6 +156,15 @@ def full_barrier(cb) -> None:
               | vk.VK_PIPELINE_STAGE_HOST_BIT)
     vk.vkCmdPipelineBarrier(cb, stages, stages, 0, 1, [vk.VkMemoryBarrier(srcAccessMask=access, dstAccessMask=access)],
                             0, None, 0, None)
+
+
+def compute_barrier(cb) -> None:
+    """Every earlier shader write is visible to every later shader access: between two dispatches of a pass, where no
+    transfer or host access comes between (the pass's first and last barriers are `full_barrier`s)."""
+    vk.vkCmdPipelineBarrier(cb, vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+                            [vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT,
+                                                dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT
+                                                | vk.VK_ACCESS_SHADER_WRITE_BIT)], 0, None, 0, None)
 
 
 def _choose_physical(instance, allow_software: bool):

@@ -11,7 +11,7 @@ import vulkan as vk
 
 from kernels.vk.arrays import VkArray
 from kernels.vk.code import ARGS, EXT_ARR, GLOBAL_TMPS, KernelCode, compile_kernel
-from kernels.vk.context import WHOLE_SIZE, full_barrier
+from kernels.vk.context import WHOLE_SIZE, compute_barrier, full_barrier
 
 GLOBAL_TMPS_BYTES = 1 << 20  # Taichi's kGtmpBufferSize
 
@@ -127,8 +127,9 @@ class CommandReplay:
         vk.vkEndCommandBuffer(cb)
 
     def _record_dispatches(self, cb, timestamps=None) -> None:
-        """Every dispatch, each followed by the barrier Taichi puts after a task; with a query pool, a timestamp after
-        the first barrier and after each dispatch's."""
+        """Every dispatch, each followed by a barrier as Taichi puts one after each task (shader writes before it are
+        visible to shader accesses after it; the last is a full barrier for the transfers and the host); with a query
+        pool, a timestamp after the first barrier and after each dispatch's."""
         full_barrier(cb)
         if timestamps is not None:
             vk.vkCmdWriteTimestamp(cb, vk.VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps, 0)
@@ -136,7 +137,7 @@ class CommandReplay:
             vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline)
             vk.vkCmdBindDescriptorSets(cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, [descriptor], 0, None)
             vk.vkCmdDispatch(cb, groups, 1, 1)
-            full_barrier(cb)
+            (full_barrier if i == len(self.dispatches) - 1 else compute_barrier)(cb)
             if timestamps is not None:
                 vk.vkCmdWriteTimestamp(cb, vk.VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps, i + 1)
 
