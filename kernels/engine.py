@@ -295,7 +295,7 @@ class TaichiModel:
             state = state.copy()
         rows = check_tokens(tokens, state.batch, self.info.n_vocab)
         done = [0] * len(rows)  # tokens of each row consumed so far
-        last_logits = np.zeros((len(rows), self.info.n_vocab), np.float32)
+        last_logits = None  # (B, V): a decode pass's read-back itself, else filled row by row from zeros
         every_logits = [[] for _ in rows]
         for take in split_passes([len(r) for r in rows], self.token_chunk_size):
             plan = self.passes.get(take)
@@ -309,9 +309,16 @@ class TaichiModel:
                     every_logits[b].append(host[a:z])
             elif finishing:
                 host = read_rows(logits)
+                if last_logits is None and len(finishing) == len(rows) == host.shape[0]:
+                    last_logits = host  # every row ends in this pass: its read-back is the answer
+                    continue
+                if last_logits is None:
+                    last_logits = np.zeros((len(rows), self.info.n_vocab), np.float32)
                 last_logits[finishing] = host[finishing]
         if full_output:
             return [np.concatenate(parts) for parts in every_logits], state
+        if last_logits is None:  # no row had tokens
+            last_logits = np.zeros((len(rows), self.info.n_vocab), np.float32)
         return last_logits, state
 
     def run_pass(self, ids: Sequence[int], state, plan: Pass, full_output: bool):

@@ -37,6 +37,27 @@ def test_one_process_keeps_one_runtime(taichi_arch):
         kernels.init(taichi_arch, "metal")
 
 
+def test_auto_falls_back_to_taichi_when_our_device_cannot_start(taichi_arch, monkeypatch):
+    """Without our Vulkan device (the `vulkan` package missing, say), "auto" takes Taichi's runtime with a warning and
+    an explicit "commands" fails with a message naming the cause."""
+    from kernels import arrays
+
+    def unavailable():
+        raise ImportError("No module named 'vulkan'")
+
+    monkeypatch.setattr(arrays, "context", unavailable)
+    assert kernels._start_runtime("vulkan", "auto") == "taichi"
+    with pytest.raises(RuntimeError, match="No module named 'vulkan'"):
+        kernels._start_runtime("vulkan", "commands")
+    assert kernels._start_runtime("cuda", "auto") == "taichi"
+    assert kernels._start_runtime("vulkan", "taichi") == "taichi"
+
+
+def test_an_allocation_past_the_device_memory_is_a_clear_error(commands):
+    with pytest.raises(MemoryError, match="cannot allocate"):
+        commands.context().buffer(1 << 50)
+
+
 @kernel
 def _mixed(a: ti.types.ndarray(), b: ti.types.ndarray(), c: ti.types.ndarray(), n: ti.i32, scale: ti.f32,
            v: ti.types.vector(4, ti.i32)):

@@ -24,16 +24,17 @@ class VkArray:
         self.context.upload(self.buffer, host.data)
 
     def to_numpy(self) -> np.ndarray:
+        count = self.nbytes // self.numpy_dtype.itemsize
         if self.host_copy is not None and self.host_copy_at == self.context.submits:
-            data = bytes(self.host_copy.mapped[:self.nbytes])  # copied at the end of the last pass (CommandReplay)
-        else:
-            data = self.context.download(self.buffer, self.nbytes)
-        return np.frombuffer(data, self.numpy_dtype).reshape(self.shape).copy()
+            # copied at the end of the last pass (CommandReplay): one copy out of the mapped memory
+            return np.frombuffer(self.host_copy.mapped, self.numpy_dtype, count).reshape(self.shape).copy()
+        data = self.context.download(self.buffer, self.nbytes)
+        return np.frombuffer(data, self.numpy_dtype, count).reshape(self.shape)
 
     def shadow(self):
         """A host-visible buffer of this array's size, which a pass can copy the array into as its last command."""
         if self.host_copy is None:
-            self.host_copy = self.context.buffer(self.nbytes, host=True)
+            self.host_copy = self.context.buffer(self.nbytes, host=True, read=True)
         return self.host_copy
 
     def copy_from(self, other: "VkArray") -> None:

@@ -62,14 +62,23 @@ class VkContext:
         self._transfer = self.command_buffer()
 
     # --- buffers -----------------------------------------------------------------------------------------------
-    def buffer(self, size: int, usage: int = STORAGE, host: bool = False) -> Buffer:
-        size = max(int(size), 16)
-        handle = vk.vkCreateBuffer(self.device, vk.VkBufferCreateInfo(
-            size=size, usage=usage, sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
-        needs = vk.vkGetBufferMemoryRequirements(self.device, handle)
-        kind = self._memory_type(needs.memoryTypeBits, HOST if host else DEVICE)
-        memory = vk.vkAllocateMemory(self.device, vk.VkMemoryAllocateInfo(
-            allocationSize=needs.size, memoryTypeIndex=kind), None)
+    def buffer(self, size: int, usage: int = STORAGE, host: bool = False, read: bool = False) -> Buffer:
+        """A buffer in device-local memory, or with `host` in host-visible memory mapped for the host; `read`: one the
+        host reads from, cached on the host where the device offers such memory (uncached reads are slow)."""
+        size, handle = max(int(size), 16), None
+        try:
+            handle = vk.vkCreateBuffer(self.device, vk.VkBufferCreateInfo(
+                size=size, usage=usage, sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
+            needs = vk.vkGetBufferMemoryRequirements(self.device, handle)
+            wanted = [HOST | vk.VK_MEMORY_PROPERTY_HOST_CACHED_BIT] * read + [HOST] if host else [DEVICE]
+            memory = vk.vkAllocateMemory(self.device, vk.VkMemoryAllocateInfo(
+                allocationSize=needs.size, memoryTypeIndex=self._memory_type(needs.memoryTypeBits, *wanted)), None)
+        except vk.VkError as e:
+            if handle is not None:
+                vk.vkDestroyBuffer(self.device, handle, None)
+            where = "host-visible" if host else "device"
+            raise MemoryError(f"Vulkan device {self.name}: cannot allocate {size / 2**20:.1f} MiB of {where} memory "
+                              f"({type(e).__name__})") from e
         vk.vkBindBufferMemory(self.device, handle, memory, 0)
         mapped = vk.vkMapMemory(self.device, memory, 0, size, 0) if host else None
         return Buffer(handle, memory, size, mapped)
@@ -80,11 +89,13 @@ class VkContext:
         vk.vkDestroyBuffer(self.device, buffer.handle, None)
         vk.vkFreeMemory(self.device, buffer.memory, None)
 
-    def _memory_type(self, allowed: int, flags: int) -> int:
-        for i in range(self.memory_types.memoryTypeCount):
-            if allowed & (1 << i) and (self.memory_types.memoryTypes[i].propertyFlags & flags) == flags:
-                return i
-        raise RuntimeError(f"Vulkan device {self.name} has no memory type with flags {flags:#x}")
+    def _memory_type(self, allowed: int, *preferences: int) -> int:
+        """The first memory type with all the flags of the first preference that any type meets."""
+        for flags in preferences:
+            for i in range(self.memory_types.memoryTypeCount):
+                if allowed & (1 << i) and (self.memory_types.memoryTypes[i].propertyFlags & flags) == flags:
+                    return i
+        raise RuntimeError(f"Vulkan device {self.name} has no memory type with flags {preferences[-1]:#x}")
 
     # --- transfers (each waits for the queue) ------------------------------------------------------------------
     STAGING_BYTES = 32 << 20
