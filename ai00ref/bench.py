@@ -70,6 +70,7 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--backend", default="ref", choices=["ref", "taichi"])
     parser.add_argument("--arch", help="taichi: auto, vulkan, cuda or cpu (default auto)")
     parser.add_argument("--precision", help="taichi: fp32 or fp16 (default fp32)")
+    parser.add_argument("--runtime", help="taichi on Vulkan: commands (our command buffers, the default) or taichi")
     parser.add_argument("--token-chunk-size", type=int, help="taichi: tokens per pass (default 256)")
     parser.add_argument("--quant", type=int, default=0, metavar="N", help="quantize the first N layers (default 0)")
     parser.add_argument("--quant-type", default="int8", choices=["int8", "nf4", "sf4"], help="(default int8)")
@@ -86,11 +87,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model or write_random_model(parse_random(args.random), Path(tmp) / "random.st")
         options = {k: v for k, v in (("arch", args.arch), ("precision", args.precision),
-                                      ("token_chunk_size", args.token_chunk_size)) if v is not None}
+                                      ("token_chunk_size", args.token_chunk_size), ("runtime", args.runtime))
+                   if v is not None}
         model = ai00ref.load_model(path, backend=args.backend, quant=args.quant, quant_type=args.quant_type,
                                    progress=True, **options)
     info = model.info
-    where = f"backend {args.backend}" + (f" on {model.arch}, {model.precision}" if args.backend == "taichi" else "")
+    where = f"backend {args.backend}" + (f" on {model.arch} ({model.runtime} runtime), {model.precision}"
+                                          if args.backend == "taichi" else "")
     print(f"model: {args.model or args.random} ({info.variant}, L{info.n_layer} C{info.n_embd} V{info.n_vocab}), {where}")
     quant = f"{info.quant_layers} layers {info.quant_type}" if info.quant_layers else "none"
     print(f"quant: {quant}; weights {info.weight_bytes / 2**20:.1f} MiB (fp16: {info.weight_bytes_fp16 / 2**20:.1f} "

@@ -142,9 +142,10 @@ def start_runtime(config, model_path: Path | None = None, on_stage=no_stage, war
     scheduler = Scheduler(engine, max_batch=config.model.max_batch, token_chunk_size=config.model.token_chunk_size,
                           initial_states={s.id: s.state for s in states}, default_state=default)
     arch = getattr(engine, "arch", "ref")
-    log.info("serving %s (%s %s, %d layers, C=%d, quant %d %s) on %s, %d slots", model_path, engine.info.version,
+    log.info("serving %s (%s %s, %d layers, C=%d, quant %d %s) on %s%s, %d slots", model_path, engine.info.version,
              engine.info.variant, engine.info.n_layer, engine.info.n_embd, engine.info.quant_layers,
-             engine.info.quant_type, arch, config.model.max_batch)
+             engine.info.quant_type, arch, f" ({engine.runtime} runtime)" if hasattr(engine, "runtime") else "",
+             config.model.max_batch)
     limits = GrammarLimits(max_grammar_bytes=config.bnf.max_grammar_bytes, compile_seconds=config.bnf.compile_seconds,
                            regex_memory_bytes=config.bnf.regex_memory_bytes, cache_entries=config.bnf.cache_entries,
                            start_nonterminal=config.bnf.start_nonterminal)
