@@ -1,4 +1,5 @@
-"""One Vulkan device of our own, for replaying Taichi's compiled tasks from recorded command buffers (spec/kernels.md §8).
+"""One Vulkan device of our own, for replaying Taichi's compiled tasks from recorded command buffers
+(spec/kernels.md §8).
 
 Taichi 1.7 records every dispatch of every launch anew on the host (a descriptor set per task, an argument buffer per
 launch) and submits when it has been pending 2 ms; a decode step of a 24-layer model spends more time recording than

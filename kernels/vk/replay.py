@@ -10,7 +10,7 @@ import taichi as ti
 import vulkan as vk
 
 from kernels.vk.arrays import VkArray
-from kernels.vk.code import ARGS, EXT_ARR, GLOBAL_TMPS, KernelCode, compile_kernel
+from kernels.vk.code import ARGS, EXT_ARR, KernelCode, compile_kernel
 from kernels.vk.context import WHOLE_SIZE, compute_barrier, full_barrier
 
 GLOBAL_TMPS_BYTES = 1 << 20  # Taichi's kGtmpBufferSize
@@ -78,8 +78,8 @@ class CommandReplay:
         self.pool = vk.vkCreateDescriptorPool(device, vk.VkDescriptorPoolCreateInfo(maxSets=max(tasks, 1), pPoolSizes=[
             vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, descriptorCount=max(tasks, 1)),
             vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=max(storage, 1))]), None)
-        self.role_vectors: dict[str, list] = {}  # role -> [(args buffer, code, argument)]
-        self.role_arrays: dict[str, list] = {}  # role -> [descriptor buffer info]
+        self.role_vectors: dict[str, list] = {}  # role -> [(argument buffer, Argument)] where the vector sits
+        self.role_arrays: dict[str, list] = {}  # role -> [index in self.writes] of the bindings of the array
         self.bound: dict[str, object] = {}  # role -> the value now in place
         self.writes, self.dispatches, self.labels = [], [], []
         for code, (kernel, args), args_buffer in zip(self.codes, calls, self.args_buffers):
@@ -89,31 +89,39 @@ class CommandReplay:
         self._record()
 
     def _prepare(self, code: KernelCode, args, args_buffer, roles, name: str) -> None:
+        """One launch: its argument buffer written, a descriptor set and a dispatch per task."""
         values = [a.shape if isinstance(a, VkArray) else tuple(a) if isinstance(a, ti.Matrix) else a for a in args]
         args_buffer.mapped[:] = bytes(code.argument_bytes(values)).ljust(args_buffer.size, b"\0")[:args_buffer.size]
         for argument in code.arguments:
             role = roles.get(id(args[argument.index]))
             if role and not argument.is_array:
-                self.role_vectors.setdefault(role, []).append((args_buffer, code, argument))
+                self.role_vectors.setdefault(role, []).append((args_buffer, argument))
                 self.bound[role] = args[argument.index]
         for index, task in enumerate(code.tasks):
             set_layout, layout, pipeline = self.programs.pipeline(code, index)
             descriptor = vk.vkAllocateDescriptorSets(self.context.device, vk.VkDescriptorSetAllocateInfo(
                 descriptorPool=self.pool, pSetLayouts=[set_layout]))[0]
             for binding, kind, arg in task.bindings:
-                buffer = {ARGS: args_buffer, GLOBAL_TMPS: self.programs.global_tmps}.get(kind)
-                if kind == EXT_ARR:
-                    buffer = args[arg].buffer
-                info = vk.VkDescriptorBufferInfo(buffer=buffer.handle, offset=0, range=WHOLE_SIZE)
-                self.writes.append(vk.VkWriteDescriptorSet(dstSet=descriptor, dstBinding=binding,
-                                                           descriptorType=_descriptor_type(kind),
-                                                           pBufferInfo=[info]))
-                role = roles.get(id(args[arg])) if kind == EXT_ARR else None
-                if role:
-                    self.role_arrays.setdefault(role, []).append(len(self.writes) - 1)
-                    self.bound[role] = args[arg]
+                self._bind(descriptor, binding, kind, args[arg] if kind == EXT_ARR else None, args_buffer, roles)
             self.dispatches.append((pipeline, layout, descriptor, task.groups))
             self.labels.append(f"{name.replace('.<locals>', '')} task {index}")
+
+    def _bind(self, descriptor, binding: int, kind: int, array, args_buffer, roles) -> None:
+        """The write of one binding of a task's descriptor set: the launch's argument buffer, Taichi's global
+        temporaries, or an array (remembered under its role, if it has one)."""
+        if kind == EXT_ARR:
+            buffer = array.buffer
+        elif kind == ARGS:
+            buffer = args_buffer
+        else:  # Taichi's global temporaries (code.py admits no other kind)
+            buffer = self.programs.global_tmps
+        info = vk.VkDescriptorBufferInfo(buffer=buffer.handle, offset=0, range=WHOLE_SIZE)
+        self.writes.append(vk.VkWriteDescriptorSet(dstSet=descriptor, dstBinding=binding,
+                                                   descriptorType=_descriptor_type(kind), pBufferInfo=[info]))
+        role = roles.get(id(array)) if array is not None else None
+        if role:
+            self.role_arrays.setdefault(role, []).append(len(self.writes) - 1)
+            self.bound[role] = array
 
     def _record(self) -> None:
         vk.vkUpdateDescriptorSets(self.context.device, len(self.writes), self.writes, 0, None)
@@ -186,7 +194,7 @@ class CommandReplay:
 
     def _patch_vector(self, role: str, vector) -> None:
         values = tuple(vector)
-        for args_buffer, code, argument in self.role_vectors[role]:
+        for args_buffer, argument in self.role_vectors[role]:
             for (offset, fmt), item in zip(argument.slots, values):
                 args_buffer.mapped[offset:offset + 4] = int(item).to_bytes(4, "little", signed=fmt == "i")
 
