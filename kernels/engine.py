@@ -202,10 +202,15 @@ class TaichiState:
         return TaichiState(self.host_class, copies)
 
     def assign_row(self, b: int, row: RecurrentState) -> None:
-        """Overwrite batch row b with the batch-1 host state `row` (a copy through the host: for admissions only)."""
+        """Overwrite batch row b with the batch-1 host state `row` (for admissions only): on our Vulkan device the row
+        alone is uploaded; a Taichi ndarray makes a round trip of the whole batch through the host."""
         for name, array in self.fields.items():
+            value = np.ascontiguousarray(_device_layout(self.host_class, name, row.arrays()[name][0]), np.float32)
+            if hasattr(array, "write_row"):
+                array.write_row(b, value)
+                continue
             host = array.to_numpy()
-            host[b] = _device_layout(self.host_class, name, row.arrays()[name][0])
+            host[b] = value
             array.from_numpy(np.ascontiguousarray(host, dtype=np.float32))
 
     def rows(self, index) -> "TaichiState":

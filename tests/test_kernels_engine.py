@@ -154,11 +154,12 @@ def test_assign_row_overwrites_one_row(models):
     graph, _ = models["v7"]
     _, state = graph.forward([[5], [6]], graph.new_state(2))
     _, other = graph.forward([[9, 9]], graph.new_state(1))
-    other_host = other.to_host()
+    other_host, before = other.to_host(), state.to_host()
     state.assign_row(1, other_host)
     host = state.to_host()
     for name, array in host.arrays().items():
         np.testing.assert_array_equal(array[1], other_host.arrays()[name][0])
+        np.testing.assert_array_equal(array[0], before.arrays()[name][0])  # the other row untouched
 
 
 @pytest.mark.parametrize("variant", ["v5.2", "v6", "v7"])

@@ -23,6 +23,13 @@ class VkArray:
             raise ValueError(f"array of shape {host.shape} into a device array of shape {self.shape}")
         self.context.upload(self.buffer, host.data)
 
+    def write_row(self, index: int, host: np.ndarray) -> None:
+        """Overwrite entry `index` of the leading axis with `host` (of the remaining axes' shape)."""
+        host = np.ascontiguousarray(host, dtype=self.numpy_dtype)
+        if host.shape != self.shape[1:] or not 0 <= index < self.shape[0]:
+            raise ValueError(f"row {index} of shape {host.shape} into a device array of shape {self.shape}")
+        self.context.upload(self.buffer, host.data, offset=index * host.nbytes)
+
     def to_numpy(self) -> np.ndarray:
         count = self.nbytes // self.numpy_dtype.itemsize
         if self.host_copy is not None and self.host_copy_at == self.context.submits:
