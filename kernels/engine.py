@@ -234,9 +234,10 @@ class TaichiModel:
     """The fast engine. `arch`: auto | vulkan | cuda | cpu; `precision`: fp32 | fp16 (weights; f32 arithmetic).
 
     `graph=True` records each pass shape once and replays it as a compiled `ti.graph` (kernels/launch.py);
-    `graph=False` launches every kernel from Python (slower, same results). `runtime` (kernels/__init__.py): on Vulkan,
-    "commands" (the default) runs recorded passes as our own command buffers (kernels/vk), "taichi" as `ti.graph`s. A forward runs in passes of at most
-    `token_chunk_size` tokens over all rows together (`split_passes`).
+    `graph=False` launches every kernel from Python (slower, same results). `runtime` (kernels/__init__.py): on
+    Vulkan, "commands" (the default) runs recorded passes as command buffers of our own (kernels/vk), "taichi" as
+    `ti.graph`s. A forward runs in passes of at most `token_chunk_size` tokens over all rows together
+    (`split_passes`).
     """
 
     backend = "taichi"
