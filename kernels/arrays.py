@@ -9,7 +9,7 @@ import taichi as ti
 
 import kernels
 
-_NUMPY = {ti.f16: np.float16, ti.f32: np.float32, ti.i32: np.int32, ti.u32: np.uint32}
+NUMPY = {ti.f16: np.float16, ti.f32: np.float32, ti.i32: np.int32, ti.u32: np.uint32}  # the device dtypes
 _context = None
 
 
@@ -32,7 +32,7 @@ def new(dtype, shape: tuple) -> object:
 
 def upload(host: np.ndarray, dtype) -> object:
     """A device array holding `host` converted to `dtype` (f16, f32, i32 or u32)."""
-    host = np.ascontiguousarray(host, dtype=_NUMPY[dtype])
+    host = np.ascontiguousarray(host, dtype=NUMPY[dtype])
     device = new(dtype, host.shape)
     device.from_numpy(host)
     return device

@@ -52,7 +52,7 @@ def to_device(value, matrix_dtype, name: str = ""):
 def device_bytes(value) -> int:
     """Bytes of every device array in `value` (an array, or dataclasses, tuples and LayerGroups holding them)."""
     if arrays.is_array(value):
-        return int(np.prod(value.shape)) * {ti.f16: 2, ti.f32: 4, ti.u32: 4, ti.i32: 4}[value.dtype]
+        return int(np.prod(value.shape)) * np.dtype(arrays.NUMPY[value.dtype]).itemsize
     if isinstance(value, (tuple, list)):
         return sum(device_bytes(v) for v in value)
     if dataclasses.is_dataclass(value):

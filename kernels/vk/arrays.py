@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import taichi as ti
 
-NUMPY = {ti.f16: np.float16, ti.f32: np.float32, ti.i32: np.int32, ti.u32: np.uint32}
+from kernels.arrays import NUMPY
 
 
 class VkArray:
@@ -48,9 +47,6 @@ class VkArray:
         if other.shape != self.shape or other.dtype != self.dtype:
             raise ValueError("copy between device arrays of different shapes or types")
         self.context.copy(other.buffer, self.buffer, self.nbytes)
-
-    def fill(self, value: int = 0) -> None:
-        self.context.fill(self.buffer, value)
 
     def __del__(self):
         try:

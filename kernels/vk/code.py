@@ -45,18 +45,19 @@ class KernelCode:
     arguments: tuple[Argument, ...]
     args_bytes: int
 
-    def argument_bytes(self, values: list) -> bytearray:
-        """The argument buffer for `values` (one per kernel argument: an array's shape, a scalar, or a vector)."""
-        out = bytearray(max(self.args_bytes, 16))
+    def write_arguments(self, values: list, out) -> None:
+        """Every argument into the argument buffer `out` (a writable buffer of at least `args_bytes`): `values` has one
+        per kernel argument, an array's shape, a scalar, or a vector."""
         for argument in self.arguments:
-            value = values[argument.index]
-            items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-            if len(items) != len(argument.slots):
-                raise ValueError(f"{self.name}: argument {argument.index} has {len(items)} values, "
-                                 f"its layout {len(argument.slots)}")
-            for (offset, fmt), item in zip(argument.slots, items):
-                struct.pack_into("<" + fmt, out, offset, int(item) if fmt in "iI" else float(item))
-        return out
+            self.write_argument(argument, values[argument.index], out)
+
+    def write_argument(self, argument: Argument, value, out) -> None:
+        items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        if len(items) != len(argument.slots):
+            raise ValueError(f"{self.name}: argument {argument.index} has {len(items)} values, "
+                             f"its layout {len(argument.slots)}")
+        for (offset, fmt), item in zip(argument.slots, items):
+            struct.pack_into("<" + fmt, out, offset, int(item) if fmt in "iI" else float(item))
 
 
 def compile_kernel(kernel, examples: list, caps: list[str]) -> KernelCode:

@@ -44,12 +44,10 @@ class VkContext:
         self.physical = _choose_physical(self.instance, allow_software)
         self.properties = vk.vkGetPhysicalDeviceProperties(self.physical)
         self.name = self.properties.deviceName
-        self.software = self.properties.deviceType == SOFTWARE
         self.family = _compute_family(self.physical)
         self.subgroup_size = subgroup_properties(self.physical).subgroupSize  # the lanes of kernels/lanes.py
         self.caps, create_info = _device_features(self.physical, self.properties.apiVersion)
         queue = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=self.family, queueCount=1, pQueuePriorities=[1.0])
-        create_info["queue"] = queue
         self.device = vk.vkCreateDevice(self.physical, vk.VkDeviceCreateInfo(
             pNext=create_info["next"], pQueueCreateInfos=[queue], ppEnabledExtensionNames=create_info["extensions"],
             pEnabledFeatures=create_info["features"]), None)
@@ -128,9 +126,6 @@ class VkContext:
         self.run_once(lambda cb: vk.vkCmdCopyBuffer(cb, source.handle, target.handle, 1, [vk.VkBufferCopy(
             srcOffset=source_offset, dstOffset=target_offset, size=size)]))
 
-    def fill(self, target: Buffer, value: int = 0) -> None:
-        self.run_once(lambda cb: vk.vkCmdFillBuffer(cb, target.handle, 0, WHOLE_SIZE, value))
-
     def run_once(self, record) -> None:
         """Record `record(command_buffer)` between full barriers, submit it and wait."""
         cb = self._transfer
@@ -181,10 +176,9 @@ def compute_barrier(cb) -> None:
 
 def _choose_physical(instance, allow_software: bool):
     devices = vk.vkEnumeratePhysicalDevices(instance)
-    ranked = sorted(devices, key=lambda d: _PREFERENCE.index(vk.vkGetPhysicalDeviceProperties(d).deviceType))
-    for device in ranked:
-        kind = vk.vkGetPhysicalDeviceProperties(device).deviceType
-        if kind != SOFTWARE or allow_software:
+    kinds = {device: vk.vkGetPhysicalDeviceProperties(device).deviceType for device in devices}
+    for device in sorted(devices, key=lambda d: _PREFERENCE.index(kinds[d])):
+        if kinds[device] != SOFTWARE or allow_software:
             return device
     raise RuntimeError("no Vulkan device" + ("" if not devices else " other than a software rasterizer"))
 

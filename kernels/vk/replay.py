@@ -22,7 +22,7 @@ class Programs:
     def __init__(self, context):
         self.context = context
         self.codes: dict[tuple, KernelCode] = {}
-        self.pipelines: dict[tuple, tuple] = {}  # (code name, task index) -> (set layout, pipeline layout, pipeline)
+        self.pipelines: dict[tuple, tuple] = {}  # (id of code, task index) -> (set layout, pipeline layout, pipeline)
         self.global_tmps = context.buffer(GLOBAL_TMPS_BYTES)
         self._examples: dict[tuple, ti.Ndarray] = {}
 
@@ -78,7 +78,7 @@ class CommandReplay:
         self.pool = vk.vkCreateDescriptorPool(device, vk.VkDescriptorPoolCreateInfo(maxSets=max(tasks, 1), pPoolSizes=[
             vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, descriptorCount=max(tasks, 1)),
             vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=max(storage, 1))]), None)
-        self.role_vectors: dict[str, list] = {}  # role -> [(argument buffer, Argument)] where the vector sits
+        self.role_vectors: dict[str, list] = {}  # role -> [(argument buffer, KernelCode, Argument)]: where it sits
         self.role_arrays: dict[str, list] = {}  # role -> [index in self.writes] of the bindings of the array
         self.bound: dict[str, object] = {}  # role -> the value now in place
         self.writes, self.dispatches, self.labels = [], [], []
@@ -91,11 +91,12 @@ class CommandReplay:
     def _prepare(self, code: KernelCode, args, args_buffer, roles, name: str) -> None:
         """One launch: its argument buffer written, a descriptor set and a dispatch per task."""
         values = [a.shape if isinstance(a, VkArray) else tuple(a) if isinstance(a, ti.Matrix) else a for a in args]
-        args_buffer.mapped[:] = bytes(code.argument_bytes(values)).ljust(args_buffer.size, b"\0")[:args_buffer.size]
+        args_buffer.mapped[:] = bytes(args_buffer.size)  # padding zeroed, as Taichi's argument buffers are
+        code.write_arguments(values, args_buffer.mapped)
         for argument in code.arguments:
             role = roles.get(id(args[argument.index]))
             if role and not argument.is_array:
-                self.role_vectors.setdefault(role, []).append((args_buffer, argument))
+                self.role_vectors.setdefault(role, []).append((args_buffer, code, argument))
                 self.bound[role] = args[argument.index]
         for index, task in enumerate(code.tasks):
             set_layout, layout, pipeline = self.programs.pipeline(code, index)
@@ -194,9 +195,8 @@ class CommandReplay:
 
     def _patch_vector(self, role: str, vector) -> None:
         values = tuple(vector)
-        for args_buffer, argument in self.role_vectors[role]:
-            for (offset, fmt), item in zip(argument.slots, values):
-                args_buffer.mapped[offset:offset + 4] = int(item).to_bytes(4, "little", signed=fmt == "i")
+        for args_buffer, code, argument in self.role_vectors[role]:
+            code.write_argument(argument, values, args_buffer.mapped)
 
     def close(self) -> None:
         if self.command_buffer is None:
