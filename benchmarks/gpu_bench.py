@@ -105,7 +105,7 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
     model.forward([prompt], model.new_state(1))  # compile the kernels and record this shape's graph
     (logits, state), seconds = timed(model.forward, [prompt], model.new_state(1))
     result = {"prefill_tok_s": prefill / seconds}
-    for rows in (1, batch) if decode else ():  # --decode 0: prefill only
+    for rows in sorted({1, batch}) if decode else ():  # --decode 0: prefill only
         state_b = type(state).concat([state] * rows) if rows > 1 else state
         tokens = [[int(np.argmax(logits[0]))] for _ in range(rows)]
         logits_b, state_b = model.forward(tokens, state_b)  # warm-up for this batch size
@@ -145,12 +145,15 @@ def profile(model, batch: int) -> None:
         task_times(model)
 
 
-def dispatch_times(model, batch: int) -> None:
+def dispatch_times(model, batch: int, prefill: int) -> None:
     """--timestamps (runtime "commands"): device time per kernel task of whole recorded passes, from timestamps in
-    the command buffer, summed over the layers: decode at batch 1 and at `batch`, and a 256-token prefill chunk."""
+    the command buffer, summed over the layers: decode at batch 1 and at `batch` (if more than 1), and a 256-token
+    prefill chunk (if `prefill` is 256 or more)."""
     from collections import defaultdict
 
-    for label, lengths in (("decode b1", (1,)), (f"decode b{batch}", (1,) * batch), ("prefill 256", (256,))):
+    passes = [("decode b1", (1,))] + [(f"decode b{batch}", (1,) * batch)] * (batch > 1) \
+        + [("prefill 256", (256,))] * (prefill >= 256)
+    for label, lengths in passes:
         state = model.new_state(len(lengths))
         model.forward([[1] * n for n in lengths], state, inplace=True)  # records this shape's pass
         replay, _ = model.passes.replays[(lengths, False)]
@@ -268,7 +271,7 @@ def main() -> None:
         if args.profile:
             profile(model, args.batch)
         if args.timestamps:
-            dispatch_times(model, args.batch)
+            dispatch_times(model, args.batch, args.prefill)
         del model
 
 
@@ -292,7 +295,7 @@ def quantized_speed(args) -> None:
             elif args.phases:
                 phases(model)
             if args.timestamps:
-                dispatch_times(model, args.batch)
+                dispatch_times(model, args.batch, args.prefill)
             del model
 
 

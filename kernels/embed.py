@@ -31,13 +31,15 @@ def id_at(ids: ti.template(), t: ti.i32) -> ti.i32:
 @kernel
 def embed_from_argument(ids: IDS, table: ti.types.ndarray(), ln0: ti.types.ndarray(), eps: ti.f32,
                         x: ti.types.ndarray()):
-    """x[t] = LN0(table[ids[t]]), LANES threads per position; ln0 holds LN0's weight and bias as (1, 2, C)."""
+    """x[t] = LN0(table[ids[t]]), LANES threads per piece of a position (`lanes.pieces`); ln0 holds LN0's weight
+    and bias as (1, 2, C)."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range(x.shape[0] * lanes.LANES)):
-        for rnd in range(lanes.task_rounds(thread, x.shape[0] * lanes.LANES)):
+    for thread in range(lanes.task_range(x.shape[0] * lanes.pieces(x.shape[1]) * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, x.shape[0] * lanes.pieces(x.shape[1]) * lanes.LANES)):
             g = lanes.task_item(thread, rnd)
-            lane, t = g % lanes.LANES, g // lanes.LANES
-            norm_row(table, id_at(ids, t), 1, ln0, eps, x, t, lane)
+            lane, group = g % lanes.LANES, g // lanes.LANES
+            t, piece = group // lanes.pieces(x.shape[1]), group % lanes.pieces(x.shape[1])
+            norm_row(table, id_at(ids, t), 1, ln0, eps, x, t, piece, lane)
 
 
 @kernel

@@ -18,12 +18,14 @@ from kernels.quant import DENSE
 
 FULL_MASK = 0xFFFFFFFF
 ROW, FIRST, START, LENGTH, LAST = range(5)  # rows of a pass's packed plan (kernels/engine.py Pass.packed)
-ROW_UNROLL = 8  # loads in flight per lane in a row reduction (LayerNorm statistics)
+ROW_UNROLL = 8  # loads in flight per lane in a row reduction read from memory twice (`row_partial`)
+ROW_VALUES = 64  # GPU: a row of up to ROW_VALUES·LANES values is held in registers for its statistics (`row_stats`)
 GROUP = 128  # threads per workgroup: several rows per workgroup
 TOKEN_TILE = 8  # a lane group's positions in a pass of more than one (engine.py's tile, or lane_tile's)
 ROW_TILE = 4  # GPU, tiles of positions: weight rows per lane group (a register tile of ROW_TILE × tile sums)
 ROW_TILE_UNROLL = 2  # steps of LANES columns in flight per lane in dot_rows_tile
-PIECES = 16  # GPU: groups sharing one position's LayerNorm + mix (each recomputes the statistics, writes 1/16)
+PIECE_CHANNELS = 4  # channels per lane of a LayerNorm + mix piece (`pieces`): all their loads in flight at once
+SPLIT_COLUMNS = 4096  # GPU, one position: dense rows at least this long are read by two lane groups (`row_split`)
 
 
 LANES = 1  # threads per row: set once by kernels.init (a subgroup on a GPU, 1 on the CPU); read when kernels compile
@@ -128,19 +130,28 @@ def mean_and_inv(x: ti.template(), t: ti.i32, col: ti.i32, n: ti.i32, lane: ti.i
 
 
 @ti.func
-def group_stats(values: ti.template(), lane: ti.i32, n: ti.i32, eps: ti.f32) -> ti.math.vec2:
-    """(mean, 1/sqrt(biased var + eps)) of a row of n values spread over the lanes, lane `lane` holding element
-    m·LANES + lane in values[m] (elements past n ignored); two passes, as ref.common.group_norm."""
-    total = 0.0
-    for m in ti.static(range(values.n)):
-        if m * LANES + lane < n:
-            total += values[m]
-    mean = lane_sum(total) / n
-    spread = 0.0
-    for m in ti.static(range(values.n)):
-        if m * LANES + lane < n:
-            spread += (values[m] - mean) ** 2
-    return ti.math.vec2(mean, 1.0 / ti.sqrt(lane_sum(spread) / n + eps))
+def row_stats(x: ti.template(), t: ti.i32, n: ti.i32, lane: ti.i32, eps: ti.f32) -> ti.math.vec2:
+    """`mean_and_inv` of the row x[t, :n] (a LayerNorm's statistics). On a GPU, a row of at most ROW_VALUES·LANES
+    values is loaded once, every load in flight together, and both passes run over the registers: one memory round
+    trip where `row_partial` makes 2·n/(LANES·ROW_UNROLL) (a decode step's LayerNorm was 24 µs on the H100)."""
+    stats = ti.math.vec2(0.0, 0.0)
+    if ti.static(LANES == 1):
+        stats = mean_and_inv(x, t, 0, n, lane, eps)
+    elif n <= LANES * ROW_VALUES:  # branch-free: an `if` per value made the code compile 4x slower (lavapipe)
+        values = ti.Vector([0.0] * ROW_VALUES)
+        for m in ti.static(range(ROW_VALUES)):
+            values[m] = x[t, ti.min(m * LANES + lane, n - 1)]  # clamped: no branch around a load
+        total = 0.0
+        for m in ti.static(range(ROW_VALUES)):
+            total += ti.select(m * LANES + lane < n, values[m], 0.0)
+        mean = lane_sum(total) / n
+        spread = 0.0
+        for m in ti.static(range(ROW_VALUES)):
+            spread += ti.select(m * LANES + lane < n, (values[m] - mean) ** 2, 0.0)
+        stats = ti.math.vec2(mean, 1.0 / ti.sqrt(lane_sum(spread) / n + eps))
+    else:
+        stats = mean_and_inv(x, t, 0, n, lane, eps)
+    return stats
 
 
 @ti.func
@@ -207,14 +218,22 @@ def emit_tile(acc: ti.template(), Y: ti.template(), col: ti.i32, t0: ti.i32, T: 
     """Y[t0+u, col] = act(Σ_lanes acc[u]) (or += with `accumulate`), written by lane 0; with a `gate` array, the
     value is first multiplied by gate[t0+u, gate_col]."""
     for u in ti.static(range(acc.n)):
-        s = activate(lane_sum(acc[u]), act)
+        total = lane_sum(acc[u])
         if lane == 0 and t0 + u < T:
-            if ti.static(_given(gate)):
-                s *= gate[t0 + u, gate_col]
-            if ti.static(accumulate):
-                Y[t0 + u, col] = Y[t0 + u, col] + s  # one writer per element: no atomic add
-            else:
-                Y[t0 + u, col] = s
+            emit_value(total, Y, col, t0 + u, act, accumulate, gate, gate_col)
+
+
+@ti.func
+def emit_value(total: ti.f32, Y: ti.template(), col: ti.i32, t: ti.i32, act: ti.i32, accumulate: ti.template(),
+               gate: ti.template(), gate_col: ti.i32):
+    """Y[t, col] = act(total) (or += with `accumulate`), times gate[t, gate_col] with a `gate` array."""
+    s = activate(total, act)
+    if ti.static(_given(gate)):
+        s *= gate[t, gate_col]
+    if ti.static(accumulate):
+        Y[t, col] = Y[t, col] + s  # one writer per element: no atomic add
+    else:
+        Y[t, col] = s
 
 
 @ti.func
@@ -247,15 +266,20 @@ def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(
                      y_col: ti.template(), act: ti.template(), accumulate: ti.template(), tile: ti.template(),
                      gate: ti.template(), gate_col: ti.template(), storage: ti.template()):
     """`linear_task` by lane groups: one per (output row, or ROW_TILE rows of a dense W on a GPU; tile of
-    positions)."""
+    positions), or `row_split` per output row."""
     rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
+    split = ti.static(row_split(tile, n_out, n_in, storage))
     ti.loop_config(block_dim=GROUP)
-    for thread in range(task_range(row_tile_items(tiles(n_out, rows), X.shape[0], tile))):
-        for rnd in range(task_rounds(thread, row_tile_items(tiles(n_out, rows), X.shape[0], tile))):
+    for thread in range(task_range(row_tile_items(tiles(n_out, rows), X.shape[0], tile) * split)):
+        for rnd in range(task_rounds(thread, row_tile_items(tiles(n_out, rows), X.shape[0], tile) * split)):
             T = X.shape[0]
-            lane, block, t0 = row_tile_item(task_item(thread, rnd), T, tile)
+            g = task_item(thread, rnd)  # lane, then part of the row (with split), then row and tile
+            lane, block, t0 = row_tile_item(g // (LANES * split) * LANES + g % LANES, T, tile)
             o = block * rows
-            if ti.static(rows == 1):
+            if ti.static(split > 1):
+                split_row(W, layer, w_row + o, n_in, X, x_col, Y, y_col + o, t0, lane, g // LANES, split, act,
+                          accumulate, gate, gate_col + o)
+            elif ti.static(rows == 1):
                 acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
                 emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
             else:
@@ -264,6 +288,40 @@ def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(
                     if o + q < n_out:
                         emit_tile(ti.Vector([acc[q, u] for u in ti.static(range(tile))]), Y, y_col + o + q, t0, T,
                                   lane, act, accumulate, gate, gate_col + o + q)
+
+
+def row_split(tile: int, n_out: int, n_in: int, storage: str) -> int:
+    """Lane groups per output row in `lane_linear_task`: two for dense rows of at least SPLIT_COLUMNS at one
+    position on a GPU, else one. A batch-1 step's long rows (v6's 2048 × 7168 channel-mix value, v7's 2048 × 8192)
+    left too few loads in flight with one group per row: 18.3 µs against 14.4 µs split in two
+    (benchmarks/decode_probe.py, H100). The halves are added through shared memory, so the row's groups share a
+    workgroup, and every workgroup must be whole (its barrier is reached by all its threads): n_out · 2 · LANES a
+    multiple of GROUP. Sizes known only at run time (kernel arguments) get one group. Called in ti.static."""
+    if not (isinstance(n_out, int) and isinstance(n_in, int)):
+        return 1
+    whole = (n_out * 2 * LANES) % GROUP == 0
+    return 2 if tile == 1 and LANES > 1 and storage == DENSE and n_in >= SPLIT_COLUMNS and whole else 1
+
+
+@ti.func
+def split_row(W: ti.template(), layer: ti.i32, o: ti.i32, n_in: ti.template(), X: ti.template(), x_col: ti.i32,
+              Y: ti.template(), y_col: ti.i32, t: ti.i32, lane: ti.i32, group: ti.i32, split: ti.template(),
+              act: ti.i32, accumulate: ti.template(), gate: ti.template(), gate_col: ti.i32):
+    """Lane group `group` of `split` ones sharing W[layer, o] · X[t] (`row_split`): each sums its contiguous part of
+    the columns (`dot_tile`), then the first group's lane 0 adds the parts, in order, and emits the row."""
+    part, width = group % split, (n_in + split - 1) // split
+    count = ti.min(width, n_in - part * width)
+    total = lane_sum(dot_tile(W, layer, o, part * width, X, x_col + part * width, count, t, t + 1, lane, 1)[0])
+    parts = ti.simt.block.SharedArray((GROUP // LANES,), ti.f32)
+    local = group % (GROUP // LANES)  # this group's slot in its workgroup; the row's first group is local - part
+    if lane == 0:
+        parts[local] = total
+    ti.simt.block.sync()
+    if lane == 0 and part == 0:
+        row = 0.0
+        for q in ti.static(range(split)):
+            row += parts[local + q]
+        emit_value(row, Y, y_col, t, act, accumulate, gate, gate_col)
 
 
 @ti.func
@@ -298,6 +356,30 @@ def rows_times_tile(W: ti.template(), layer: ti.i32, w_row: ti.i32, o: ti.i32, n
 
 
 @ti.func
+def pieces(C: ti.template()):
+    """Pieces a position's C channels are cut into for `shift_mix_task` and `gather_norm_task`: PIECE_CHANNELS per
+    lane on a GPU (so each lane's loads are all in flight at once; every piece's lane group computes the row's
+    statistics itself), one on the CPU."""
+    return 1 if ti.static(LANES == 1) else (C + PIECE_CHANNELS * LANES - 1) // (PIECE_CHANNELS * LANES)
+
+
+@ti.func
+def piece_rounds(C: ti.i32) -> ti.i32:
+    """Rounds of PIECE_CHANNELS channels a lane takes over its piece: one on a GPU, all of the row on the CPU."""
+    return (C + PIECE_CHANNELS - 1) // PIECE_CHANNELS if ti.static(LANES == 1) else 1
+
+
+@ti.func
+def piece_channels(C: ti.i32, piece: ti.i32, lane: ti.i32, q: ti.i32) -> ti.i32:
+    """Channel q of `lane` in `piece` (see `pieces`): on a GPU, PIECE_CHANNELS·LANES neighbouring channels per piece,
+    lane-interleaved; on the CPU, the whole row. May pass C in the last round (the caller clamps its loads)."""
+    c = q
+    if ti.static(LANES > 1):
+        c = piece * PIECE_CHANNELS * LANES + q * LANES + lane
+    return c
+
+
+@ti.func
 def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.template(), ln_row: ti.template(),
                    mix_row: ti.template(), n_mix: ti.template(), shift: ti.template(), layer: ti.template(),
                    plan: ti.template(), eps: ti.template(), out: ti.template(), out_col: ti.template(),
@@ -311,47 +393,48 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.template(), ln
     With `keep_delta`, block n_mix gets prev - z as well (kernels/v6.py: data_mix_task scales it by the LoRA).
     Must match ref.common.layer_norm, previous_tokens and lerp_previous (the v6/v7 mixing convention).
     """
-    pieces = ti.static(1 if LANES == 1 else PIECES)  # GPU: several groups per position, each on a slice of C
     ti.loop_config(block_dim=GROUP)
-    for thread in range(task_range(x.shape[0] * pieces * LANES)):
-        for rnd in range(task_rounds(thread, x.shape[0] * pieces * LANES)):
+    for thread in range(task_range(x.shape[0] * pieces(x.shape[1]) * LANES)):
+        for rnd in range(task_rounds(thread, x.shape[0] * pieces(x.shape[1]) * LANES)):
             g = task_item(thread, rnd)
             shift_mix_piece(x, vec, slot, ln_row, mix_row, n_mix, shift, layer, plan, eps, out, out_col, keep_delta,
-                            pieces, g % LANES, g // LANES)
+                            g % LANES, g // LANES)
 
 
 @ti.func
 def shift_mix_piece(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
                     n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
-                    out: ti.template(), out_col: ti.template(), keep_delta: ti.template(), pieces: ti.template(),
-                    lane: ti.i32, group: ti.i32):
+                    out: ti.template(), out_col: ti.template(), keep_delta: ti.template(), lane: ti.i32,
+                    group: ti.i32):
     """`shift_mix_task`'s work for one lane of one group: position t's piece of the channels."""
     C = x.shape[1]
-    width = (C + pieces - 1) // pieces
-    t, piece = group // pieces, group % pieces
+    n_pieces = pieces(C)
+    t, piece = group // n_pieces, group % n_pieces
     b, is_first = plan[ROW, t], plan[FIRST, t]
     last = plan[LAST, b]
-    now = mean_and_inv(x, t, 0, C, lane, eps)
-    other = now  # position t-1's statistics; at a row's first position, its last position's
-    if is_first == 0:
-        other = mean_and_inv(x, t - 1, 0, C, lane, eps)
-    elif last != t:
-        other = mean_and_inv(x, last, 0, C, lane, eps)
-    for q in range((width + LANES - 1) // LANES):
-        c = piece * width + q * LANES + lane
-        if c < C and q * LANES + lane < width:
-            w, bias = vec[slot, ln_row, c], vec[slot, ln_row + 1, c]
-            z = (x[t, c] - now[0]) * now[1] * w + bias
-            prev = 0.0
-            if is_first == 1:
-                prev = shift[b, layer, c]
-                shift[b, layer, c] = (x[last, c] - other[0]) * other[1] * w + bias
-            else:
-                prev = (x[t - 1, c] - other[0]) * other[1] * w + bias
-            for m in ti.static(range(n_mix)):
-                out[t, out_col + m * C + c] = z + (prev - z) * vec[slot, mix_row + m, c]
-            if ti.static(keep_delta):
-                out[t, out_col + n_mix * C + c] = prev - z
+    now, other = ti.math.vec2(0.0, 0.0), ti.math.vec2(0.0, 0.0)  # other: position t-1's; at a row's first, last's
+    for r in range(1 + ti.cast(is_first == 0 or last != t, ti.i32)):  # a loop: `row_stats` is compiled once
+        stats = row_stats(x, ti.select(r == 0, t, ti.select(is_first == 0, t - 1, last)), C, lane, eps)
+        if r == 0:
+            now = stats
+        other = stats
+    before = t - 1 + is_first  # position t-1, or t itself at a row's first position (its x[t-1] is never read)
+    for r in range(piece_rounds(C)):
+        for q in ti.static(range(PIECE_CHANNELS)):
+            c = piece_channels(C, piece, lane, r * PIECE_CHANNELS + q)
+            k = ti.min(c, C - 1)  # loads at a clamped channel, so none waits behind a branch; stores below C only
+            w, bias = vec[slot, ln_row, k], vec[slot, ln_row + 1, k]
+            z = (x[t, k] - now[0]) * now[1] * w + bias
+            kept, newest = shift[b, layer, k], (x[last, k] - other[0]) * other[1] * w + bias
+            prev = ti.select(is_first == 1, kept, (x[before, k] - other[0]) * other[1] * w + bias)
+            mixes = ti.Vector([vec[slot, mix_row + m, k] for m in ti.static(range(n_mix))])
+            if c < C:
+                if is_first == 1:
+                    shift[b, layer, c] = newest
+                for m in ti.static(range(n_mix)):
+                    out[t, out_col + m * C + c] = z + (prev - z) * mixes[m]
+                if ti.static(keep_delta):
+                    out[t, out_col + n_mix * C + c] = prev - z
 
 
 @ti.func
@@ -360,23 +443,25 @@ def gather_norm_task(x: ti.template(), picks: ti.template(), ln: ti.template(), 
     """out[k] = LN(x[picks[k]]) with LN's weight ln[0, 0] and bias ln[0, 1]; a pick of -1 (a row absent from the
     pass) gives zeros. Must match ref.common.layer_norm (ln_out) on the positions whose logits are asked for."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(task_range(picks.shape[0] * LANES)):
-        for rnd in range(task_rounds(thread, picks.shape[0] * LANES)):
+    for thread in range(task_range(picks.shape[0] * pieces(x.shape[1]) * LANES)):
+        for rnd in range(task_rounds(thread, picks.shape[0] * pieces(x.shape[1]) * LANES)):
             g = task_item(thread, rnd)
-            lane, k = g % LANES, g // LANES
-            norm_row(x, ti.max(picks[k], 0), picks[k] >= 0, ln, eps, out, k, lane)
+            lane, group = g % LANES, g // LANES
+            k, piece = group // pieces(x.shape[1]), group % pieces(x.shape[1])
+            norm_row(x, ti.max(picks[k], 0), picks[k] >= 0, ln, eps, out, k, piece, lane)
 
 
 @ti.func
 def norm_row(x: ti.template(), t: ti.i32, present: ti.i32, ln: ti.template(), eps: ti.f32, out: ti.template(),
-             k: ti.i32, lane: ti.i32):
-    """This lane's channels of out[k] = LN(x[t]) (zeros unless `present`), LN's weight ln[0, 0] and bias ln[0, 1]."""
+             k: ti.i32, piece: ti.i32, lane: ti.i32):
+    """This lane's channels of `piece` (see `pieces`) of out[k] = LN(x[t]) (zeros unless `present`), LN's weight
+    ln[0, 0] and bias ln[0, 1]."""
     C = x.shape[1]
-    stats = mean_and_inv(x, t, 0, C, lane, eps)
-    for q in range((C + LANES - 1) // LANES):
-        c = q * LANES + lane
-        if c < C:
-            value = 0.0
-            if present:
-                value = (x[t, c] - stats[0]) * stats[1] * ln[0, 0, c] + ln[0, 1, c]
-            out[k, c] = value
+    stats = row_stats(x, t, C, lane, eps)
+    for r in range(piece_rounds(C)):
+        for q in ti.static(range(PIECE_CHANNELS)):
+            c = piece_channels(C, piece, lane, r * PIECE_CHANNELS + q)
+            j = ti.min(c, C - 1)  # clamped loads, guarded stores: as shift_mix_piece
+            value = (x[t, j] - stats[0]) * stats[1] * ln[0, 0, j] + ln[0, 1, j]
+            if c < C:
+                out[k, c] = ti.select(present != 0, value, 0.0)

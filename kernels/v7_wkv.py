@@ -2,10 +2,9 @@
 ref.v7.wkv_step over each row's tokens and the last lines of ref.v7.time_mix (spec/v7.md), to the tolerances of
 spec/tolerances.md.
 
-In a decode pass (tile 1) on a GPU both are one task (`lane_wkv_gate_task`): a lane group (one subgroup) owns a
-(row, head), and lane `lane` owns value rows lane, lane + LANES, ... of the head's state, so the head's GroupNorm
-statistics and r·k·r_k bonus are subgroup sums and need no second task (a task costs a dispatch and a dependent
-phase: BENCHMARKS.md). A longer pass walks each row's tokens one after another, so there the WKV keeps a thread per
+In a decode pass (tile 1) on a GPU both are one task (`lane_wkv_gate_task`): a workgroup owns a (row, head), a
+thread a value row and a part of the keys, so the head's GroupNorm statistics and r·k·r_k bonus are workgroup sums
+and need no second task (a task costs a dispatch and a dependent phase: BENCHMARKS.md). A longer pass walks each row's tokens one after another, so there the WKV keeps a thread per
 value row (`thread_wkv_task`) or, in a pass of gpu_gemm.PASS_TILE (prefill), a lane group per value row
 (`lane_wkv_task`, the lanes sharing its keys: 32x the threads), and the gate is a task of its own
 (`output_gate_task`, parallel over positions); on the CPU the recurrence is kernels/x64_v7.py.
@@ -17,7 +16,7 @@ import taichi as ti
 
 from ai00ref.ref.common import GN_EPS
 from kernels import gpu_gemm, lanes, wkv_lanes, x64_v7
-from kernels.lanes import GROUP, LENGTH, START, group_stats, lane_sum, mean_and_inv
+from kernels.lanes import GROUP, LENGTH, START, lane_sum, mean_and_inv
 from kernels.v7_layout import LNX, R_K
 
 
@@ -124,67 +123,53 @@ def lane_wkv_gate_task(s: ti.template(), S: ti.template(), vec: ti.template(), s
                        layer: ti.template(), plan: ti.template(), sc: ti.template()):
     """Per token: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ, y = S r (ref.v7.wkv_step), then the output gate.
 
-    Lane group (b, h); lane `lane` owns the M value rows i = m·LANES + lane (rows past N repeat row N-1 for loads
-    and store nothing); each key's w, kk, a, k, r is loaded once for the lane's M rows. The keys go in blocks of
-    wkv_lanes.key_block(N), each block's loads issued before its first store (a load after a store waits for it): one
-    load latency per block, not per key. Every sum adds its terms in key order. A GPU-only task: S is key-major
-    (`cell` on a GPU), read a block at a time by `wkv_lanes.key_block_of`."""
-    N, C = ti.static(s.N), ti.static(s.C)
-    M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)
-    J = ti.static(wkv_lanes.key_block(s.N))
-    ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range(S.shape[0] * s.H * lanes.LANES)):
-        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * lanes.LANES)):
-            g = lanes.task_item(thread, rnd)
+    A workgroup per (row b, head h) of wkv_lanes.head_threads(N) threads: thread (p, i) owns value row i and the
+    keys of part p (wkv_lanes.part_keys). Each part's keys go in blocks whose loads are all issued before the first
+    store (a load after a store waits for it). The sums over keys (S (-kk) and y) add a part's keys in order, then the
+    parts in order (`wkv_lanes.add_parts`); the GroupNorm statistics and the bonus Σ r k r_k go through workgroup
+    memory (`wkv_lanes.column_stats`, `column_total`). One subgroup per head (32 on the 1.5B shape) walked all 64
+    keys twice: 17 µs a layer on the H100. A GPU-only task: S is key-major (`cell` on a GPU)."""
+    N = ti.static(s.N)  # one name per ti.static: a tuple assignment would make them run-time values
+    C = ti.static(s.C)
+    ti.loop_config(block_dim=ti.static(wkv_lanes.head_threads(s.N)))
+    for thread in range(lanes.task_range(S.shape[0] * s.H * ti.static(wkv_lanes.head_threads(s.N)))):
+        for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * ti.static(wkv_lanes.head_threads(s.N)))):
+            b, h, p, i = wkv_lanes.head_item(lanes.task_item(thread, rnd), s.H, N)
             R, K, V, W, A = s.PROJ, s.PROJ + C, s.PROJ + 2 * C, s.LORA, s.LORA + C
-            lane, group = g % lanes.LANES, g // lanes.LANES
-            b, h = group // s.H, group % s.H
-            base = h * N
-            rows = ti.Vector([ti.min(m * lanes.LANES + lane, N - 1) for m in ti.static(range(M))])
-            for step in range(plan[LENGTH, b]):
+            row = ti.min(i, N - 1)
+            for step in range(plan[LENGTH, b]):  # the same for the whole workgroup: its barriers are uniform
                 t = plan[START, b] + step
-                removed = ti.Vector([0.0] * M)
-                for block in range(N // J):
-                    kk = ti.Vector([sc[t, s.KK + base + block * J + q] for q in ti.static(range(J))])
-                    old = wkv_lanes.key_block_of(S, b, layer, h, block * J, rows, J)
-                    for q in ti.static(range(J)):
-                        for m in ti.static(range(M)):
-                            removed[m] -= old[q, m] * kk[q]
-                v = ti.Vector([sc[t, V + base + rows[m]] for m in ti.static(range(M))])
-                y = ti.Vector([0.0] * M)
-                for block in range(N // J):
-                    c0 = base + block * J
-                    w = ti.Vector([sc[t, W + c0 + q] for q in ti.static(range(J))])
-                    kk_a = ti.Vector([sc[t, s.KK + c0 + q] * sc[t, A + c0 + q] for q in ti.static(range(J))])
-                    k = ti.Vector([sc[t, K + c0 + q] for q in ti.static(range(J))])
-                    r = ti.Vector([sc[t, R + c0 + q] for q in ti.static(range(J))])
-                    old = wkv_lanes.key_block_of(S, b, layer, h, block * J, rows, J)  # all loaded before a store
-                    for q in ti.static(range(J)):
-                        for m in ti.static(range(M)):
-                            new = old[q, m] * w[q] + removed[m] * kk_a[q] + v[m] * k[q]
-                            if m * lanes.LANES + lane < N:
-                                S[b, layer, h, block * J + q, rows[m]] = new
-                            y[m] += new * r[q]
-                gate_rows(s, vec, slot, sc, t, h, lane, y)
-
-
-@ti.func
-def gate_rows(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.template(), t: ti.i32, h: ti.i32,
-              lane: ti.i32, y: ti.template()):
-    """Y[t] of this lane's rows of head h = (GN(y) + bonus v) * g, GN's statistics (two passes, as
-    ref.common.group_norm) and the bonus Σ r k r_k summed over the head's lanes."""
-    N, C = ti.static(s.N), ti.static(s.C)
-    base = h * N
-    bonus = 0.0
-    for m in ti.static(range(y.n)):
-        i = m * lanes.LANES + lane
-        if i < N:
-            bonus += sc[t, s.PROJ + base + i] * sc[t, s.PROJ + C + base + i] * vec[slot, R_K, base + i]
-    bonus = lane_sum(bonus)
-    stats = group_stats(y, lane, N, GN_EPS)
-    for m in ti.static(range(y.n)):
-        if m * lanes.LANES + lane < N:
-            gate_channel(s, vec, slot, sc, t, base + m * lanes.LANES + lane, y[m], stats, bonus)
+                removed = 0.0
+                for block in range(ti.static(wkv_lanes.part_blocks(N))):
+                    keys, live = wkv_lanes.part_block(N, p, block)
+                    kk = ti.Vector([sc[t, s.KK + h * N + keys[q]] for q in ti.static(range(keys.n))])
+                    old = ti.Vector([S[b, layer, h, keys[q], row] for q in ti.static(range(keys.n))])
+                    for q in ti.static(range(keys.n)):
+                        if live[q]:
+                            removed -= old[q] * kk[q]
+                removed = wkv_lanes.add_parts(removed, p, i, N)
+                v = sc[t, V + h * N + row]
+                y = 0.0
+                for block in range(ti.static(wkv_lanes.part_blocks(N))):
+                    keys, live = wkv_lanes.part_block(N, p, block)
+                    c = ti.Vector([h * N + keys[q] for q in ti.static(range(keys.n))])
+                    w = ti.Vector([sc[t, W + c[q]] for q in ti.static(range(keys.n))])
+                    kk_a = ti.Vector([sc[t, s.KK + c[q]] * sc[t, A + c[q]] for q in ti.static(range(keys.n))])
+                    k = ti.Vector([sc[t, K + c[q]] for q in ti.static(range(keys.n))])
+                    r = ti.Vector([sc[t, R + c[q]] for q in ti.static(range(keys.n))])
+                    old = ti.Vector([S[b, layer, h, keys[q], row] for q in ti.static(range(keys.n))])
+                    for q in ti.static(range(keys.n)):
+                        new = old[q] * w[q] + removed * kk_a[q] + v * k[q]
+                        if live[q]:
+                            y += new * r[q]
+                            if i < N:
+                                S[b, layer, h, keys[q], row] = new
+                y = wkv_lanes.add_parts(y, p, i, N)
+                c = h * N + row
+                bonus = wkv_lanes.column_total(sc[t, s.PROJ + c] * sc[t, s.PROJ + C + c] * vec[slot, R_K, c], p, i, N)
+                stats = wkv_lanes.column_stats(y, p, i, N, GN_EPS)
+                if p == 0 and i < N:
+                    gate_channel(s, vec, slot, sc, t, c, y, stats, bonus)
 
 
 @ti.func

@@ -44,14 +44,21 @@ f64 = functools.partial(np.asarray, dtype=np.float64)
 # ---- wrapper kernels (cached: each compiles once per static configuration) ----
 
 @functools.cache
-def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False):
+def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False, sizes: tuple = ()):
+    """A kernel running linear_task; `sizes` (n_out, n_in) bakes the sizes in as the layer kernels do (their
+    arguments are then ignored), else they are run-time arguments."""
     from kernels.lanes import linear_task
 
     @kernel
     def run(W: ti.types.ndarray(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32,
             X: ti.types.ndarray(), x_col: ti.i32, Y: ti.types.ndarray(), y_col: ti.i32, G: ti.types.ndarray(),
             g_col: ti.i32):
-        if ti.static(gated):
+        if ti.static(sizes):
+            if ti.static(gated):
+                linear_task(W, layer, w_row, sizes[0], sizes[1], X, x_col, Y, y_col, act, accumulate, tile, G, g_col)
+            else:
+                linear_task(W, layer, w_row, sizes[0], sizes[1], X, x_col, Y, y_col, act, accumulate, tile)
+        elif ti.static(gated):
             linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile, G, g_col)
         else:
             linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate, tile)
@@ -119,7 +126,22 @@ def test_linear_task_whole_steps_and_the_rest(tile, T):
     check_linear_task(T, 1100, 37, (1, 2, 3), "none", True, True, tile, False, 7, 0, 2, 1)
 
 
-def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, g_col, L, layer):
+@pytest.mark.parametrize("n_out, act", [(16, "sigmoid"), (5, "none")])
+def test_linear_task_split_rows(n_out, act):
+    """Rows of SPLIT_COLUMNS + 37 at tile 1: on a GPU two lane groups per row add their halves through shared memory
+    (n_out 16), unless the workgroups would not be whole (n_out 5: one group per row); gated and accumulated."""
+    import kernels
+    from kernels import lanes
+    from kernels.quant import DENSE
+
+    n_in = lanes.SPLIT_COLUMNS + 37
+    if kernels.is_gpu():
+        assert lanes.row_split(1, n_out, n_in, DENSE) == (2 if n_out == 16 else 1)
+    check_linear_task(3, n_in, n_out, (1, 2, 3), act, True, True, 1, True, 11, 1, 2, 1, static_sizes=True)
+
+
+def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, g_col, L, layer,
+                      static_sizes=False):
     w_row, x_col, y_col = offsets
     rng = rng_of(seed)
     W = normal(rng, L, w_row + n_out + 2, n_in + 3, scale=n_in ** -0.5)  # wider than used: the offsets must hold
@@ -129,7 +151,7 @@ def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated
     G = normal(rng, T, g_col + n_out + 1)
     code, fn = ACTIVATIONS[act]
     Y = dev(Y0)
-    linear_runner(code, accumulate, tile, gated)(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in,
+    linear_runner(code, accumulate, tile, gated, (n_out, n_in) if static_sizes else ())(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in,
                                                  dev(X), x_col, Y, y_col, dev(G), g_col)
     used_W, used_X = f64(W[layer, w_row:w_row + n_out, :n_in]), f64(X[:, x_col:x_col + n_in])
     s = ref.linear(used_X, used_W)
@@ -145,7 +167,7 @@ def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated
     assert_close(Y.to_numpy(), expected, all_terms)
 
 
-@given(lengths=plans(max_rows=4, max_len=5), L=st.integers(1, 3), C=st.one_of(dims, st.sampled_from([64, 100])),
+@given(lengths=plans(max_rows=4, max_len=5), L=st.integers(1, 3), C=st.one_of(dims, st.sampled_from([64, 100, 1100])),
        n_mix=st.sampled_from([1, 2, 6]), keep_delta=st.booleans(), seed=seeds, data=st.data())
 def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, seed, data):
     """out = lerp_previous(z, previous_tokens(z, state)) for each mix, z = layer_norm(x) per row, and with
@@ -176,7 +198,7 @@ def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, seed, data):
     assert_close(shift.to_numpy(), expected_shift)
 
 
-@given(T=st.integers(1, 12), C=st.one_of(dims, st.sampled_from([64, 129])), seed=seeds, data=st.data())
+@given(T=st.integers(1, 12), C=st.one_of(dims, st.sampled_from([64, 129, 1100])), seed=seeds, data=st.data())
 def test_gather_norm_task(T, C, seed, data):
     """out[k] = layer_norm(x[picks[k]]) (ln_out), zeros where picks[k] is -1."""
     picks = np.array(data.draw(st.lists(st.integers(-1, T - 1), min_size=1, max_size=8), label="picks"), np.int32)
