@@ -23,6 +23,7 @@ time does not depend on the values it reads.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -145,6 +146,9 @@ def profile(model, batch: int) -> None:
         task_times(model)
 
 
+RUNS = 7  # --timestamps: timed passes of each shape
+
+
 def dispatch_times(model, batch: int, prefill: int) -> None:
     """--timestamps (runtime "commands"): device time per kernel task of whole recorded passes, from timestamps in
     the command buffer, summed over the layers: decode at batch 1 and at `batch` (if more than 1), and a 256-token
@@ -157,12 +161,20 @@ def dispatch_times(model, batch: int, prefill: int) -> None:
         state = model.new_state(len(lengths))
         model.forward([[1] * n for n in lengths], state, inplace=True)  # records this shape's pass
         replay, _ = model.passes.replays[(lengths, False)]
-        times = replay.dispatch_times(**{f"state_{name}": array for name, array in state.fields.items()})
-        totals, counts = defaultdict(float), defaultdict(int)
-        for name, seconds in times:
-            totals[name] += seconds
+        runs = []  # RUNS timed passes: each task's median over them
+        for _ in range(RUNS):
+            times = replay.dispatch_times(**{f"state_{name}": array for name, array in state.fields.items()})
+            sums = defaultdict(float)
+            for name, seconds in times:
+                sums[name] += seconds
+            runs.append(sums)
+        counts = defaultdict(int)
+        for name, _ in times:
             counts[name] += 1
-        print(f"TIMESTAMPS {label}: {len(times)} dispatches, {sum(totals.values()) * 1e3:.3f} ms", flush=True)
+        totals = {name: statistics.median(run[name] for run in runs) for name in counts}
+        passes = sorted(sum(run.values()) for run in runs)
+        print(f"TIMESTAMPS {label}: {len(times)} dispatches, {sum(totals.values()) * 1e3:.3f} ms (median per task "
+              f"of {RUNS} passes; passes {passes[0] * 1e3:.3f}-{passes[-1] * 1e3:.3f} ms)", flush=True)
         for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1])[:14]:
             print(f"TIMESTAMPS {label}   {name:48s} {counts[name]:4d} x {seconds / counts[name] * 1e6:8.1f} us "
                   f"= {seconds * 1e3:7.3f} ms", flush=True)

@@ -240,19 +240,20 @@ def emit_value(total: ti.f32, Y: ti.template(), col: ti.i32, t: ti.i32, act: ti.
 def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
                 n_in: ti.template(), X: ti.template(), x_col: ti.template(), Y: ti.template(), y_col: ti.template(),
                 act: ti.template(), accumulate: ti.template(), tile: ti.template(), gate: ti.template() = None,
-                gate_col: ti.template() = 0, storage: ti.template() = DENSE):
+                gate_col: ti.template() = 0, storage: ti.template() = DENSE, keep: ti.template() = None):
     """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
     (and the product that follows it), a QuantizedMatrix's included. A GPU pass of `gpu_gemm.PASS_TILE` positions
     per tile takes W (dense or quantized) through `gpu_gemm.gemm_task`, anything else through the lanes at
-    `lane_tile(tile)`."""
+    `lane_tile(tile)`. `keep` (tile 1 on a GPU: kernels/norm_linear.py): (kept, kept_col, state, state_layer, plan),
+    and the task also copies kept[t, kept_col + o] into state[b, state_layer, o] at each row b's last position t."""
     if ti.static(gpu_gemm.takes(tile)):
         gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col,
                            storage)
     else:
         lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate,
-                         ti.static(lane_tile(tile)), gate, gate_col, storage)
+                         ti.static(lane_tile(tile)), gate, gate_col, storage, keep)
 
 
 def lane_tile(tile: int) -> int:
@@ -264,9 +265,10 @@ def lane_tile(tile: int) -> int:
 def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
                      n_in: ti.template(), X: ti.template(), x_col: ti.template(), Y: ti.template(),
                      y_col: ti.template(), act: ti.template(), accumulate: ti.template(), tile: ti.template(),
-                     gate: ti.template(), gate_col: ti.template(), storage: ti.template()):
+                     gate: ti.template(), gate_col: ti.template(), storage: ti.template(), keep: ti.template()):
     """`linear_task` by lane groups: one per (output row, or ROW_TILE rows of a dense W on a GPU; tile of
     positions), or `row_split` per output row."""
+    ti.static_assert(not _given(keep) or tile == 1, "linear_task keeps a state at tile 1 only")
     rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
     split = ti.static(row_split(tile, n_out, n_in, storage))
     ti.loop_config(block_dim=GROUP)
@@ -276,6 +278,9 @@ def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(
             g = task_item(thread, rnd)  # lane, then part of the row (with split), then row and tile
             lane, block, t0 = row_tile_item(g // (LANES * split) * LANES + g % LANES, T, tile)
             o = block * rows
+            if ti.static(_given(keep)):
+                if lane == 0 and g // LANES % split == 0:
+                    keep_row(keep, o, t0)
             if ti.static(split > 1):
                 split_row(W, layer, w_row + o, n_in, X, x_col, Y, y_col + o, t0, lane, g // LANES, split, act,
                           accumulate, gate, gate_col + o)
@@ -288,6 +293,15 @@ def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(
                     if o + q < n_out:
                         emit_tile(ti.Vector([acc[q, u] for u in ti.static(range(tile))]), Y, y_col + o + q, t0, T,
                                   lane, act, accumulate, gate, gate_col + o + q)
+
+
+@ti.func
+def keep_row(keep: ti.template(), o: ti.i32, t: ti.i32):
+    """`linear_task`'s `keep` for output row o at position t: kept[t, kept_col + o] into state[b, state_layer, o]
+    if t is its row b's last position."""
+    b = keep[4][ROW, t]  # keep: (kept, kept_col, state, state_layer, plan)
+    if keep[4][LAST, b] == t:
+        keep[2][b, keep[3], o] = keep[0][t, keep[1] + o]
 
 
 def row_split(tile: int, n_out: int, n_in: int, storage: str) -> int:

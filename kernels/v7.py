@@ -26,8 +26,8 @@ import taichi as ti
 from ai00ref.ref.common import L2_EPS, LN_EPS
 from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels import gpu_gemm, lanes, x64_tasks
-from kernels.lanes import (GROUP, clamped, dot_tile, emit_tile, lane_sum, linear_task, row_tile_items,
+from kernels import gpu_gemm, lanes, norm_linear, x64_tasks
+from kernels.lanes import (GROUP, clamped, dot_tile, emit_tile, emit_value, lane_sum, linear_task, row_tile_items,
                            shift_mix_task, tiles)
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
@@ -77,16 +77,7 @@ def lane_projections_task(s: ti.template(), mats: ti.template(), low: ti.templat
             lane, group = g % lanes.LANES, g // lanes.LANES
             o, t0 = group // n_tiles, group % n_tiles * tile
             o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D, n_tiles, tile, lanes.LANES)  # CPU: tile-major
-            mix, act = o // s.C, ACT_NONE  # r, k, v: blocks MIX_R, MIX_K, MIX_V
-            if o >= 3 * s.C:
-                j = o - 3 * s.C
-                mix = MIX_V  # the v1 rows
-                if j < s.Dw:
-                    mix, act = MIX_W, ACT_TANH
-                elif j < s.Dw + s.Da:
-                    mix = MIX_A
-                elif j < s.Dw + s.Da + s.Dg:
-                    mix, act = MIX_G, ACT_SIGMOID
+            mix, act = projection_route(s, o)
             acc = ti.Vector([0.0] * tile)
             if ti.static(storage == DENSE):  # one array: the first stages' rows after the quantizable ones
                 row = s.RKV + o if o < 3 * s.C else s.FIRST + o - 3 * s.C
@@ -95,18 +86,71 @@ def lane_projections_task(s: ti.template(), mats: ti.template(), low: ti.templat
                 acc = dot_tile(mats, slot, s.RKV + o, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile, storage)
             else:
                 acc = dot_tile(low, slot, o - 3 * s.C, 0, sc, s.MIXED + mix * s.C, s.C, t0, T, lane, tile)
-            col = s.PROJ + o  # the raw key to K_RAW: second_stage_task makes PROJ's k from it
-            if s.C <= o < 2 * s.C:
-                col = s.K_RAW + o - s.C
-            emit_tile(acc, sc, col, t0, T, lane, act, False)
+            emit_tile(acc, sc, projection_col(s, o), t0, T, lane, act, False)
+
+
+@ti.func
+def projection_route(s: ti.template(), o: ti.i32) -> ti.math.ivec2:
+    """(mixed block, activation) of `projections_task`'s output row o: r, k, v read blocks MIX_R, MIX_K, MIX_V; the
+    first stages w1 (tanh), a1, g1 (sigmoid), v1 read MIX_W, MIX_A, MIX_G, MIX_V."""
+    mix, act = o // s.C, ACT_NONE
+    if o >= 3 * s.C:
+        j = o - 3 * s.C
+        mix = MIX_V  # the v1 rows
+        if j < s.Dw:
+            mix, act = MIX_W, ACT_TANH
+        elif j < s.Dw + s.Da:
+            mix = MIX_A
+        elif j < s.Dw + s.Da + s.Dg:
+            mix, act = MIX_G, ACT_SIGMOID
+    return ti.math.ivec2(mix, act)
+
+
+@ti.func
+def projection_col(s: ti.template(), o: ti.i32) -> ti.i32:
+    """The scratch column of `projections_task`'s output row o: PROJ + o, but the raw key to K_RAW (second_stage_task
+    makes PROJ's k from it)."""
+    col = s.PROJ + o
+    if s.C <= o < 2 * s.C:
+        col = s.K_RAW + o - s.C
+    return col
+
+
+@ti.func
+def folded_projections_task(s: ti.template(), x: ti.template(), vec: ti.template(), mats: ti.template(),
+                            slot: ti.template(), att_x: ti.template(), layer: ti.template(), plan: ti.template(),
+                            sc: ti.template()):
+    """`shift_mix_task` (LN1, token shift) and `projections_task` as one task in a GPU decode pass of a dense group
+    (kernels/norm_linear.py): each workgroup stages z = LN1(x[t]) and prev - z, and each output row mixes its own
+    input as it reads it (`projection_route`'s block: vec row MIX + block). z also goes to MIXED's first block, which
+    second_stage_task copies into the state at each row's last position."""
+    n_out = ti.static(3 * s.C + s.D)
+    ti.loop_config(block_dim=norm_linear.NORM_GROUP)
+    for thread in range(lanes.task_range(norm_linear.items(x.shape[0], n_out))):
+        for rnd in range(lanes.task_rounds(thread, norm_linear.items(x.shape[0], n_out))):
+            tid, t, row_block, o = norm_linear.item(lanes.task_item(thread, rnd), x.shape[0])
+            lane = tid % lanes.LANES
+            zs = ti.simt.block.SharedArray((s.C,), ti.f32)
+            ds = ti.simt.block.SharedArray((s.C,), ti.f32)
+            partials = ti.simt.block.SharedArray((ti.static(norm_linear.group_rows()),), ti.f32)
+            norm_linear.stage_mixed(x, vec, slot, LN1, None, att_x, layer, plan, LN_EPS, t, s.C, lane, tid, zs, ds,
+                                    partials, sc, s.MIXED, row_block == 0)
+            if o < n_out:
+                mix, act = projection_route(s, o)
+                row = s.RKV + o if o < 3 * s.C else s.FIRST + o - 3 * s.C
+                total = lane_sum(norm_linear.dot_staged(mats, slot, row, zs, ds, vec, slot, MIX + mix, s.C, lane,
+                                                        False))
+                if lane == 0:
+                    emit_value(total, sc, projection_col(s, o), t, act, False, None, 0)
 
 
 @ti.func
 def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
-                      layer: ti.template(), sc: ti.template(), tile: ti.template()):
+                      layer: ti.template(), sc: ti.template(), tile: ti.template(), keep: ti.template() = None):
     """The w, a, g, v second stages of the LOW columns (v: not in layer 0), each finished by its lines of
     ref.v7.time_mix as it is written (`finish_channel`): LORA's w and a blocks get the decay w and the rate a,
-    PROJ's k and v the key and value the WKV uses, KK the unit key per head; g is written as it is."""
+    PROJ's k and v the key and value the WKV uses, KK the unit key per head; g is written as it is. `keep` (after
+    `folded_projections_task`): channel c's w row also keeps LN1 into the state (`lanes.keep_row`)."""
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(row_tile_items(4 * s.C, sc.shape[0], tile))):
         for rnd in range(lanes.task_rounds(thread, row_tile_items(4 * s.C, sc.shape[0], tile))):
@@ -117,6 +161,9 @@ def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(
             o, t0 = group // n_tiles, group % n_tiles * tile
             o, t0 = x64_tasks.cpu_order(o, t0, group, 4 * s.C, n_tiles, tile, lanes.LANES)  # the CPU's: tile-major
             part, c = o // s.C, o % s.C
+            if ti.static(lanes._given(keep)):
+                if part == 0 and lane == 0:
+                    lanes.keep_row(keep, c, t0)
             begin, width = 0, s.Dw
             if part == 1:
                 begin, width = s.Dw, s.Da
@@ -185,28 +232,39 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     `storage`: the group's matrices (kernels/quant.py); a quantized kernel takes the low-rank rows as one more array.
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
     linear = x64_tasks.linear_task if lanes.LANES == 1 else linear_task  # the CPU's order of the groups
+    folded = norm_linear.takes(tile, storage)  # a GPU decode pass of a dense group: LN1, LN2 in the matrix tasks
     lane_tile = lanes.lane_tile(tile)  # the lane tasks' tile; the matrix tasks take `tile` (kernels/gpu_gemm.py)
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
              ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
              plan: ti.template(), sc: ti.template(), layer: ti.template(), slot: ti.template()):
-        if ti.static("shift_mix" in tasks):
+        if ti.static("shift_mix" in tasks and not folded):
             shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
-        if ti.static("projections" in tasks):
+        if ti.static("projections" in tasks and folded):  # LN1 and the mixes in the same task
+            folded_projections_task(s, x, vec, mats, slot, att_x, layer, plan, sc)
+        elif ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
-        if ti.static("second_stage" in tasks):
+        if ti.static("second_stage" in tasks and folded):  # and LN1 of each row's last position into the state
+            second_stage_task(s, vec, second, slot, layer, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
+        elif ti.static("second_stage" in tasks):
             second_stage_task(s, vec, second, slot, layer, sc, lane_tile)
         if ti.static("wkv_gate" in tasks):
             wkv_gate_task(s, S, vec, slot, layer, plan, sc, tile)
         if ti.static("output" in tasks):
             linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
-        if ti.static("ffn_shift_mix" in tasks):
+        if ti.static("ffn_shift_mix" in tasks and not folded):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
-        if ti.static("ffn_key" in tasks):
+        if ti.static("ffn_key" in tasks and folded):  # LN2 and its mix in the same task (kernels/norm_linear.py)
+            norm_linear.norm_mix_linear_task(x, vec, slot, LN2, FFN_MIX, ffn_x, layer, plan, LN_EPS, mats, s.FFN_KEY,
+                                             s.F, s.C, sc, s.HIDDEN, ACT_RELU_SQUARED, sc, s.MIXED)
+        elif ti.static("ffn_key" in tasks):
             linear(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
                    storage=storage)
-        if ti.static("ffn_value" in tasks):
+        if ti.static("ffn_value" in tasks and folded):  # and LN2 of each row's last position into the state
+            linear(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile,
+                   keep=(sc, s.MIXED, ffn_x, layer, plan))
+        elif ti.static("ffn_value" in tasks):
             linear(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, storage=storage)
 
     return layer_launch(body, storage)
