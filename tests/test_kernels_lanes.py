@@ -213,6 +213,50 @@ def test_gather_norm_task(T, C, seed, data):
     assert_close(out.to_numpy(), expected)
 
 
+# ---- kernels/norm_linear.py ----
+
+@functools.cache
+def norm_linear_runner(n_in: int, n_out: int, act: int):
+    from kernels import norm_linear
+
+    @kernel
+    def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
+            plan: ti.types.ndarray(), W: ti.types.ndarray(), Y: ti.types.ndarray(), kept: ti.types.ndarray()):
+        norm_linear.norm_mix_linear_task(x, vec, layer, 0, 2, shift, layer, plan, ref.LN_EPS, W, 1, n_out, n_in, Y, 2,
+                                         act, kept, 3)
+    return run
+
+
+# a few sizes only: each (C, n_out, act) compiles a kernel of its own (~13 s on lavapipe)
+@given(lengths=plans(max_rows=3, max_len=4), C=st.sampled_from([40, 600]), n_out=st.sampled_from([70]),
+       act=st.sampled_from(["none", "sigmoid"]), seed=seeds, data=st.data())
+def test_norm_mix_linear_task(lengths, C, n_out, act, seed, data):
+    """A GPU decode pass's folded LayerNorm, token shift, mix and matrix (kernels/norm_linear.py): Y = act(lerp(z,
+    prev, mix) Wᵀ), z = layer_norm(x) per row, prev = previous_tokens(z, state); z kept in scratch. Ragged rows of up
+    to 4 tokens (a tile-1 pass), rows longer than a workgroup's threads (600 > 512), row blocks part-filled."""
+    import kernels
+    if not kernels.is_gpu():
+        pytest.skip("a GPU task (workgroup memory and barriers): the CPU runs the LayerNorm task instead")
+    layer = data.draw(st.integers(0, 1), label="layer")
+    rng = rng_of(seed)
+    plan, B = make_plan(lengths), len(lengths)
+    x, shift0 = normal(rng, plan.T, C), normal(rng, B, 2, C)
+    vec = normal(rng, 2, 3, C)  # rows: LN weight, LN bias, the mix
+    vec[:, 2] = rng.uniform(0, 1, (2, C))
+    W = normal(rng, 2, n_out + 2, C, scale=C ** -0.5).astype(np.float16).astype(np.float32)
+    Y, kept = dev(np.zeros((plan.T, n_out + 3), np.float32)), dev(np.zeros((plan.T, C + 3), np.float32))
+    code, fn = ACTIVATIONS[act]
+    norm_linear_runner(C, n_out, code)(dev(x), dev(vec), dev(shift0), layer, plan.packed, dev(W, ti.f16), Y, kept)
+    mixed, normed = np.zeros((plan.T, C)), np.zeros((plan.T, C))
+    for b, (a, z) in enumerate(segments(lengths)):
+        normed[a:z] = ref.layer_norm(f64(x[a:z]), f64(vec[layer, 0]), f64(vec[layer, 1]))
+        prev = ref.previous_tokens(normed[a:z], f64(shift0[b, layer]))
+        mixed[a:z] = ref.lerp_previous(normed[a:z], prev, f64(vec[layer, 2]))
+    used_W = f64(W[layer, 1:1 + n_out])
+    assert_close(Y.to_numpy()[:, 2:2 + n_out], fn(ref.linear(mixed, used_W)), np.abs(mixed) @ np.abs(used_W).T)
+    assert_close(kept.to_numpy()[:, 3:], normed)
+
+
 # ---- kernels/v7.py ----
 
 def v7_case(rng, T, H, N, dims_low, F=8):
