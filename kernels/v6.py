@@ -36,9 +36,9 @@ import functools
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels import gpu_gemm, lanes, wkv_lanes
+from kernels import gpu_gemm, lanes, norm_linear, wkv_lanes
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
-from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, lane_sum, linear_task,
+from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, emit_value, lane_sum, linear_task,
                            mean_and_inv, row_tile_item, row_tile_items, shift_mix_task)
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
@@ -281,6 +281,35 @@ def output_gate_task(s: ti.template(), vec: ti.template(), slot: ti.template(), 
 
 
 @ti.func
+def folded_ffn_in_task(s: ti.template(), x: ti.template(), vec: ti.template(), mats: ti.template(),
+                       slot: ti.template(), ffn_x: ti.template(), layer: ti.template(), plan: ti.template(),
+                       sc: ti.template()):
+    """The channel mix's `shift_mix_task` (LN2, token shift) and `ffn_in_task` as one task in a GPU decode pass of
+    a dense group (kernels/norm_linear.py): each workgroup stages z = LN2(x[t]) and prev - z, and each output row
+    mixes its own input as it reads it (the key's rows with vec row FFN_MIX, the receptance's with FFN_MIX + 1). z
+    also goes to MIXED's first block, which the value task copies into the state at each row's last position."""
+    n_out = ti.static(s.F + s.C)
+    ti.loop_config(block_dim=norm_linear.NORM_GROUP)
+    for thread in range(lanes.task_range(norm_linear.items(x.shape[0], n_out))):
+        for rnd in range(lanes.task_rounds(thread, norm_linear.items(x.shape[0], n_out))):
+            tid, t, row_block, o = norm_linear.item(lanes.task_item(thread, rnd), x.shape[0])
+            lane = tid % lanes.LANES
+            zs = ti.simt.block.SharedArray((s.C,), ti.f32)
+            ds = ti.simt.block.SharedArray((s.C,), ti.f32)
+            partials = ti.simt.block.SharedArray((ti.static(norm_linear.group_rows()),), ti.f32)
+            norm_linear.stage_mixed(x, vec, slot, LN2, None, ffn_x, layer, plan, LN_EPS, t, s.C, lane, tid, zs, ds,
+                                    partials, sc, s.MIXED, row_block == 0)
+            if o < n_out:
+                mix, y_col, act = FFN_MIX, s.HIDDEN + o, ACT_RELU_SQUARED
+                if o >= s.F:
+                    mix, y_col, act = FFN_MIX + 1, s.FFN_R + o - s.F, ACT_SIGMOID
+                total = lane_sum(norm_linear.dot_staged(mats, slot, s.FFN_KEY + o, zs, ds, vec, slot, mix, s.C, lane,
+                                                        False))
+                if lane == 0:
+                    emit_value(total, sc, y_col, t, act, False, None, 0)
+
+
+@ti.func
 def ffn_in_task(s: ti.template(), mats: ti.template(), slot: ti.template(), sc: ti.template(), storage: ti.template()):
     """A GPU decode pass's ffn_key and ffn_receptance as one task (ref.v6.channel_mix, ref.v5.channel_mix):
     HIDDEN = relu²(x_k W_kᵀ), FFN_R = σ(x_r W_rᵀ). The receptance's rows follow the key's in `mats`, so output row o
@@ -314,6 +343,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     lane_tile = lanes.lane_tile(tile)  # the lane tasks' tile; the matrix tasks take `tile` (kernels/gpu_gemm.py)
     fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
     ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
+    ffn_folded = ffn_fused and "ffn_shift_mix" in tasks and norm_linear.takes(tile, storage)  # and LN2 in it too
     prefill_wkv = lanes.LANES > 1 and tile >= gpu_gemm.PASS_TILE  # lane_wkv_task; else a thread per value column
 
     @ti.func
@@ -342,9 +372,11 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
             linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
-        if ti.static("ffn_shift_mix" in tasks):
+        if ti.static("ffn_shift_mix" in tasks and not ffn_folded):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
-        if ti.static(ffn_fused):
+        if ti.static(ffn_folded):  # LN2 and the mixes in the same task (kernels/norm_linear.py)
+            folded_ffn_in_task(s, x, vec, mats, slot, ffn_x, layer, plan, sc)
+        elif ti.static(ffn_fused):
             ffn_in_task(s, mats, slot, sc, storage)
         if ti.static("ffn_key" in tasks and not ffn_fused):
             linear_task(mats, slot, s.FFN_KEY, s.F, s.C, sc, s.MIXED, sc, s.HIDDEN, ACT_RELU_SQUARED, False, tile,
@@ -352,7 +384,10 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("ffn_receptance" in tasks and not ffn_fused):
             linear_task(mats, slot, s.FFN_RECEPTANCE, s.C, s.C, sc, s.MIXED + s.C, sc, s.FFN_R, ACT_SIGMOID, False,
                         tile, storage=storage)
-        if ti.static("ffn_value" in tasks):
+        if ti.static("ffn_value" in tasks and ffn_folded):  # and LN2 of each row's last position into the state
+            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage,
+                        (sc, s.MIXED, ffn_x, layer, plan))
+        elif ti.static("ffn_value" in tasks):
             linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage)
 
     return layer_launch(body, storage)
