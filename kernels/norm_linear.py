@@ -94,12 +94,12 @@ def block_stats(values: ti.template(), lane: ti.i32, tid: ti.i32, n: ti.template
 def stage_mixed(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
                 shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32, t: ti.i32, n: ti.template(),
                 lane: ti.i32, tid: ti.i32, xs: ti.template(), ds: ti.template(), partials: ti.template(),
-                kept: ti.template(), kept_col: ti.template(), keep: ti.i32):
+                kept: ti.template(), kept_col: ti.template(), keep: ti.i32, delta_col: ti.template() = None):
     """Position t's LayerNorm z = LN(x[t]) and token shift prev (the previous position's LayerNorm, or the row's
     state) for every channel c (lanes.shift_mix_piece's), staged for `dot_staged`: with a `mix_row` (an int),
     xs[c] = z + (prev - z)·vec[slot, mix_row, c]; with mix_row None, xs[c] = z and ds[c] = prev - z (each output
-    row then takes its own mix). With `keep`, also kept[t, kept_col + c] = z. Ends with a barrier: the stage is
-    ready."""
+    row then takes its own mix). With `keep`, also kept[t, kept_col + c] = z (and kept[t, delta_col + c] =
+    prev - z with a `delta_col`). Ends with a barrier: the stage is ready."""
     b, is_first = plan[ROW, t], plan[FIRST, t]
     last = plan[LAST, b]
     before = t - 1 + is_first  # t-1, or t itself at a row's first position (then unused)
@@ -128,6 +128,8 @@ def stage_mixed(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.t
                 ds[c] = prev - z
             if keep:
                 kept[t, kept_col + c] = z
+                if ti.static(_given(delta_col)):
+                    kept[t, delta_col + c] = prev - z
     ti.simt.block.sync()
 
 

@@ -47,10 +47,12 @@ from kernels.v6_layout import device_blocks  # noqa: F401  (the engine calls mod
 
 
 @ti.func
-def data_mix_task(s: ti.template(), second: ti.template(), slot: ti.template(), sc: ti.template(),
-                  tile: ti.template()):
+def data_mix_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
+                  sc: ti.template(), tile: ti.template(), keep: ti.template() = None):
     """The rest of ref.v6.token_shift_mixes, in place: mixed block 1 + m (x + (prev-x)·maa_m, from shift_mix_task)
-    += (prev - x) · (lora_m W2_mᵀ), for m in r, k, v, g, w; lora_m is LORA's block m, prev - x is DELTA."""
+    += (prev - x) · (lora_m W2_mᵀ), for m in r, k, v, g, w; lora_m is LORA's block m, prev - x is DELTA. With `keep`
+    (after `folded_maa_task`, tile 1), the block is written whole from z (MIXED's first block) and DELTA,
+    z + (prev-z)·maa_m + (prev-z)·(lora_m W2_mᵀ), in that order, and channel c's r row keeps z into the state."""
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(row_tile_items(5 * s.C, sc.shape[0], tile))):
         for rnd in range(lanes.task_rounds(thread, row_tile_items(5 * s.C, sc.shape[0], tile))):
@@ -58,7 +60,41 @@ def data_mix_task(s: ti.template(), second: ti.template(), slot: ti.template(), 
             lane, o, t0 = row_tile_item(lanes.task_item(thread, rnd), T, tile)
             m, c = o // s.C, o % s.C
             acc = dot_tile(second, slot, c, m * s.Dm, sc, s.LORA + m * s.Dm, s.Dm, t0, T, lane, tile)
-            emit_tile(acc, sc, s.MIXED + (MIX_R + m) * s.C + c, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
+            col = s.MIXED + (MIX_R + m) * s.C + c
+            if ti.static(lanes._given(keep)):
+                if m == 0 and lane == 0:
+                    lanes.keep_row(keep, c, t0)
+                total = lane_sum(acc[0])
+                if lane == 0:
+                    delta = sc[t0, s.DELTA + c]
+                    sc[t0, col] = sc[t0, s.MIXED + c] + delta * vec[slot, MIX + MIX_R + m, c] + total * delta
+            else:
+                emit_tile(acc, sc, col, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
+
+
+@ti.func
+def folded_maa_task(s: ti.template(), x: ti.template(), vec: ti.template(), low: ti.template(), slot: ti.template(),
+                    low_at: ti.template(), att_x: ti.template(), layer: ti.template(), plan: ti.template(),
+                    sc: ti.template()):
+    """`shift_mix_task` (LN1, token shift) and the maa LoRA's first stage tanh(xxx W1ᵀ) as one task in a GPU decode
+    pass of a dense group (kernels/norm_linear.py): each workgroup stages xxx = z + (prev - z)·maa_x (vec row MIX);
+    z goes to MIXED's first block and prev - z to DELTA, from which `data_mix_task` (with `keep`) makes the five
+    mixed inputs and keeps z into the state."""
+    n_out = ti.static(5 * s.Dm)
+    ti.loop_config(block_dim=norm_linear.NORM_GROUP)
+    for thread in range(lanes.task_range(norm_linear.items(x.shape[0], n_out))):
+        for rnd in range(lanes.task_rounds(thread, norm_linear.items(x.shape[0], n_out))):
+            tid, t, row_block, o = norm_linear.item(lanes.task_item(thread, rnd), x.shape[0])
+            lane = tid % lanes.LANES
+            xs = ti.simt.block.SharedArray((s.C,), ti.f32)
+            partials = ti.simt.block.SharedArray((ti.static(norm_linear.group_rows()),), ti.f32)
+            norm_linear.stage_mixed(x, vec, slot, LN1, MIX, att_x, layer, plan, LN_EPS, t, s.C, lane, tid, xs, xs,
+                                    partials, sc, s.MIXED, row_block == 0, s.DELTA)
+            if o < n_out:
+                total = lane_sum(norm_linear.dot_staged(low, slot, low_at + s.MAA_FIRST + o, xs, xs, vec, slot, 0,
+                                                        s.C, lane, True))
+                if lane == 0:
+                    emit_value(total, sc, s.LORA + o, t, ACT_TANH, False, None, 0)
 
 
 def low_base(s: Shape, storage: str) -> int:
@@ -344,20 +380,25 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
     ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
     ffn_folded = ffn_fused and "ffn_shift_mix" in tasks and norm_linear.takes(tile, storage)  # and LN2 in it too
+    att_folded = v6 and norm_linear.takes(tile, storage) and {"shift_mix", "maa_lora", "data_mix"} <= set(tasks)
     prefill_wkv = lanes.LANES > 1 and tile >= gpu_gemm.PASS_TILE  # lane_wkv_task; else a thread per value column
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
              ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
              plan: ti.template(), sc: ti.template(), layer: ti.template(), slot: ti.template()):
-        if ti.static("shift_mix" in tasks and v6):
+        if ti.static("shift_mix" in tasks and v6 and not att_folded):
             shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED, True)
         if ti.static("shift_mix" in tasks and not v6):
             shift_mix_task(x, vec, slot, LN1, MIX + MIX_R, n_static, att_x, layer, plan, LN_EPS, sc, s.MIXED + MIX_R * s.C)
-        if ti.static("maa_lora" in tasks and v6):
+        if ti.static("maa_lora" in tasks and att_folded):  # LN1 and the maa mix in the same task
+            folded_maa_task(s, x, vec, low, slot, low_at, att_x, layer, plan, sc)
+        elif ti.static("maa_lora" in tasks and v6):
             linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
-        if ti.static("data_mix" in tasks and v6):
-            data_mix_task(s, second, slot, sc, lane_tile)
+        if ti.static("data_mix" in tasks and att_folded):  # the five mixes whole, and LN1 into the state
+            data_mix_task(s, vec, second, slot, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
+        elif ti.static("data_mix" in tasks and v6):
+            data_mix_task(s, vec, second, slot, sc, lane_tile)
         if ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("decay" in tasks and v6):
