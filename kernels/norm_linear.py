@@ -94,11 +94,12 @@ def block_stats(values: ti.template(), lane: ti.i32, tid: ti.i32, n: ti.template
 def stage_mixed(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
                 shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32, t: ti.i32, n: ti.template(),
                 lane: ti.i32, tid: ti.i32, xs: ti.template(), ds: ti.template(), partials: ti.template(),
-                kept: ti.template(), kept_col: ti.template(), keep: ti.i32, delta_col: ti.template() = None):
+                kept: ti.template(), kept_col: ti.template(), keep: ti.i32, delta_col: ti.template() = None,
+                second_mix: ti.template() = None):
     """Position t's LayerNorm z = LN(x[t]) and token shift prev (the previous position's LayerNorm, or the row's
     state) for every channel c (lanes.shift_mix_piece's), staged for `dot_staged`: with a `mix_row` (an int),
-    xs[c] = z + (prev - z)·vec[slot, mix_row, c]; with mix_row None, xs[c] = z and ds[c] = prev - z (each output
-    row then takes its own mix). With `keep`, also kept[t, kept_col + c] = z (and kept[t, delta_col + c] =
+    xs[c] = z + (prev - z)·vec[slot, mix_row, c] (and ds[c] the same with vec row `second_mix`, if given); with
+    mix_row None, xs[c] = z and ds[c] = prev - z (each output row then takes its own mix). With `keep`, also kept[t, kept_col + c] = z (and kept[t, delta_col + c] =
     prev - z with a `delta_col`). Ends with a barrier: the stage is ready."""
     b, is_first = plan[ROW, t], plan[FIRST, t]
     last = plan[LAST, b]
@@ -110,6 +111,7 @@ def stage_mixed(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.t
     biases = row_values3(vec, slot, ln_row + 1, n, tid)
     kept_state = row_values3(shift, b, layer, n, tid)
     mixes = row_values3(vec, slot, ti.static(mix_or(mix_row, ln_row)), n, tid)  # unused without a mix_row
+    mixes2 = row_values3(vec, slot, ti.static(mix_or(second_mix, ln_row)), n, tid)  # unused without second_mix
     now = block_stats(now_values, lane, tid, n, eps, partials)
     other = now
     if other_t != t:  # the same for the whole workgroup: its barriers are uniform
@@ -123,6 +125,8 @@ def stage_mixed(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.t
                 prev = (other_values[k] - other[0]) * other[1] * weights[k] + biases[k]
             if ti.static(_given(mix_row)):
                 xs[c] = z + (prev - z) * mixes[k]
+                if ti.static(_given(second_mix)):
+                    ds[c] = z + (prev - z) * mixes2[k]
             else:
                 xs[c] = z
                 ds[c] = prev - z
