@@ -1,7 +1,8 @@
 """RWKV-7 layer kernels. Must match `ai00ref/ref/v7.py` (spec/v7.md) to the tolerances of spec/tolerances.md.
 
-One layer is one kernel launch (`layer_kernel`) of eight tasks in a GPU decode pass (nine otherwise), each a `ti.func` named
-after what it mirrors:
+One layer is one kernel launch (`layer_kernel`) of eight tasks in a GPU decode pass (nine otherwise; six in a GPU
+decode pass of a dense group, where LN1 and LN2 ride on the matrix tasks that read them: `folded_projections_task`,
+kernels/norm_linear.py), each a `ti.func` named after what it mirrors:
 
 task                  must match (ref/v7.py)                              threads
 shift_mix_task        layer_norm(ln1), previous_tokens, six lerp_previous  lanes per position (kernels/lanes.py)
