@@ -91,21 +91,10 @@ def add_parts(value: ti.f32, p: ti.i32, i: ti.i32, N: ti.template()) -> ti.f32:
 @ti.func
 def column_stats(y: ti.f32, p: ti.i32, i: ti.i32, N: ti.template(), eps: ti.f32) -> ti.math.vec2:
     """(mean, 1/sqrt(biased var + eps)) of the head's N column values (part 0's thread of each column gives its y),
-    two passes in column order as ref.common.group_norm, through workgroup memory; every thread gets them. Every
-    thread of the workgroup must call it."""
-    columns = ti.simt.block.SharedArray((ti.static(padded(N)),), ti.f32)
-    if p == 0:
-        columns[i] = y
-    ti.simt.block.sync()
-    mean = 0.0
-    for c in range(N):
-        mean += columns[c]
-    mean /= N
-    spread = 0.0
-    for c in range(N):
-        spread += (columns[c] - mean) ** 2
-    ti.simt.block.sync()
-    return ti.math.vec2(mean, 1.0 / ti.sqrt(spread / N + eps))
+    two passes in column order as ref.common.group_norm (`column_total` of y, then of (y - mean)²); every thread gets
+    them. Every thread of the workgroup must call it."""
+    mean = column_total(y, p, i, N) / N
+    return ti.math.vec2(mean, 1.0 / ti.sqrt(column_total((y - mean) ** 2, p, i, N) / N + eps))
 
 
 @ti.func
