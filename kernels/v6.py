@@ -248,15 +248,37 @@ def lane_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
 
 
 @ti.func
+def head_decays(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.i32, sc: ti.template(),
+                t: ti.i32, h: ti.i32, p: ti.i32, i: ti.i32, ws: ti.template()):
+    """`decay_task` for head h's N channels inside the decode WKV's workgroup: thread (p, i) sums part p of channel
+    h·N + i's Dd terms, the parts meet in `wkv_lanes.add_parts`, and ws[i] = exp(-exp(time_decay + sum)). Ends with
+    a barrier: ws is ready."""
+    N = ti.static(s.N)
+    per = ti.static((s.Dd + wkv_lanes.KEY_PARTS - 1) // wkv_lanes.KEY_PARTS)  # terms per part
+    c = h * N + ti.min(i, N - 1)
+    part = 0.0
+    for q in ti.static(range(per)):
+        d = p * per + q
+        term = ti.cast(second[slot, c, s.DECAY_SECOND + ti.min(d, s.Dd - 1)], ti.f32) * sc[t, s.DECAY_LOW +
+                                                                                             ti.min(d, s.Dd - 1)]
+        part += ti.select(d < s.Dd, term, 0.0)
+    total = wkv_lanes.add_parts(part, p, i, N)
+    if p == 0 and i < N:
+        ws[i] = ti.exp(-ti.exp(vec[slot, DECAY, c] + total))
+    ti.simt.block.sync()
+
+
+@ti.func
 def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(), layer: ti.template(),
-                  plan: ti.template(), sc: ti.template()):
+                  plan: ti.template(), sc: ti.template(), second: ti.template() = None):
     """A decode pass's `wkv_task` and `output_gate_task` as one task on a GPU (as kernels/v7_wkv.py): a workgroup
     per (row b, head h) of wkv_lanes.head_threads(N) threads, thread (p, i) owning value column i and the keys of
     part p (wkv_lanes.part_keys). Each part's keys go in blocks whose loads are all issued before the first store (a
     load after a store waits for it); y sums a part's keys in order, then the parts in order
     (`wkv_lanes.add_parts`), and the head's GroupNorm statistics go through workgroup memory
     (`wkv_lanes.column_stats`). One subgroup per head (32 on the 1.6B shape) walked all 64 keys: 14-15 µs a layer
-    on the H100."""
+    on the H100. With `second` (v6), the task also makes the decays itself (`head_decays`), so there is no decay
+    task before it (4.9 µs a layer)."""
     N = ti.static(s.N)
     ti.loop_config(block_dim=ti.static(wkv_lanes.head_threads(s.N)))
     for thread in range(lanes.task_range(S.shape[0] * s.H * ti.static(wkv_lanes.head_threads(s.N)))):
@@ -264,8 +286,11 @@ def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
             b, h, p, i = wkv_lanes.head_item(lanes.task_item(thread, rnd), s.H, N)
             R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
             col = ti.min(i, N - 1)
+            ws = ti.simt.block.SharedArray((N,), ti.f32)  # the head's decays (`head_decays`)
             for step in range(plan[LENGTH, b]):  # the same for the whole workgroup: its barriers are uniform
                 t = plan[START, b] + step
+                if ti.static(lanes._given(second)):
+                    head_decays(s, vec, second, slot, sc, t, h, p, i, ws)
                 v = sc[t, V + h * N + col]
                 y = 0.0
                 for block in range(ti.static(wkv_lanes.part_blocks(N))):
@@ -275,6 +300,8 @@ def wkv_gate_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
                     r = ti.Vector([sc[t, R + c[q]] for q in ti.static(range(keys.n))])
                     u = ti.Vector([vec[slot, BONUS, c[q]] for q in ti.static(range(keys.n))])
                     w = ti.Vector([decay_at(s, vec, slot, sc, t, c[q]) for q in ti.static(range(keys.n))])
+                    if ti.static(lanes._given(second)):
+                        w = ti.Vector([ws[keys[q]] for q in ti.static(range(keys.n))])
                     old = ti.Vector([S[b, layer, h, keys[q], col] for q in ti.static(range(keys.n))])
                     for q in ti.static(range(keys.n)):
                         kv = k[q] * v
@@ -385,6 +412,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
     ffn_folded = ffn_fused and "ffn_shift_mix" in tasks and norm_linear.takes(tile, storage)  # and LN2 in it too
     att_folded = v6 and norm_linear.takes(tile, storage) and {"shift_mix", "maa_lora", "data_mix"} <= set(tasks)
+    decay_folded = v6 and fused and "decay" in tasks  # decay_task's work inside wkv_gate_task (head_decays)
     prefill_wkv = lanes.LANES > 1 and tile >= gpu_gemm.PASS_TILE  # lane_wkv_task; else a thread per value column
 
     @ti.func
@@ -405,9 +433,11 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             data_mix_task(s, vec, second, slot, sc, lane_tile)
         if ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
-        if ti.static("decay" in tasks and v6):
+        if ti.static("decay" in tasks and v6 and not decay_folded):
             decay_task(s, vec, second, slot, sc, lane_tile)
-        if ti.static(fused):
+        if ti.static(fused and decay_folded):  # the decays made inside the WKV task
+            wkv_gate_task(s, vec, S, slot, layer, plan, sc, second)
+        elif ti.static(fused):
             wkv_gate_task(s, vec, S, slot, layer, plan, sc)
         if ti.static("wkv" in tasks and not fused and prefill_wkv):
             lane_wkv_task(s, vec, S, slot, layer, plan, sc)
