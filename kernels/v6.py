@@ -1,9 +1,9 @@
 """RWKV-6 layer kernels, and RWKV-5's (kernels/v5.py). Must match `ai00ref/ref/v6.py` and `ai00ref/ref/v5.py`
 (spec/v6.md, spec/v5.md) to the tolerances of spec/tolerances.md.
 
-One layer is one kernel launch (`layer_kernel`) of twelve tasks (`TASKS`; ten in a GPU decode pass, eight in one of
-a dense group, where LN1 and LN2 ride on the tasks after them: `folded_maa_task`, `folded_ffn_in_task`,
-kernels/norm_linear.py), each a `ti.func`:
+One layer is one kernel launch (`layer_kernel`) of twelve tasks (`TASKS`; nine in a GPU decode pass, where the decay
+rides on the WKV task, `head_decays`; seven in one of a dense group, where LN1 and LN2 ride on the tasks after them:
+`folded_maa_task`, `folded_ffn_in_task`, kernels/norm_linear.py), each a `ti.func`:
 
 task            ti.func            must match (ref/v6.py)                                threads: lanes per
 shift_mix       shift_mix_task     layer_norm(ln1), previous_tokens, token_shift_mixes'  position (kernels/lanes.py)
