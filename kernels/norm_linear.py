@@ -6,12 +6,16 @@ the task that multiplies its output by a matrix makes it itself: a workgroup of 
   1. loads position t's row x[t] (and x[t-1], or the row's last position, where the token shift needs it), each
      thread a few channels, and takes the LayerNorm statistics over the workgroup (`block_stats`: two passes over
      the registers, as ref.common.layer_norm);
-  2. writes the mixed input z + (prev - z)·mix of every channel into workgroup memory (`stage_mixed`), prev the
-     previous position's LayerNorm or the row's shift state;
+  2. writes into workgroup memory (`stage_mixed`) the mixed input z + (prev - z)·mix of every channel (one mix, or
+     two), or z and prev - z for rows that each take their own mix, prev the previous position's LayerNorm or the
+     row's shift state;
   3. runs NORM_GROUP / LANES output rows, one per lane group, against the staged input (`dot_staged`, the terms of
      `lanes.dot_tile` in its order).
-The row block 0 workgroup also writes z into scratch columns, and the task after (`lanes.linear_task` with `keep`)
-copies each row's last z into the shift state: the state cannot change while this task still reads it.
+The row block 0 workgroup also writes z into scratch columns, and the task after (`lanes.linear_task` with `keep`,
+v7's `second_stage_task`, v6's `data_mix_task`) copies each row's last z into the shift state: the state cannot
+change while this task still reads it. Here: `norm_mix_linear_task` (v7's channel mix); the version modules' own
+folded tasks (kernels/v7.py `folded_projections_task`, kernels/v6.py `folded_maa_task`, `folded_ffn_in_task`) use
+`items`, `item`, `stage_mixed` and `dot_staged`.
 
 Must match ref.common.layer_norm, previous_tokens, lerp_previous and ref.common.linear (spec/kernels.md §6) to
 spec/tolerances.md: the statistics add the same terms in another order.
