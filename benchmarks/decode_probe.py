@@ -5,8 +5,8 @@ read a layer's matrices at one position.
 Each case is one kernel recorded `--repeats` times into one pass (kernels/vk/replay.py); its time is the median of
 its dispatches, each with the barrier after it. Cases:
   empty               a task of one thread: the fixed cost of a dispatch
-  shift_mix C         lanes.shift_mix_task at one position, six mixes and the delta (v6's LN1 and token shift)
-  gather_norm C       lanes.gather_norm_task of one row (the head's LayerNorm)
+  shift_mix C         layer_norms.shift_mix_task at one position, six mixes and the delta (v6's LN1 and token shift)
+  gather_norm C       layer_norms.gather_norm_task of one row (the head's LayerNorm)
   round trip P MODE   host seconds per run of a pass of P empty dispatches: submit, wait for its fence ("block":
                       vkWaitForFences; "poll": vkGetFenceStatus in a loop), reset
   reader NAME RxK     Y = W x at one position, W f16: "lanes" is lanes.linear_task as a batch-1 pass runs it;
@@ -28,7 +28,7 @@ import taichi as ti
 import vulkan as vk
 
 import kernels
-from kernels import arrays, lanes
+from kernels import arrays, lanes, layer_norms
 from kernels.common import ACT_NONE
 from kernels.launch import kernel, pass_replay
 
@@ -161,12 +161,12 @@ def probe_readers(names: list, shapes: list, repeats: int, warm_up: float) -> No
 @kernel
 def shift_mix(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), plan: ti.types.ndarray(),
               out: ti.types.ndarray()):
-    lanes.shift_mix_task(x, vec, 0, 0, 2, 6, shift, 0, plan, 1e-5, out, 0, True)
+    layer_norms.shift_mix_task(x, vec, 0, 0, 2, 6, shift, 0, plan, 1e-5, out, 0, True)
 
 
 @kernel
 def gather_norm(x: ti.types.ndarray(), picks: ti.types.ndarray(), ln: ti.types.ndarray(), out: ti.types.ndarray()):
-    lanes.gather_norm_task(x, picks, ln, 1e-5, out)
+    layer_norms.gather_norm_task(x, picks, ln, 1e-5, out)
 
 
 def probe_norms(C: int, repeats: int, warm_up: float) -> None:

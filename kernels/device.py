@@ -78,7 +78,7 @@ def start_taichi(arch: str) -> None:
     target = {"vulkan": ti.vulkan, "cuda": ti.cuda, "cpu": ti.x64}[arch]
     try:
         ti.init(arch=target, enable_fallback=False, log_level=ti.WARN,  # unrolling_limit=0: no warning about the
-                offline_cache=True, offline_cache_file_path=_cache_dir(),  # unrolled loads we mean (lanes.row_stats)
+                offline_cache=True, offline_cache_file_path=_cache_dir(),  # unrolled loads we mean (layer_norms.row_stats)
                 unrolling_limit=0)
     except RuntimeError as e:
         raise RuntimeError(f"Taichi cannot start on {arch}: {e}"

@@ -10,7 +10,8 @@ argument costs nothing measurable there); longer passes upload their ids, one sm
 import taichi as ti
 
 from kernels import lanes
-from kernels.lanes import GROUP, gather_norm_task, norm_row
+from kernels.lanes import GROUP
+from kernels.layer_norms import gather_norm_task, norm_row, pieces
 from kernels.launch import kernel
 
 GRAPH_IDS = 32  # passes of at most this many positions take their ids as a graph argument
@@ -31,14 +32,14 @@ def id_at(ids: ti.template(), t: ti.i32) -> ti.i32:
 @kernel
 def embed_from_argument(ids: IDS, table: ti.types.ndarray(), ln0: ti.types.ndarray(), eps: ti.f32,
                         x: ti.types.ndarray()):
-    """x[t] = LN0(table[ids[t]]), LANES threads per piece of a position (`lanes.pieces`); ln0 holds LN0's weight
+    """x[t] = LN0(table[ids[t]]), LANES threads per piece of a position (`layer_norms.pieces`); ln0 holds LN0's weight
     and bias as (1, 2, C)."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range(x.shape[0] * lanes.pieces(x.shape[1]) * lanes.LANES)):
-        for rnd in range(lanes.task_rounds(thread, x.shape[0] * lanes.pieces(x.shape[1]) * lanes.LANES)):
+    for thread in range(lanes.task_range(x.shape[0] * pieces(x.shape[1]) * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, x.shape[0] * pieces(x.shape[1]) * lanes.LANES)):
             g = lanes.task_item(thread, rnd)
             lane, group = g % lanes.LANES, g // lanes.LANES
-            t, piece = group // lanes.pieces(x.shape[1]), group % lanes.pieces(x.shape[1])
+            t, piece = group // pieces(x.shape[1]), group % pieces(x.shape[1])
             norm_row(table, id_at(ids, t), 1, ln0, eps, x, t, piece, lane)
 
 

@@ -5,7 +5,8 @@ import functools
 import taichi as ti
 
 from kernels.common import ACT_NONE
-from kernels.lanes import gather_norm_task, linear_task
+from kernels.lanes import linear_task
+from kernels.layer_norms import gather_norm_task
 from kernels.launch import kernel
 
 

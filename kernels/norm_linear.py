@@ -1,6 +1,6 @@
 """A decode pass's LayerNorm and token shift folded into the matrix task that reads them (GPU, tile 1, dense).
 
-A layer part's LayerNorm + token shift (`lanes.shift_mix_task`) is a task of its own: on the H100 it took 13-18 µs
+A layer part's LayerNorm + token shift (`layer_norms.shift_mix_task`) is a task of its own: on the H100 it took 13-18 µs
 of a decode layer's ~130 µs, mostly the wait for the task before it and its own latency, for almost no work. Here
 the task that multiplies its output by a matrix makes it itself: a workgroup of NORM_GROUP threads
   1. loads position t's row x[t] (and x[t-1], or the row's last position, where the token shift needs it), each
@@ -101,7 +101,7 @@ def stage_mixed(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.t
                 kept: ti.template(), kept_col: ti.template(), keep: ti.i32, delta_col: ti.template() = None,
                 second_mix: ti.template() = None):
     """Position t's LayerNorm z = LN(x[t]) and token shift prev (the previous position's LayerNorm, or the row's
-    state) for every channel c (lanes.shift_mix_piece's), staged for `dot_staged`: with a `mix_row` (an int),
+    state) for every channel c (layer_norms.shift_mix_piece's), staged for `dot_staged`: with a `mix_row` (an int),
     xs[c] = z + (prev - z)·vec[slot, mix_row, c] (and ds[c] the same with vec row `second_mix`, if given); with
     mix_row None, xs[c] = z and ds[c] = prev - z (each output row then takes its own mix). With `keep`, also kept[t, kept_col + c] = z (and kept[t, delta_col + c] =
     prev - z with a `delta_col`). Ends with a barrier: the stage is ready."""

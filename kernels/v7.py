@@ -5,7 +5,7 @@ decode pass of a dense group, where LN1 and LN2 ride on the matrix tasks that re
 kernels/norm_linear.py), each a `ti.func` named after what it mirrors:
 
 task                  must match (ref/v7.py)                              threads
-shift_mix_task        layer_norm(ln1), previous_tokens, six lerp_previous  lanes per position (kernels/lanes.py)
+shift_mix_task        layer_norm(ln1), previous_tokens, six lerp_previous  lanes per position (kernels/layer_norms.py)
 projections_task      linear: r, k, v; the first stages of w, a, g, v     lanes per (output row, token tile)
 second_stage_task     linear: the second stages of w, a, g, v; then the   lanes per (output row, token tile)
                       w, a, kk, k, v lines of time_mix
@@ -29,7 +29,8 @@ from ai00ref.ref.v7 import DECAY_SCALE
 from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels import gpu_gemm, lanes, norm_linear, x64_tasks
 from kernels.lanes import (GROUP, clamped, dot_tile, emit_tile, emit_value, lane_sum, linear_task, row_tile_items,
-                           shift_mix_task, tiles)
+                           tiles)
+from kernels.layer_norms import shift_mix_task
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
 from kernels.v7_layout import (A0, FFN_MIX, K_A, K_K, LN1, LN2, LNX, MIX, MIX_A, MIX_G, MIX_K, MIX_R, MIX_V,  # noqa: F401

@@ -16,7 +16,8 @@ import taichi as ti
 
 from ai00ref.ref.common import GN_EPS
 from kernels import gpu_gemm, lanes, wkv_lanes, x64_v7
-from kernels.lanes import GROUP, LENGTH, START, lane_sum, mean_and_inv
+from kernels.layer_norms import mean_and_inv
+from kernels.lanes import GROUP, LENGTH, START, lane_sum
 from kernels.v7_layout import LNX, R_K
 
 

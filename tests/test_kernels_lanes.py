@@ -67,7 +67,7 @@ def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False, si
 
 @functools.cache
 def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
-    from kernels.lanes import shift_mix_task
+    from kernels.layer_norms import shift_mix_task
 
     @kernel
     def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
@@ -78,7 +78,7 @@ def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
 
 @functools.cache
 def gather_norm_runner():
-    from kernels.lanes import gather_norm_task
+    from kernels.layer_norms import gather_norm_task
 
     @kernel
     def run(x: ti.types.ndarray(), picks: ti.types.ndarray(), ln: ti.types.ndarray(), out: ti.types.ndarray()):
