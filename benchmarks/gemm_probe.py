@@ -1,89 +1,84 @@
-"""Time one dense matrix product of a pass of many positions: `gpu_gemm.gemm_task` against the lane kernel
-(`lanes.linear_task` at tile 8, with ROW_TILE rows per lane group), on one arch, with a check of each against NumPy.
+"""Time one matrix product of a pass of several positions on Vulkan under our command buffers (runtime "commands"),
+from device timestamps: `gpu_gemm.gemm_task` in several workgroup shapes against the lane kernel (`lanes.linear_task`
+at tile 8), each checked against NumPy.
 
-    python3 benchmarks/gemm_probe.py --arch cuda --positions 32,512 --shapes 2048x2048,7168x2048,2048x7168
+    python3 benchmarks/gemm_probe.py --positions 32,256 --shapes 2048x2048,7168x2048,2048x7168 \
+        --variants lanes,64x32x32x4x4x1,32x16x16x4x4x8
 
-Prints one RESULT line per (kernel, variant, positions, shape): microseconds per product (20 replays in one graph,
-after a warm-up) and TFLOP/s. Variants set gpu_gemm's BLOCK_T / MAX_ROWS / STEP_K / UNROLL_K (/ PER, default 4) before
-their kernels compile.
+A variant is "lanes" or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups. Each case is one kernel
+recorded `--repeats` times into one pass, timed after `--warm-up` seconds of load (an idle H100 runs the first
+dispatches after a pause at a quarter of its speed: benchmarks/decode_probe.py); its time is the median of its
+dispatches. Prints one RESULT line per (variant, positions, shape): microseconds and TFLOP/s.
 """
 import argparse
 import functools
 import sys
-import time
 
 import numpy as np
+import taichi as ti
 
-sys.path.insert(0, ".")
+sys.path.insert(0, "benchmarks")
 
 import kernels  # noqa: E402
+from kernels import arrays, gpu_gemm  # noqa: E402
+from kernels.common import ACT_NONE  # noqa: E402
+from kernels.launch import kernel  # noqa: E402
+from kernels.lanes import linear_task  # noqa: E402
+
+VARIANTS = "lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x16x4x4x8,32x16x16x4x4x4"
+
+
+@kernel
+def lanes_product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+    linear_task(W, 0, 0, W.shape[1], W.shape[2], X, 0, Y, 0, ACT_NONE, False, 8)
+
+
+@functools.cache
+def gemm_product(shape: gpu_gemm.Tiling):
+    @kernel
+    def product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        gpu_gemm.gemm_task(W, 0, 0, W.shape[1], W.shape[2], X, ((0, 0, 0, ACT_NONE),), Y, False, shape=shape)
+    return product
+
+
+def product_of(variant: str):
+    if variant == "lanes":
+        return lanes_product
+    return gemm_product(gpu_gemm.Tiling(*(int(v) for v in variant.split("x"))))
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--arch", default="cuda")
-    p.add_argument("--positions", default="32,512")
-    p.add_argument("--shapes", default="2048x2048,7168x2048,2048x7168")  # out x in
-    p.add_argument("--variants", default="64x64x32x4,64x64x16x4,64x32x16x4")  # BLOCK_T x MAX_ROWS x STEP_K x UNROLL_K
-    p.add_argument("--repeats", type=int, default=20)
-    a = p.parse_args()
-    print("arch:", kernels.init(a.arch, "taichi"), flush=True)  # probes Taichi's runtime (ti.ndarray, ti.graph)
-    import taichi as ti
-    from kernels import gpu_gemm
-    from kernels.common import ACT_NONE
-    from kernels.lanes import linear_task
-
-    @functools.cache
-    def lane_runner():
-        @ti.kernel
-        def run(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
-            linear_task(W, 0, 0, W.shape[1], W.shape[2], X, 0, Y, 0, ACT_NONE, False, 8)
-        return run
-
-    @functools.cache
-    def gemm_runner(variant):
-        @ti.kernel
-        def run(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
-            gpu_gemm.gemm_task(W, 0, 0, W.shape[1], W.shape[2], X, ((0, 0, 0, ACT_NONE),), Y, False)
-        return run
-
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--positions", default="32,256")
+    parser.add_argument("--shapes", default="2048x2048,7168x2048,2048x7168")  # out x in
+    parser.add_argument("--variants", default=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warm-up", type=float, default=0.5, help="seconds of load before each case")
+    args = parser.parse_args()
+    kernels.init("vulkan", "commands")
+    from decode_probe import median_dispatch  # after init: it builds kernels
+    print(f"device {arrays.context().name}", flush=True)
     rng = np.random.default_rng(0)
-    for T in (int(v) for v in a.positions.split(",")):
-        for shape in a.shapes.split(","):
+    for T in (int(v) for v in args.positions.split(",")):
+        for shape in args.shapes.split(","):
             n_out, n_in = (int(v) for v in shape.split("x"))
-            W = (rng.standard_normal((1, n_out, n_in), dtype=np.float32) / np.sqrt(n_in)).astype(np.float16)
-            X = rng.standard_normal((T, n_in), dtype=np.float32)
-            expected = X.astype(np.float64) @ W[0].astype(np.float64).T
-            dW = ti.ndarray(ti.f16, W.shape)
-            dW.from_numpy(W)
-            dX = ti.ndarray(ti.f32, X.shape)
-            dX.from_numpy(X)
-            dY = ti.ndarray(ti.f32, (T, n_out))
-            cases = [("lanes", "tile8", lane_runner)] + [("gemm", v, functools.partial(variant_runner, v, gemm_runner))
-                                                          for v in a.variants.split(",")]
-            for name, variant, make in cases:
-                runner = make()
-                start = time.perf_counter()
-                runner(dW, dX, dY)
-                ti.sync()
-                compile_s = time.perf_counter() - start
-                err = np.abs(dY.to_numpy() - expected).max() / np.abs(expected).max()
-                start = time.perf_counter()
-                for _ in range(a.repeats):
-                    runner(dW, dX, dY)
-                ti.sync()
-                us = (time.perf_counter() - start) / a.repeats * 1e6
-                tflops = 2 * T * n_out * n_in / us / 1e6
-                print(f"RESULT {name} {variant} T={T} {shape} {us:.1f} us {tflops:.2f} TFLOP/s "
-                      f"err {err:.1e} first call {compile_s:.1f} s", flush=True)
-
-
-def variant_runner(variant: str, gemm_runner):
-    from kernels import gpu_gemm
-    values = [int(v) for v in variant.split("x")]
-    gpu_gemm.BLOCK_T, gpu_gemm.MAX_ROWS, gpu_gemm.STEP_K, gpu_gemm.UNROLL_K = values[:4]
-    gpu_gemm.PER = values[4] if len(values) > 4 else 4
-    return gemm_runner(variant)
+            w = (rng.standard_normal((1, n_out, n_in), dtype=np.float32) / np.sqrt(n_in)).astype(np.float16)
+            x = rng.standard_normal((T, n_in), dtype=np.float32)
+            want = x.astype(np.float64) @ w[0].astype(np.float64).T
+            W, X = arrays.upload(w, ti.f16), arrays.upload(x, ti.f32)
+            for variant in args.variants.split(","):
+                try:
+                    fn = product_of(variant)
+                    Y = arrays.new(ti.f32, (T, n_out))
+                    fn(W, X, Y)
+                    err = np.abs(Y.to_numpy() - want).max() / np.abs(want).max()
+                    seconds = median_dispatch([(fn.compiled, (W, X, Y))] * args.repeats, args.warm_up)
+                except Exception as e:  # a shape the device refuses: say so, go on
+                    print(f"RESULT {variant} T={T} {shape}: failed: {type(e).__name__}: {e}", flush=True)
+                    continue
+                tflops = 2 * T * n_out * n_in / seconds / 1e12
+                print(f"RESULT {variant:18s} T={T:4d} {shape:9s} {seconds * 1e6:8.1f} us {tflops:6.2f} TFLOP/s "
+                      f"err {err:.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from kernels.readback import read_rows
 PRECISIONS = {"fp32": ti.f32, "fp16": ti.f16}
 DECODE_POSITIONS = 4  # passes of at most this many positions read each weight row once per position (tile 1)
 GEMM_POSITIONS = 128  # GPU passes of at least this many positions: matrices by gpu_gemm (tile PASS_TILE)
+BATCH_POSITIONS = 24  # GPU passes of at least this many (and fewer than GEMM_POSITIONS): gpu_gemm's BATCH_TILE
 
 
 # Weight matrices: stored in the precision's dtype. Everything else (vectors, decays, bonuses, r_k, norms) stays f32.
@@ -61,11 +62,14 @@ def device_bytes(value) -> int:
 
 
 def pass_tile(T: int) -> int:
-    """Positions sharing each weight read in a pass of T positions: 1 (decode), TOKEN_TILE, or on a GPU from
-    GEMM_POSITIONS on gpu_gemm.PASS_TILE (its matrices as tiled products; lane tasks stay at TOKEN_TILE)."""
+    """Positions sharing each weight read in a pass of T positions: 1 (decode), TOKEN_TILE, or on a GPU
+    gpu_gemm.BATCH_TILE from BATCH_POSITIONS on and gpu_gemm.PASS_TILE from GEMM_POSITIONS on (the matrices as
+    tiled products of two workgroup shapes; lane tasks stay at TOKEN_TILE)."""
     if T <= DECODE_POSITIONS:
         return 1
-    return gpu_gemm.PASS_TILE if kernels.is_gpu() and T >= GEMM_POSITIONS else TOKEN_TILE
+    if kernels.is_gpu() and T >= BATCH_POSITIONS:
+        return gpu_gemm.PASS_TILE if T >= GEMM_POSITIONS else gpu_gemm.BATCH_TILE
+    return TOKEN_TILE
 
 
 class Workspace:
@@ -272,10 +276,12 @@ class TaichiModel:
 
     def warm_up(self) -> None:
         """Compile now the kernels of every kind of pass a server runs (`pass_tile`: a decode step, a short batch or
-        prompt, and on a GPU a prefill chunk of GEMM_POSITIONS), each on a scratch state, so its first requests do not
+        prompt, and on a GPU a batch of BATCH_POSITIONS and a prefill chunk of GEMM_POSITIONS), each on a scratch
+        state, so its first requests do not
         wait for Taichi's compiler (minutes for a 1.6B model on a fresh cache; Taichi's offline cache keeps the
         kernels for later runs). The server calls it while loading (`start_runtime(warm_up=True)`)."""
-        kinds = {1: 1, TOKEN_TILE: DECODE_POSITIONS + 1, gpu_gemm.PASS_TILE: GEMM_POSITIONS}
+        kinds = {1: 1, TOKEN_TILE: DECODE_POSITIONS + 1, gpu_gemm.BATCH_TILE: BATCH_POSITIONS,
+                 gpu_gemm.PASS_TILE: GEMM_POSITIONS}
         for tile, n in kinds.items():
             if n <= self.token_chunk_size and pass_tile(n) == tile:
                 self.forward([[0] * n], self.new_state(1))

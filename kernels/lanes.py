@@ -185,20 +185,20 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
-    (and the product that follows it), a QuantizedMatrix's included. A GPU pass of `gpu_gemm.PASS_TILE` positions
-    per tile takes W (dense or quantized) through `gpu_gemm.gemm_task`, anything else through the lanes at
+    (and the product that follows it), a QuantizedMatrix's included. Where `gpu_gemm.shape_for` gives a workgroup
+    shape (GPU passes of BATCH_TILE and up), W (dense or quantized) goes through `gpu_gemm.gemm_task`, else through the lanes at
     `lane_tile(tile)`. `keep` (tile 1 on a GPU: kernels/norm_linear.py): (kept, kept_col, state, state_layer, plan),
     and the task also copies kept[t, kept_col + o] into state[b, state_layer, o] at each row b's last position t."""
-    if ti.static(gpu_gemm.takes(tile)):
+    if ti.static(gpu_gemm.takes(tile, n_out)):
         gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col,
-                           storage)
+                           storage, ti.static(gpu_gemm.shape_for(tile, n_out)))
     else:
         lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate,
                          ti.static(lane_tile(tile)), gate, gate_col, storage, keep)
 
 
 def lane_tile(tile: int) -> int:
-    """The positions a lane group takes at once in a pass of `tile` (gpu_gemm.PASS_TILE's passes: TOKEN_TILE)."""
+    """The positions a lane group takes at once in a pass of `tile` (gpu_gemm's passes: TOKEN_TILE)."""
     return min(tile, TOKEN_TILE)
 
 

@@ -87,24 +87,20 @@ def projection_route(s: Shape) -> tuple:
     return tuple((m * s.C, s.MIXED + (MIX_R + m) * s.C, s.PROJ + m * s.C, ACT_NONE) for m in range(s.PROJ_ROWS // s.C))
 
 
-def decay_first_route(s: Shape) -> tuple:
-    """gpu_gemm's route of decay_w1's rows: tanh(x_w Wd1ᵀ) into PROJ's columns after the projections'."""
-    return ((0, s.MIXED + MIX_W * s.C, s.PROJ + s.PROJ_ROWS, ACT_TANH),)
-
-
 @ti.func
 def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
                      sc: ti.template(), tile: ti.template(), storage: ti.template()):
     """r, k, v, gate = x_s W_sᵀ (ref.v6.time_mix, ref.v5.time_mix) and the decay LoRA's first stage
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
     are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group).
-    A GPU pass of gpu_gemm.PASS_TILE: two gemm tasks (the decay rows are not next to the others)."""
-    if ti.static(gpu_gemm.takes(tile) and gpu_gemm.fits(projection_route(s))):
+    Where `gpu_gemm.shape_for` gives the projections a workgroup shape: a gemm task, and decay_w1's rows (not next to
+    the others, and too few for a gemm task) by the lanes."""
+    if ti.static(gpu_gemm.takes(tile, s.PROJ_ROWS, projection_route(s))):
         gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False,
-                           storage=storage)
+                           storage=storage, shape=ti.static(gpu_gemm.shape_for(tile, s.PROJ_ROWS, projection_route(s))))
         if ti.static(s.data_dependent):
-            gpu_gemm.gemm_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc,
-                               ti.static(decay_first_route(s)), sc, False)
+            linear_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc, s.MIXED + MIX_W * s.C,
+                        sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, False, ti.static(lanes.lane_tile(tile)))
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 
@@ -266,7 +262,8 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("maa_lora" in tasks and att_folded):  # LN1 and the maa mix in the same task
             folded_maa_task(s, x, vec, low, slot, low_at, att_x, layer, plan, sc)
         elif ti.static("maa_lora" in tasks and v6):
-            linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False, tile)
+            linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False,
+                        lane_tile)  # low-rank: the lanes (gpu_gemm.shape_for)
         if ti.static("data_mix" in tasks and att_folded):  # the five mixes whole, and LN1 into the state
             data_mix_task(s, vec, second, slot, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
         elif ti.static("data_mix" in tasks and v6):

@@ -44,41 +44,36 @@ def rkv_route(s: Shape) -> tuple:
             (2 * s.C, s.MIXED + MIX_V * s.C, s.PROJ + 2 * s.C, ACT_NONE))
 
 
-def first_stage_route(s: Shape) -> tuple:
-    """gpu_gemm's route of the first stages' rows (w1, a1, g1, v1): into PROJ's columns after r, k, v."""
-    starts = (0, s.Dw, s.Dw + s.Da, s.Dw + s.Da + s.Dg)
-    parts = ((MIX_W, ACT_TANH), (MIX_A, ACT_NONE), (MIX_G, ACT_SIGMOID), (MIX_V, ACT_NONE))
-    return tuple((first, s.MIXED + mix * s.C, s.PROJ + 3 * s.C + first, act) for first, (mix, act) in zip(starts, parts))
-
-
 @ti.func
 def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
                      sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
-    stages' in `low` (dense; the same array as mats in a dense group). A GPU pass of gpu_gemm.PASS_TILE: two gemm
-    tasks, when both routes fit."""
-    if ti.static(gpu_gemm.takes(tile) and gpu_gemm.fits(rkv_route(s)) and gpu_gemm.fits(first_stage_route(s))):
-        gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False, storage=storage)
-        gpu_gemm.gemm_task(low, slot, ti.static(s.FIRST if storage == DENSE else 0), s.D, s.C, sc,
-                           ti.static(first_stage_route(s)), sc, False)
+    stages' in `low` (dense; the same array as mats in a dense group). Where `gpu_gemm.shape_for` gives the r, k, v
+    rows a workgroup shape: a gemm task for them, then the low-rank first stages by the lanes."""
+    if ti.static(gpu_gemm.takes(tile, 3 * s.C, rkv_route(s))):
+        gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False, storage=storage,
+                           shape=ti.static(gpu_gemm.shape_for(tile, 3 * s.C, rkv_route(s))))
+        lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage, 3 * s.C)
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 
 
 @ti.func
 def lane_projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
-                          sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
-    """`projections_task` by lane groups: one per (output row, tile of positions)."""
+                          sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE,
+                          first: ti.template() = 0):
+    """`projections_task` by lane groups: one per (output row from `first` on, tile of positions)."""
     ti.loop_config(block_dim=GROUP)
-    for thread in range(lanes.task_range(row_tile_items(3 * s.C + s.D, sc.shape[0], tile))):
-        for rnd in range(lanes.task_rounds(thread, row_tile_items(3 * s.C + s.D, sc.shape[0], tile))):
+    for thread in range(lanes.task_range(row_tile_items(3 * s.C + s.D - first, sc.shape[0], tile))):
+        for rnd in range(lanes.task_rounds(thread, row_tile_items(3 * s.C + s.D - first, sc.shape[0], tile))):
             g = lanes.task_item(thread, rnd)
             T = sc.shape[0]
             n_tiles = tiles(T, tile)
             lane, group = g % lanes.LANES, g // lanes.LANES
             o, t0 = group // n_tiles, group % n_tiles * tile
-            o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D, n_tiles, tile, lanes.LANES)  # CPU: tile-major
+            o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D - first, n_tiles, tile, lanes.LANES)  # CPU: tile-major
+            o += first
             mix, act = projection_route(s, o)
             acc = ti.Vector([0.0] * tile)
             if ti.static(storage == DENSE):  # one array: the first stages' rows after the quantizable ones

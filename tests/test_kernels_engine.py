@@ -76,13 +76,14 @@ def test_split_passes_shares_each_chunk_and_consumes_every_token(lengths, chunk)
 
 @pytest.mark.parametrize("variant, long_row", [("v4", False), ("v6", False), ("v7", True)])
 def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant, long_row):
-    """`long_row` (v7): 138 positions in the whole pass, so on a GPU its dense matrices run in kernels/gpu_gemm.py and
-    its WKV by lane groups, against passes of at most 16 (tile 8). One version only: each compiles a layer kernel of
-    tiled products, ~45-60 s on lavapipe, and the suite must stay within CI's time (v6's routes: the kernel tests)."""
+    """`long_row` (v7): 138 positions in the whole pass, so on a GPU its dense matrices run in kernels/gpu_gemm.py's
+    PREFILL shapes and its WKV by lane groups, against three passes of 46 (BATCH shapes, tile 32). One version only:
+    each compiles layer kernels of tiled products, ~45-60 s each on lavapipe, and the suite must stay within CI's
+    time (v6's routes: the kernel tests)."""
     path = write_random_model(RandomModelSpec(variant, n_layer=2, **SMALL),
                               tmp_path / "m.st")
     whole = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=256)
-    chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=16 if long_row else 3)
+    chunked = ai00ref.load_model(path, backend="taichi", arch=taichi_arch, token_chunk_size=46 if long_row else 3)
     rows = [[1, 2, 3, 4, 5, 6, 7], [8], [(9 + 7 * i) % 256 for i in range(130 if long_row else 4)]]
     lw, sw = whole.forward(rows, whole.new_state(3))
     lc, sc = chunked.forward(rows, chunked.new_state(3))
@@ -98,14 +99,16 @@ def test_chunked_passes_equal_one_pass(taichi_arch, tmp_path, variant, long_row)
 
 def test_warm_up_records_every_kind_of_pass_on_a_scratch_state(models):
     """The server's warm-up (start_runtime(warm_up=True)) compiles and records a decode pass, a short pass and, on a
-    GPU, a prefill chunk of GEMM_POSITIONS (its tiled products), so a first request waits for no compiler. v7: the
-    shape of test_chunked_passes_equal_one_pass's long row, whose tiled kernel (~70 s on lavapipe) it reuses."""
+    GPU, a batch of BATCH_POSITIONS and a prefill chunk of GEMM_POSITIONS (their tiled products), so a first request
+    waits for no compiler. v7: the shape of test_chunked_passes_equal_one_pass's long row, whose tiled kernels (~70 s
+    each on lavapipe) it reuses."""
     import kernels
-    from kernels.engine import DECODE_POSITIONS, GEMM_POSITIONS
+    from kernels.engine import BATCH_POSITIONS, DECODE_POSITIONS, GEMM_POSITIONS
 
     model, _ = models["v7"]
     model.warm_up()
-    expected = {(1,), (DECODE_POSITIONS + 1,)} | ({(GEMM_POSITIONS,)} if kernels.is_gpu() else set())
+    gpu_kinds = {(BATCH_POSITIONS,), (GEMM_POSITIONS,)} if kernels.is_gpu() else set()
+    expected = {(1,), (DECODE_POSITIONS + 1,)} | gpu_kinds
     assert expected <= {lengths for lengths, _ in model.passes.replays}
 
 

@@ -140,6 +140,50 @@ def test_linear_task_split_rows(n_out, act):
     check_linear_task(3, n_in, n_out, (1, 2, 3), act, True, True, 1, True, 11, 1, 2, 1, static_sizes=True)
 
 
+@functools.cache
+def gemm_runner(shape, route: tuple, n_out: int, n_in: int):
+    """A kernel running gpu_gemm.gemm_task in workgroup shape `shape`, gated and accumulated."""
+    from kernels import gpu_gemm
+
+    @kernel
+    def run(W: ti.types.ndarray(), layer: ti.i32, X: ti.types.ndarray(), Y: ti.types.ndarray(),
+            G: ti.types.ndarray()):
+        gpu_gemm.gemm_task(W, layer, 1, n_out, n_in, X, route, Y, True, G, 2, shape=shape)
+    return run
+
+
+@pytest.mark.parametrize("name", ["PREFILL", "PREFILL_WIDE", "BATCH", "BATCH_WIDE"])
+def test_gemm_task_shapes(name):
+    """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones only for products of WIDE_OUT rows
+    and more, which no test model has): a route of two blocks, each reading its own input columns and writing its own
+    output columns with its own activation (rows 0-63, 64-99), gated and accumulated; 133 positions and 100 rows
+    end part-way through position and row blocks, 100 inputs part-way through a step; BATCH's groups each take
+    some of the steps and none for some."""
+    import kernels
+    from kernels import gpu_gemm
+    if not kernels.is_gpu():
+        pytest.skip("a GPU task (workgroup memory and barriers): the CPU runs the lane kernels")
+    T, n_out, n_in = 133, 100, 100
+    shape = getattr(gpu_gemm, name)
+    blocks = ((0, 64, 3, 0, "sigmoid"), (64, n_out, 110, 70, "relu_squared"))  # first, end, x_col, y_col, act
+    route = tuple((first, x_col, y_col, ACTIVATIONS[act][0]) for first, _, x_col, y_col, act in blocks)
+    assert gpu_gemm.block_rows(route, shape) == min(shape.rows, 64)
+    rng = rng_of(13)
+    W = normal(rng, 2, n_out + 3, n_in + 2, scale=n_in ** -0.5).astype(np.float16).astype(np.float32)
+    X, Y0, G = normal(rng, T, 215), normal(rng, T, 110), normal(rng, T, n_out + 3)
+    Y = dev(Y0)
+    gemm_runner(shape, route, n_out, n_in)(dev(W, ti.f16), 1, dev(X), Y, dev(G))
+    expected, terms = f64(Y0).copy(), np.abs(f64(Y0))
+    for first, end, x_col, y_col, act in blocks:
+        used_W, used_X = f64(W[1, 1 + first:1 + end, :n_in]), f64(X[:, x_col:x_col + n_in])
+        s, gate = ref.linear(used_X, used_W), f64(G[:, 2 + first:2 + end])
+        scale = 2 * np.abs(s) if act == "relu_squared" else 1.0
+        cols = slice(y_col, y_col + end - first)
+        expected[:, cols] += ACTIVATIONS[act][1](s) * gate
+        terms[:, cols] += (np.abs(used_X) @ np.abs(used_W).T) * scale * np.abs(gate)
+    assert_close(Y.to_numpy(), expected, terms)
+
+
 def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated, seed, g_col, L, layer,
                       static_sizes=False):
     w_row, x_col, y_col = offsets
@@ -290,10 +334,11 @@ def test_v7_projections(T, H, N, dims_low, layer, tile, seed):
     check_v7_projections(T, H, N, dims_low, layer, tile, seed)
 
 
-def test_v7_projections_as_tiled_products():
-    """C = 64 and first stages of 16 rows each: both routes fit gpu_gemm's workgroups, so a GPU runs them as two
-    tiled products; 70 positions: two workgroups of positions, the second part-filled; two input steps."""
-    check_v7_projections(70, 4, 16, (16, 16, 16, 16), 1, 64, 5)
+@pytest.mark.parametrize("tile", [32, 64])
+def test_v7_projections_as_tiled_products(tile):
+    """C = 64: the r, k, v route fits gpu_gemm's workgroups, so a GPU runs them as a tiled product, and the first
+    stages (16 rows each) by the lanes; 70 positions: several workgroups of positions, the last part-filled."""
+    check_v7_projections(70, 4, 16, (16, 16, 16, 16), 1, tile, 5)
 
 
 def check_v7_projections(T, H, N, dims_low, layer, tile, seed):
@@ -554,12 +599,12 @@ def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
     check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed)
 
 
-@pytest.mark.parametrize("version", ["v5.2", "v6"])
-def test_v6_projections_as_tiled_products(version):
-    """C = 64: the projections' route fits gpu_gemm's workgroups (32 rows each), so a GPU runs them (and v6's
-    decay_w1) as tiled products; 70 positions: two workgroups of positions, the second part-filled; two input
-    steps."""
-    check_v6_projections_and_decay(70, 64, version, (4, 16, 24, 4, 16), True, 1, 3)
+@pytest.mark.parametrize("version, tile", [("v5.2", 64), ("v6", 64), ("v6", 32)])
+def test_v6_projections_as_tiled_products(version, tile):
+    """C = 64: the projections' route fits gpu_gemm's workgroups (PREFILL's 32 rows, BATCH's 16), so a GPU runs them
+    as one tiled product (v6's decay_w1 by the lanes); 70 positions: several workgroups of positions, the last
+    part-filled; several input steps (BATCH: shared by its groups)."""
+    check_v6_projections_and_decay(70, tile, version, (4, 16, 24, 4, 16), True, 1, 3)
 
 
 def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed, scheme=None):
