@@ -81,6 +81,13 @@ def takes(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),)) -> bool:
     return shape_for(tile, n_out, route) is not None
 
 
+def low_rank_tile(tile: int) -> int:
+    """The tile at which a pass of `tile` runs its low-rank products (the LoRA stages' few hundred rows): in a
+    prefill pass the lanes' (PREFILL's row blocks would leave most of the card idle), in a batch pass `tile` itself
+    (BATCH's groups keep more threads busy than the lanes: BENCHMARKS.md)."""
+    return lanes.lane_tile(tile) if tile >= PASS_TILE else tile
+
+
 def block_rows(route: tuple, shape: Tiling) -> int:
     """Output rows per workgroup: the largest power of two ≤ shape.rows dividing every block's first row."""
     rows = shape.rows
@@ -140,9 +147,11 @@ def no_w(threads: ti.template(), rows: ti.template(), storage: ti.template(), sh
 
 
 @ti.func
-def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, o0: ti.i32, n_out: ti.i32, n_in: ti.i32, k0: ti.i32,
-            tid: ti.i32, threads: ti.template(), rows: ti.template(), storage: ti.template(), shape: ti.template()):
-    """This thread's share of the W block's step at column k0, entries (n, kk) for W[layer, w_row + o0 + n, k0 + kk]
+def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, w_col: ti.template(), o0: ti.i32, n_out: ti.i32,
+            n_in: ti.i32, k0: ti.i32, tid: ti.i32, threads: ti.template(), rows: ti.template(), storage: ti.template(),
+            shape: ti.template()):
+    """This thread's share of the W block's step at column k0, entries (n, kk) for
+    W[layer, w_row + o0 + n, w_col + k0 + kk]
     (rows past n_out repeat the last one; columns past n_in repeat the last one, against a zero input). Dense: the
     weights as f32. Quantized: each entry's two words, its code and scale in their low bits
     (`gpu_rows.element_words`), decoded by `store_w`."""
@@ -151,7 +160,7 @@ def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, o0: ti.i32, n_out: t
         e = tid + r * threads
         o, k = w_row + ti.min(o0 + e // shape.step, n_out - 1), ti.min(k0 + e % shape.step, n_in - 1)
         if ti.static(storage == DENSE):
-            fetched[r, 0] = ti.cast(W[layer, o, k], ti.f32)
+            fetched[r, 0] = ti.cast(W[layer, o, w_col + k], ti.f32)
         else:
             words = gpu_rows.element_words(W, layer, o, k, n_in, lanes.LANES, storage)
             fetched[r, 0], fetched[r, 1] = words[0], words[1]
@@ -206,16 +215,17 @@ def emit(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.math.i
 def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
               n_in: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
               accumulate: ti.template(), gate: ti.template() = None, gate_col: ti.template() = 0,
-              storage: ti.template() = DENSE, shape: ti.template() = PREFILL):
+              storage: ti.template() = DENSE, shape: ti.template() = PREFILL, w_col: ti.template() = 0):
     """One task: for every position t and output row o (in route block (first, x_col, y_col, act)):
-    Y[t, y_col + o - first] (+)= act(X[t, x_col:x_col+n_in] · W[layer, w_row + o, :n_in]), times
-    gate[t, gate_col + o] when a gate array is given. W dense (f16 or f32) or quantized (`storage`: u32 rows in the
-    GPU's code order, kernels/quant.py), X and Y f32. `shape`: the workgroup's `Tiling`."""
+    Y[t, y_col + o - first] (+)= act(X[t, x_col:x_col+n_in] · W[layer, w_row + o, w_col:w_col+n_in]), times
+    gate[t, gate_col + o] when a gate array is given. W dense (f16 or f32; w_col from 0 on) or quantized (`storage`:
+    u32 rows in the GPU's code order, kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`."""
     rows = ti.static(block_rows(route, shape))
     P = ti.static(shape.per)
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
     threads = ti.static(group_size * shape.groups)
+    ti.static_assert(storage == DENSE or w_col == 0, "quantized rows are read from their first column")
     ti.static_assert(shape.groups == 1 or rows <= shape.step, "the groups' sums are added in the staged X blocks")
     ti.static_assert(shape.positions * rows % threads == 0 and shape.positions * shape.step % group_size == 0
                      and rows * shape.step % group_size == 0, "every thread stages and emits as many values")
@@ -245,7 +255,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 ti.simt.block.sync()
                 k_next = (ti.min(r, rounds - 1) * shape.groups + group) * shape.step  # the last round: no branch
                 x_next = stage_x(X, part[1], n_in, t0, T, k_next, gid, group_size, shape)
-                w_next = fetch_w(W, layer, w_row, o0, n_out, n_in, k_next, gid, group_size, rows, storage, shape)
+                w_next = fetch_w(W, layer, w_row, w_col, o0, n_out, n_in, k_next, gid, group_size, rows, storage,
+                                 shape)
                 for kq in range(shape.step // shape.unroll):  # a loop, not unrolled whole: CUDA compiles a layer in s
                     for q in ti.static(range(shape.unroll)):
                         kk = kq * shape.unroll + q

@@ -11,6 +11,7 @@ shift_mix       shift_mix_task     layer_norm(ln1), previous_tokens, token_shift
                                    xxx and x + (prev-x)·maa_s; keeps prev - x
 maa_lora        linear_task        token_shift_mixes: tanh(xxx W1ᵀ)                      (output row, token tile)
 data_mix        data_mix_task      token_shift_mixes: x_s += (prev-x)·(lora_s W2_sᵀ)     (output row, token tile)
+                (GPU batch and prefill: data_mix_products, five tiled products)
 projections     projections_task   time_mix: r, k, v, gate; decay: tanh(x_w Wd1ᵀ)        (output row, token tile)
 decay           decay_task         decay: exp(-exp(time_decay + (·) Wd2ᵀ))               (channel, token tile)
 wkv             wkv_task           ref.v5.wkv_step over each row's tokens                one thread per (row, head, i)
@@ -32,6 +33,9 @@ Weights are stacked by layer (`V6Layers`, built once at load by `device_blocks` 
 of layers: see kernels/stacking.py), so one compiled kernel serves every layer. The WKV state keeps the reference's
 layout S[b, l, h, key j, value i] on every arch: the threads of a warp, one per value channel i, read neighbouring
 addresses at each key j.
+
+In GPU passes of gpu_gemm.BATCH_TILE and up, the matrix products (and data_mix) are tiled products
+(kernels/gpu_gemm.py); the low-rank ones run at `gpu_gemm.low_rank_tile`.
 """
 import functools
 
@@ -77,6 +81,17 @@ def data_mix_task(s: ti.template(), vec: ti.template(), second: ti.template(), s
                 emit_tile(acc, sc, col, t0, T, lane, ACT_NONE, True, sc, s.DELTA + c)
 
 
+@ti.func
+def data_mix_products(s: ti.template(), second: ti.template(), slot: ti.template(), sc: ti.template(),
+                      tile: ti.template()):
+    """`data_mix_task` (without `keep`) as five tiled products, one per mix m (kernels/gpu_gemm.py): mixed block
+    1 + m += (lora_m W2_mᵀ), gated by DELTA; W2_m is columns m·Dm of `second`'s rows."""
+    for m in ti.static(range(5)):
+        gpu_gemm.gemm_task(second, slot, 0, s.C, s.Dm, sc, ((0, s.LORA + m * s.Dm, s.MIXED + (MIX_R + m) * s.C,
+                                                              ACT_NONE),),
+                           sc, True, sc, s.DELTA, shape=ti.static(gpu_gemm.shape_for(tile, s.C)), w_col=m * s.Dm)
+
+
 def low_base(s: Shape, storage: str) -> int:
     """Where the low-rank rows start: after the Q_ROWS in a dense group's mats, at 0 of a quantized group's low."""
     return s.Q_ROWS if storage == DENSE else 0
@@ -94,13 +109,13 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
     are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group).
     Where `gpu_gemm.shape_for` gives the projections a workgroup shape: a gemm task, and decay_w1's rows (not next to
-    the others, and too few for a gemm task) by the lanes."""
+    the others) at `gpu_gemm.low_rank_tile`."""
     if ti.static(gpu_gemm.takes(tile, s.PROJ_ROWS, projection_route(s))):
         gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False,
                            storage=storage, shape=ti.static(gpu_gemm.shape_for(tile, s.PROJ_ROWS, projection_route(s))))
         if ti.static(s.data_dependent):
             linear_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc, s.MIXED + MIX_W * s.C,
-                        sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, False, ti.static(lanes.lane_tile(tile)))
+                        sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, False, ti.static(gpu_gemm.low_rank_tile(tile)))
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 
@@ -263,9 +278,11 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             folded_maa_task(s, x, vec, low, slot, low_at, att_x, layer, plan, sc)
         elif ti.static("maa_lora" in tasks and v6):
             linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False,
-                        lane_tile)  # low-rank: the lanes (gpu_gemm.shape_for)
+                        ti.static(gpu_gemm.low_rank_tile(tile)))
         if ti.static("data_mix" in tasks and att_folded):  # the five mixes whole, and LN1 into the state
             data_mix_task(s, vec, second, slot, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
+        elif ti.static("data_mix" in tasks and v6 and gpu_gemm.takes(tile, s.C)):
+            data_mix_products(s, second, slot, sc, tile)
         elif ti.static("data_mix" in tasks and v6):
             data_mix_task(s, vec, second, slot, sc, lane_tile)
         if ti.static("projections" in tasks):

@@ -44,17 +44,31 @@ def rkv_route(s: Shape) -> tuple:
             (2 * s.C, s.MIXED + MIX_V * s.C, s.PROJ + 2 * s.C, ACT_NONE))
 
 
+def first_stage_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the first stages' rows (w1, a1, g1, v1): into PROJ's columns after r, k, v."""
+    starts = (0, s.Dw, s.Dw + s.Da, s.Dw + s.Da + s.Dg)
+    parts = ((MIX_W, ACT_TANH), (MIX_A, ACT_NONE), (MIX_G, ACT_SIGMOID), (MIX_V, ACT_NONE))
+    return tuple((first, s.MIXED + mix * s.C, s.PROJ + 3 * s.C + first, act) for first, (mix, act) in zip(starts, parts))
+
+
 @ti.func
 def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), slot: ti.template(),
                      sc: ti.template(), tile: ti.template(), storage: ti.template() = DENSE):
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
     stages' in `low` (dense; the same array as mats in a dense group). Where `gpu_gemm.shape_for` gives the r, k, v
-    rows a workgroup shape: a gemm task for them, then the low-rank first stages by the lanes."""
+    rows a workgroup shape: a gemm task for them, then the low-rank first stages at `gpu_gemm.low_rank_tile`, as a
+    gemm task where their route fits, else by the lanes."""
     if ti.static(gpu_gemm.takes(tile, 3 * s.C, rkv_route(s))):
         gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False, storage=storage,
                            shape=ti.static(gpu_gemm.shape_for(tile, 3 * s.C, rkv_route(s))))
-        lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage, 3 * s.C)
+        if ti.static(gpu_gemm.takes(gpu_gemm.low_rank_tile(tile), s.D, first_stage_route(s))):
+            gpu_gemm.gemm_task(low, slot, ti.static(s.FIRST if storage == DENSE else 0), s.D, s.C, sc,
+                               ti.static(first_stage_route(s)), sc, False,
+                               shape=ti.static(gpu_gemm.shape_for(gpu_gemm.low_rank_tile(tile), s.D,
+                                                                  first_stage_route(s))))
+        else:
+            lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage, 3 * s.C)
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 

@@ -157,20 +157,20 @@ def test_gemm_task_shapes(name):
     """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones only for products of WIDE_OUT rows
     and more, which no test model has): a route of two blocks, each reading its own input columns and writing its own
     output columns with its own activation (rows 0-63, 64-99), gated and accumulated; 133 positions and 100 rows
-    end part-way through position and row blocks, 100 inputs part-way through a step; BATCH's groups each take
-    some of the steps and none for some."""
+    end part-way through position and row blocks, 140 inputs part-way through a step, and every group of a shape
+    takes at least one step."""
     import kernels
     from kernels import gpu_gemm
     if not kernels.is_gpu():
         pytest.skip("a GPU task (workgroup memory and barriers): the CPU runs the lane kernels")
-    T, n_out, n_in = 133, 100, 100
+    T, n_out, n_in = 133, 100, 140
     shape = getattr(gpu_gemm, name)
     blocks = ((0, 64, 3, 0, "sigmoid"), (64, n_out, 110, 70, "relu_squared"))  # first, end, x_col, y_col, act
     route = tuple((first, x_col, y_col, ACTIVATIONS[act][0]) for first, _, x_col, y_col, act in blocks)
     assert gpu_gemm.block_rows(route, shape) == min(shape.rows, 64)
     rng = rng_of(13)
     W = normal(rng, 2, n_out + 3, n_in + 2, scale=n_in ** -0.5).astype(np.float16).astype(np.float32)
-    X, Y0, G = normal(rng, T, 215), normal(rng, T, 110), normal(rng, T, n_out + 3)
+    X, Y0, G = normal(rng, T, 255), normal(rng, T, 110), normal(rng, T, n_out + 3)
     Y = dev(Y0)
     gemm_runner(shape, route, n_out, n_in)(dev(W, ti.f16), 1, dev(X), Y, dev(G))
     expected, terms = f64(Y0).copy(), np.abs(f64(Y0))
@@ -553,6 +553,17 @@ def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
     shift, per row (v5: its static mixes, ref lerp_current); the state gets z at each row's last position. In a GPU
     decode pass (v6) the three are two tasks (kernels/norm_linear.py: folded_maa_task stages xxx in workgroup memory
     and leaves z in MIXED's first block)."""
+    check_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed)
+
+
+@pytest.mark.parametrize("tile", [32, 64])
+def test_v6_token_shift_mixes_as_tiled_products(tile):
+    """A GPU batch (tile 32) or prefill (tile 64) pass: data_mix as five tiled products (kernels/gpu_gemm.py, each
+    reading its own columns of the W2 rows), maa_lora at `gpu_gemm.low_rank_tile`; 70 positions in three rows."""
+    check_v6_token_shift_mixes((30, 12, 28), tile, "v6", (3, 12, 20, 6, 6), True, 1, 3)
+
+
+def check_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
     from kernels import norm_linear
     from kernels import v6_layout as layout
 
