@@ -101,12 +101,13 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
-def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
+def speed(model, prefill: int, decode: int, batches: list[int]):
+    """Yields (name, tok/s) as each is measured: prefill, then decode at each batch size."""
     prompt = np.random.default_rng(0).integers(1, model.info.n_vocab, prefill).tolist()
     model.forward([prompt], model.new_state(1))  # compile the kernels and record this shape's graph
     (logits, state), seconds = timed(model.forward, [prompt], model.new_state(1))
-    result = {"prefill_tok_s": prefill / seconds}
-    for rows in sorted({1, batch}) if decode else ():  # --decode 0: prefill only
+    yield "prefill_tok_s", prefill / seconds
+    for rows in batches if decode else ():  # --decode 0: prefill only
         state_b = type(state).concat([state] * rows) if rows > 1 else state
         tokens = [[int(np.argmax(logits[0]))] for _ in range(rows)]
         logits_b, state_b = model.forward(tokens, state_b)  # warm-up for this batch size
@@ -116,9 +117,8 @@ def speed(model, prefill: int, decode: int, batch: int) -> dict[str, float]:
                 half = time.perf_counter()
             logits_b, state_b = model.forward([[int(t)] for t in np.argmax(logits_b, axis=-1)], state_b, inplace=True)
         end = time.perf_counter()
-        result[f"decode_b{rows}_tok_s"] = decode * rows / (end - start)
-        result[f"decode_b{rows}_second_half_tok_s"] = (decode - decode // 2) * rows / (end - half)
-    return result
+        yield f"decode_b{rows}_tok_s", decode * rows / (end - start)
+        yield f"decode_b{rows}_second_half_tok_s", (decode - decode // 2) * rows / (end - half)
 
 
 def profile(model, batch: int) -> None:
@@ -149,14 +149,13 @@ def profile(model, batch: int) -> None:
 RUNS = 7  # --timestamps: timed passes of each shape
 
 
-def dispatch_times(model, batch: int, prefill: int) -> None:
+def dispatch_times(model, batches: list[int], prefill: int) -> None:
     """--timestamps (runtime "commands"): device time per kernel task of whole recorded passes, from timestamps in
-    the command buffer, summed over the layers: decode at batch 1 and at `batch` (if more than 1), and a 256-token
-    prefill chunk (if `prefill` is 256 or more)."""
+    the command buffer, summed over the layers: decode at each batch size, and a 256-token prefill chunk (if
+    `prefill` is 256 or more)."""
     from collections import defaultdict
 
-    passes = [("decode b1", (1,))] + [(f"decode b{batch}", (1,) * batch)] * (batch > 1) \
-        + [("prefill 256", (256,))] * (prefill >= 256)
+    passes = [(f"decode b{rows}", (1,) * rows) for rows in batches] + [("prefill 256", (256,))] * (prefill >= 256)
     for label, lengths in passes:
         state = model.new_state(len(lengths))
         model.forward([[1] * n for n in lengths], state, inplace=True)  # records this shape's pass
@@ -246,6 +245,7 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", default="", help="decode batch sizes, comma-separated (default: 1 and --batch)")
     parser.add_argument("--profile", action="store_true", help="also time every kernel of one decode step")
     parser.add_argument("--phases", action="store_true", help="also split a decode step into graph and read-back")
     parser.add_argument("--timestamps", action="store_true", help="runtime commands: device time per task of a pass")
@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--quant-types", default="", help="time each --speed variant with these (none,int8,nf4,sf4), "
                         "every layer quantized, on in-memory models (repeated_layer_model)")
     args = parser.parse_args()
+    args.batches = sorted({int(b) for b in args.batches.split(",") if b} or {1, args.batch})
     import kernels
 
     kernels.init(args.arch, args.runtime)  # the models below take this process's arch and runtime
@@ -277,13 +278,13 @@ def main() -> None:
         model = ai00ref.load_model(path, backend="taichi", arch=args.arch, precision=args.precision)
         print(f"model {variant} L{args.layers} C{args.embd} V{args.vocab} ready in "
               f"{time.perf_counter() - start:.0f} s on {model.arch}", flush=True)
-        for key, value in speed(model, args.prefill, args.decode, args.batch).items():
+        for key, value in speed(model, args.prefill, args.decode, args.batches):
             print(f"RESULT speed arch={model.arch} runtime={model.runtime} variant={variant} L{args.layers} C{args.embd} "
                   f"precision={args.precision} {key}={value:.1f}", flush=True)
         if args.profile:
             profile(model, args.batch)
         if args.timestamps:
-            dispatch_times(model, args.batch, args.prefill)
+            dispatch_times(model, args.batches, args.prefill)
         del model
 
 
@@ -299,7 +300,7 @@ def quantized_speed(args) -> None:
             print(f"model {variant} L{args.layers} C{args.embd} V{args.vocab} quant={scheme} ready in "
                   f"{time.perf_counter() - start:.0f} s on {model.arch}; weights {model.info.weight_bytes / 2**20:.0f} "
                   "MiB on the device", flush=True)
-            for key, value in speed(model, args.prefill, args.decode, args.batch).items():
+            for key, value in speed(model, args.prefill, args.decode, args.batches):
                 print(f"RESULT speed arch={model.arch} runtime={model.runtime} variant={variant} L{args.layers} C{args.embd} "
                       f"precision={args.precision} quant={scheme} {key}={value:.1f}", flush=True)
             if args.profile and scheme == "none":
@@ -307,7 +308,7 @@ def quantized_speed(args) -> None:
             elif args.phases:
                 phases(model)
             if args.timestamps:
-                dispatch_times(model, args.batch, args.prefill)
+                dispatch_times(model, args.batches, args.prefill)
             del model
 
 
