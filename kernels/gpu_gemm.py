@@ -21,10 +21,13 @@ conflicts. The staged tiles are stored column-major with one padding entry per c
 quantized codes) fall in 32 different banks.
 
 A `route` splits the output rows into blocks of consecutive rows that read different input columns and write
-different output columns (v6's r, k, v, g projections, each from its own mixed input): a tuple of
-(first row, x_col, y_col, act), first rows ascending from 0; rows o of the block starting at `first` read
-X[:, x_col:x_col+n_in] and write column y_col + o - first, with act. Every block starts on a multiple of the
-workgroup's rows (`block_rows`), so one staged input serves all of a workgroup's rows.
+different output columns (v6's r, k, v, g projections, each from its own mixed input): a tuple of blocks
+(first row, x_col, y_col, act[, w_first, w_col, gate_first]), first rows ascending from 0; rows o of the block
+starting at `first` read X[:, x_col:x_col+n_in] and W's row w_row + w_first + o - first (w_first: by default
+`first`, the rows in order) from column w_col (by default 0) on, and write column y_col + o - first, with act, times
+the gate's column gate_col + gate_first + o - first (gate_first: by default `first`). v6's data mix is a route of
+five blocks that read the same W rows, each from its own columns, and share the gate's. Every block starts on a
+multiple of the workgroup's rows (`block_rows`), so one staged input serves all of a workgroup's rows.
 
 A workgroup may also split the input steps among `groups` thread groups (a `Tiling`'s last field), each with its own
 staged blocks and register tiles over steps g, g + groups, ...; their sums meet in shared memory at the end. Short
@@ -108,13 +111,24 @@ def gemm_items(n_out: ti.template(), T: ti.template(), rows: ti.template(), shap
             * ti.static(group_threads(shape, rows) * shape.groups))
 
 
+def full_block(block: tuple) -> tuple:
+    """A route block with its defaults: (first, x_col, y_col, act, w_first, w_col, gate_first)."""
+    first = block[0]
+    return tuple(block) + (first, 0, first)[len(block) - 4:]
+
+
+def from_first_column(route: tuple) -> bool:
+    """Whether every block of the route reads W from column 0."""
+    return all(full_block(block)[5] == 0 for block in route)
+
+
 @ti.func
-def route_of(route: ti.template(), o: ti.i32) -> ti.math.ivec4:
-    """(first row, x_col, y_col, act) of the route block holding output row o."""
-    found = ti.math.ivec4(route[0][0], route[0][1], route[0][2], route[0][3])
+def route_of(route: ti.template(), o: ti.i32):
+    """`full_block` of the route block holding output row o, as a vector of 7 ints."""
+    found = ti.Vector(ti.static(full_block(route[0])), dt=ti.i32)
     for q in ti.static(range(1, len(route))):
         if o >= route[q][0]:
-            found = ti.math.ivec4(route[q][0], route[q][1], route[q][2], route[q][3])
+            found = ti.Vector(ti.static(full_block(route[q])), dt=ti.i32)
     return found
 
 
@@ -147,12 +161,12 @@ def no_w(threads: ti.template(), rows: ti.template(), storage: ti.template(), sh
 
 
 @ti.func
-def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, w_col: ti.template(), o0: ti.i32, n_out: ti.i32,
+def fetch_w(W: ti.template(), layer: ti.i32, w_row: ti.i32, w_col: ti.i32, o0: ti.i32, n_out: ti.i32,
             n_in: ti.i32, k0: ti.i32, tid: ti.i32, threads: ti.template(), rows: ti.template(), storage: ti.template(),
             shape: ti.template()):
-    """This thread's share of the W block's step at column k0, entries (n, kk) for
-    W[layer, w_row + o0 + n, w_col + k0 + kk]
-    (rows past n_out repeat the last one; columns past n_in repeat the last one, against a zero input). Dense: the
+    """This thread's share of the W block's step at column k0, entries (n, kk) for W[layer, w_row + o0 + n,
+    w_col + k0 + kk] (rows past n_out repeat the last one; columns past n_in repeat the last one, against a zero
+    input). Dense: the
     weights as f32. Quantized: each entry's two words, its code and scale in their low bits
     (`gpu_rows.element_words`), decoded by `store_w`."""
     fetched = no_w(threads, rows, storage, shape)
@@ -197,13 +211,14 @@ def store_w(ws: ti.template(), group: ti.i32, fetched: ti.template(), tid: ti.i3
 
 
 @ti.func
-def emit(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.math.ivec4, T: ti.i32, n_out: ti.i32,
+def emit(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.template(), T: ti.i32, n_out: ti.i32,
          accumulate: ti.template(), gate: ti.template(), gate_col: ti.template()):
-    """One output: Y[t, y_col + o - first] (+)= act(total), times gate[t, gate_col + o] when given."""
+    """One output: Y[t, y_col + o - first] (+)= act(total), times gate[t, gate_col + gate_first + o - first] when
+    given."""
     if t < T and o < n_out:
         s = lanes.activate(total, block[3])
         if ti.static(lanes._given(gate)):
-            s *= gate[t, gate_col + o]
+            s *= gate[t, gate_col + block[6] + o - block[0]]
         col = block[2] + o - block[0]
         if ti.static(accumulate):
             Y[t, col] = Y[t, col] + s
@@ -215,17 +230,19 @@ def emit(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.math.i
 def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
               n_in: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
               accumulate: ti.template(), gate: ti.template() = None, gate_col: ti.template() = 0,
-              storage: ti.template() = DENSE, shape: ti.template() = PREFILL, w_col: ti.template() = 0):
-    """One task: for every position t and output row o (in route block (first, x_col, y_col, act)):
-    Y[t, y_col + o - first] (+)= act(X[t, x_col:x_col+n_in] · W[layer, w_row + o, w_col:w_col+n_in]), times
-    gate[t, gate_col + o] when a gate array is given. W dense (f16 or f32; w_col from 0 on) or quantized (`storage`:
-    u32 rows in the GPU's code order, kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`."""
+              storage: ti.template() = DENSE, shape: ti.template() = PREFILL):
+    """One task: for every position t and output row o (in route block (first, x_col, y_col, act, w_first, w_col,
+    gate_first), module docstring): Y[t, y_col + o - first] (+)= act(X[t, x_col:x_col+n_in] ·
+    W[layer, w_row + w_first + o - first, w_col:w_col+n_in]), times gate[t, gate_col + gate_first + o - first] when a
+    gate array is given. W dense (f16 or f32) or quantized (`storage`: u32 rows in the GPU's code order,
+    kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`."""
     rows = ti.static(block_rows(route, shape))
     P = ti.static(shape.per)
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
     threads = ti.static(group_size * shape.groups)
-    ti.static_assert(storage == DENSE or w_col == 0, "quantized rows are read from their first column")
+    ti.static_assert(storage == DENSE or ti.static(from_first_column(route)),
+                     "quantized rows are read from their first column")
     ti.static_assert(shape.groups == 1 or rows <= shape.step, "the groups' sums are added in the staged X blocks")
     ti.static_assert(shape.positions * rows % threads == 0 and shape.positions * shape.step % group_size == 0
                      and rows * shape.step % group_size == 0, "every thread stages and emits as many values")
@@ -255,8 +272,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 ti.simt.block.sync()
                 k_next = (ti.min(r, rounds - 1) * shape.groups + group) * shape.step  # the last round: no branch
                 x_next = stage_x(X, part[1], n_in, t0, T, k_next, gid, group_size, shape)
-                w_next = fetch_w(W, layer, w_row, w_col, o0, n_out, n_in, k_next, gid, group_size, rows, storage,
-                                 shape)
+                w_next = fetch_w(W, layer, w_row + part[4] - part[0], part[5], o0, n_out, n_in, k_next, gid,
+                                 group_size, rows, storage, shape)
                 for kq in range(shape.step // shape.unroll):  # a loop, not unrolled whole: CUDA compiles a layer in s
                     for q in ti.static(range(shape.unroll)):
                         kk = kq * shape.unroll + q

@@ -11,7 +11,7 @@ shift_mix       shift_mix_task     layer_norm(ln1), previous_tokens, token_shift
                                    xxx and x + (prev-x)·maa_s; keeps prev - x
 maa_lora        linear_task        token_shift_mixes: tanh(xxx W1ᵀ)                      (output row, token tile)
 data_mix        data_mix_task      token_shift_mixes: x_s += (prev-x)·(lora_s W2_sᵀ)     (output row, token tile)
-                (GPU batch and prefill: data_mix_products, five tiled products)
+                (GPU batch and prefill: data_mix_products, a tiled product)
 projections     projections_task   time_mix: r, k, v, gate; decay: tanh(x_w Wd1ᵀ)        (output row, token tile)
 decay           decay_task         decay: exp(-exp(time_decay + (·) Wd2ᵀ))               (channel, token tile)
 wkv             wkv_task           ref.v5.wkv_step over each row's tokens                one thread per (row, head, i)
@@ -84,12 +84,16 @@ def data_mix_task(s: ti.template(), vec: ti.template(), second: ti.template(), s
 @ti.func
 def data_mix_products(s: ti.template(), second: ti.template(), slot: ti.template(), sc: ti.template(),
                       tile: ti.template()):
-    """`data_mix_task` (without `keep`) as five tiled products, one per mix m (kernels/gpu_gemm.py): mixed block
-    1 + m += (lora_m W2_mᵀ), gated by DELTA; W2_m is columns m·Dm of `second`'s rows."""
-    for m in ti.static(range(5)):
-        gpu_gemm.gemm_task(second, slot, 0, s.C, s.Dm, sc, ((0, s.LORA + m * s.Dm, s.MIXED + (MIX_R + m) * s.C,
-                                                              ACT_NONE),),
-                           sc, True, sc, s.DELTA, shape=ti.static(gpu_gemm.shape_for(tile, s.C)), w_col=m * s.Dm)
+    """`data_mix_task` (without `keep`) as one tiled product (kernels/gpu_gemm.py) of five route blocks: mixed block
+    1 + m += (lora_m W2_mᵀ) · DELTA, W2_m being columns m·Dm of `second`'s rows."""
+    gpu_gemm.gemm_task(second, slot, 0, 5 * s.C, s.Dm, sc, ti.static(data_mix_route(s)), sc, True, sc, s.DELTA,
+                       shape=ti.static(gpu_gemm.shape_for(tile, 5 * s.C, data_mix_route(s))))
+
+
+def data_mix_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the data mix: block m reads LORA's block m and columns m·Dm of the W2 rows (rows 0 on),
+    adds into mixed block 1 + m, gated by DELTA (gate columns 0 on)."""
+    return tuple((m * s.C, s.LORA + m * s.Dm, s.MIXED + (MIX_R + m) * s.C, ACT_NONE, 0, m * s.Dm, 0) for m in range(5))
 
 
 def low_base(s: Shape, storage: str) -> int:
@@ -281,7 +285,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
                         ti.static(gpu_gemm.low_rank_tile(tile)))
         if ti.static("data_mix" in tasks and att_folded):  # the five mixes whole, and LN1 into the state
             data_mix_task(s, vec, second, slot, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
-        elif ti.static("data_mix" in tasks and v6 and gpu_gemm.takes(tile, s.C)):
+        elif ti.static("data_mix" in tasks and v6 and gpu_gemm.takes(tile, 5 * s.C, data_mix_route(s))):
             data_mix_products(s, second, slot, sc, tile)
         elif ti.static("data_mix" in tasks and v6):
             data_mix_task(s, vec, second, slot, sc, lane_tile)

@@ -558,9 +558,16 @@ def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
 
 @pytest.mark.parametrize("tile", [32, 64])
 def test_v6_token_shift_mixes_as_tiled_products(tile):
-    """A GPU batch (tile 32) or prefill (tile 64) pass: data_mix as five tiled products (kernels/gpu_gemm.py, each
-    reading its own columns of the W2 rows), maa_lora at `gpu_gemm.low_rank_tile`; 70 positions in three rows."""
-    check_v6_token_shift_mixes((30, 12, 28), tile, "v6", (3, 12, 20, 6, 6), True, 1, 3)
+    """A GPU batch (tile 32) or prefill (tile 64) pass: data_mix as a tiled product (kernels/gpu_gemm.py) of five
+    route blocks, each reading its own columns of the same W2 rows, all gated by DELTA (C = 32: the blocks start on
+    multiples of the workgroups' rows); maa_lora at `gpu_gemm.low_rank_tile`; 70 positions in three rows."""
+    import kernels
+    from kernels import gpu_gemm, v6, v6_layout
+
+    sizes = (2, 16, 20, 6, 6)
+    if kernels.is_gpu():
+        assert gpu_gemm.takes(tile, 5 * 32, v6.data_mix_route(v6_layout.Shape(32, 2, 20, 6, 6, True)))
+    check_v6_token_shift_mixes((30, 12, 28), tile, "v6", sizes, True, 1, 3)
 
 
 def check_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
