@@ -85,10 +85,10 @@ def takes(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),)) -> bool:
 
 
 def low_rank_tile(tile: int) -> int:
-    """The tile at which a pass of `tile` runs its low-rank products (the LoRA stages' few hundred rows): in a
-    prefill pass the lanes' (PREFILL's row blocks would leave most of the card idle), in a batch pass `tile` itself
-    (BATCH's groups keep more threads busy than the lanes: BENCHMARKS.md)."""
-    return lanes.lane_tile(tile) if tile >= PASS_TILE else tile
+    """The tile at which a pass of `tile` runs its low-rank products (the LoRA stages' few hundred rows): BATCH_TILE
+    in any pass of BATCH_TILE and up, whose BATCH shapes split each product's inputs among thread groups (PREFILL's
+    row blocks would leave most of the card idle, and the lanes were slower still: BENCHMARKS.md)."""
+    return min(tile, BATCH_TILE)
 
 
 def block_rows(route: tuple, shape: Tiling) -> int:
