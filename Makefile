@@ -23,8 +23,9 @@ serve: $(VENV)/.installed-test
 	$(BIN)/python -m ai00ref serve
 
 # Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest. The lavapipe
-# run is the longest (mostly one busy thread: kernel compilation), so it starts first, on one core, while the other
-# runs everything else in turn; the outputs are kept apart. Everything both need is installed before they start.
+# run is the longest (mostly kernel compilation, one busy thread per process), so it starts first, in two
+# pytest-xdist workers that take whole files, while everything else runs in turn beside them; the outputs are kept
+# apart. Everything both need is installed before they start.
 test: $(VENV)/.installed-test $(LEGACY_OPENAI) system-libs browser
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-vulkan test-others
 
@@ -47,7 +48,7 @@ test-taichi-cpu: $(VENV)/.installed-test system-libs
 	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -p no:cacheprovider -m taichi
 
 test-taichi-vulkan: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -n 2 --dist loadfile -m taichi
 
 # Debian packages, installed (as root) only when missing; without root it says what to install and goes on
 # (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)

@@ -45,9 +45,9 @@ from kernels.quant import DENSE
 
 class Tiling(NamedTuple):
     """A `gemm_task` workgroup's shape."""
-    positions: int  # positions per workgroup (BLOCK_T)
+    positions: int  # positions per workgroup
     rows: int  # output rows per workgroup at most, fewer when a route's blocks start on a smaller multiple
-    step: int  # input columns staged per step (STEP_K)
+    step: int  # input columns staged per step
     unroll: int  # staged columns per iteration of the multiply loop
     per: int  # a thread's register tile: per positions × per rows
     groups: int  # thread groups splitting the input steps, their sums added at the end
@@ -68,8 +68,8 @@ MIN_ROWS = 16  # routes whose blocks start on a multiple of fewer rows go throug
 def shape_for(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),)):
     """The `Tiling` with which gemm_task takes a product of n_out rows (in `route`'s blocks) in a pass of `tile`, or
     None where the lane kernels take it: passes below BATCH_TILE, the x64 CPU, a route whose blocks start on a
-    multiple of fewer than MIN_ROWS rows. (The low-rank products, a few hundred rows, would leave most of the card
-    idle here: their callers give them the lanes.) Called in ti.static."""
+    multiple of fewer than MIN_ROWS rows. (Callers run the low-rank products, a few hundred rows, at
+    `low_rank_tile`.) Called in ti.static."""
     if tile < BATCH_TILE or lanes.LANES == 1:
         return None
     if tile >= PASS_TILE:

@@ -106,11 +106,12 @@ def test_quantized_linear_task_whole_steps_and_the_rest(scheme, tile, T):
     check_quantized_linear_task(scheme, tile, T, 1100, 21, (2, 1, 0), True, 5, 2, 1)
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_quantized_tiled_products(scheme):
-    """Tile 64 (on a GPU kernels/gpu_gemm.py): 70 positions and 40 rows, several workgroups each way; n_in = 1100,
-    whole groups, then (32 lanes, NF4/SF4) a short last group, the last block partly padding."""
-    check_quantized_linear_task(scheme, 64, 70, 1100, 40, (1, 2, 3), True, 11, 2, 1)
+@pytest.mark.parametrize("scheme, tile", [(scheme, 64) for scheme in SCHEMES] + [("nf4", 32)])
+def test_quantized_tiled_products(scheme, tile):
+    """Tile 64 (on a GPU kernels/gpu_gemm.py's PREFILL shape; tile 32: BATCH, whose thread groups decode their own
+    steps' weights): 70 positions and 40 rows, several workgroups each way; n_in = 1100, whole groups, then (32
+    lanes, NF4/SF4) a short last group, the last block partly padding."""
+    check_quantized_linear_task(scheme, tile, 70, 1100, 40, (1, 2, 3), True, 11, 2, 1)
 
 
 @functools.cache
