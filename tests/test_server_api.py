@@ -173,7 +173,20 @@ def read_events(response, n: int) -> list:
     return events
 
 
+def wait_until_idle(server, seconds: float = 20.0) -> None:
+    """Until the server reports no busy or waiting slot: an earlier test's abandoned stream may still be finishing
+    (on a loaded machine, a moment after its client has gone)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = call(server, "/api/models/info")[1]["status"]
+        if (status["busy"], status["waiting"]) == (0, 0):
+            return
+        assert time.monotonic() < deadline, f"the server stayed busy: {status}"
+        time.sleep(0.05)
+
+
 def test_models_state_streams_the_info_double_encoded_as_ai00(server):
+    wait_until_idle(server)
     started = time.monotonic()
     with urllib.request.urlopen(server.url + "/api/models/state", timeout=10) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
