@@ -7,8 +7,8 @@ source benchmarks/device_setup.sh "$1"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 shapes=${SHAPES:-2048x2048,7168x2048,2048x7168}
 timeout 250 python3 benchmarks/gemm_probe.py --positions "${BATCH_T:-16,32,64}" --shapes "$shapes" \
-  --variants "${BATCH_VARIANTS:-lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x16x4x4x8,32x32x32x4x4x4,32x16x16x4x4x4}" \
+  --variants "${BATCH_VARIANTS:-lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x32x4x4x4,32x16x16x4x4x4}" \
   2>&1 | grep -E "RESULT|device|Error" | tee "$out/batch.log"
 timeout 250 python3 benchmarks/gemm_probe.py --positions "${PREFILL_T:-256,1024}" --shapes "$shapes" \
-  --variants "${PREFILL_VARIANTS:-64x32x32x4x4x1,64x32x32x4x4x2,64x32x16x4x4x2,128x64x16x4x8x1,128x64x32x4x8x1,64x64x16x4x8x2,64x64x32x4x8x1}" \
+  --variants "${PREFILL_VARIANTS:-64x32x32x4x4x1,64x32x32x4x4x2,128x64x16x4x8x1,128x64x32x4x8x1,64x64x32x4x8x1}" \
   2>&1 | grep -E "RESULT|device|Error" | tee "$out/prefill.log"

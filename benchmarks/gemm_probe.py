@@ -25,7 +25,7 @@ from kernels.common import ACT_NONE  # noqa: E402
 from kernels.launch import kernel  # noqa: E402
 from kernels.lanes import linear_task  # noqa: E402
 
-VARIANTS = "lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x16x4x4x8,32x16x16x4x4x4"
+VARIANTS = "lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x32x4x4x4,32x16x16x4x4x4"
 
 
 @kernel

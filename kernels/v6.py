@@ -118,8 +118,9 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
         gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False,
                            storage=storage, shape=ti.static(gpu_gemm.shape_for(tile, s.PROJ_ROWS, projection_route(s))))
         if ti.static(s.data_dependent):
-            linear_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc, s.MIXED + MIX_W * s.C,
-                        sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, False, ti.static(gpu_gemm.low_rank_tile(tile)))
+            linear_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc,
+                        s.MIXED + MIX_W * s.C, sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, False,
+                        ti.static(gpu_gemm.low_rank_tile(tile)))
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 

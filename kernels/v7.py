@@ -86,7 +86,8 @@ def lane_projections_task(s: ti.template(), mats: ti.template(), low: ti.templat
             n_tiles = tiles(T, tile)
             lane, group = g % lanes.LANES, g // lanes.LANES
             o, t0 = group // n_tiles, group % n_tiles * tile
-            o, t0 = x64_tasks.cpu_order(o, t0, group, 3 * s.C + s.D - first, n_tiles, tile, lanes.LANES)  # CPU: tile-major
+            rows = ti.static(3 * s.C + s.D - first)
+            o, t0 = x64_tasks.cpu_order(o, t0, group, rows, n_tiles, tile, lanes.LANES)  # CPU: tile-major
             o += first
             mix, act = projection_route(s, o)
             acc = ti.Vector([0.0] * tile)
