@@ -5,13 +5,14 @@ at tile 8), each checked against NumPy.
     python3 benchmarks/gemm_probe.py --positions 32,256 --shapes 2048x2048,7168x2048,2048x7168 \
         --variants lanes,64x32x32x4x4x1,32x16x16x4x4x8
 
-A variant is "lanes" or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups. Each case is one kernel
+A variant is "lanes" or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case is one kernel
 recorded `--repeats` times into one pass, timed after `--warm-up` seconds of load (an idle H100 runs the first
 dispatches after a pause at a quarter of its speed: benchmarks/decode_probe.py); its time is the median of its
 dispatches. Prints one RESULT line per (variant, positions, shape): microseconds and TFLOP/s.
 """
 import argparse
 import functools
+import statistics
 import sys
 
 import numpy as np
@@ -22,7 +23,7 @@ sys.path.insert(0, "benchmarks")
 import kernels  # noqa: E402
 from kernels import arrays, gpu_gemm  # noqa: E402
 from kernels.common import ACT_NONE  # noqa: E402
-from kernels.launch import kernel  # noqa: E402
+from kernels.launch import kernel, pass_replay  # noqa: E402
 from kernels.lanes import linear_task  # noqa: E402
 
 VARIANTS = "lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x32x4x4x4,32x16x16x4x4x4"
@@ -36,15 +37,32 @@ def lanes_product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndar
 @functools.cache
 def gemm_product(shape: gpu_gemm.Tiling):
     @kernel
-    def product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
-        gpu_gemm.gemm_task(W, 0, 0, W.shape[1], W.shape[2], X, ((0, 0, 0, ACT_NONE),), Y, False, shape=shape)
+    def product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray(), P: ti.types.ndarray()):
+        gpu_gemm.gemm_task(W, 0, 0, W.shape[1], W.shape[2], X, ((0, 0, 0, ACT_NONE),), Y, False, shape=shape,
+                           parts=(P, 0) if ti.static(shape.splits > 1) else None)
     return product
 
 
 def product_of(variant: str):
+    """The kernel of a variant, and its number of splits (the room its partial sums take)."""
     if variant == "lanes":
-        return lanes_product
-    return gemm_product(gpu_gemm.Tiling(*(int(v) for v in variant.split("x"))))
+        return lanes_product, 0
+    shape = gpu_gemm.Tiling(*(int(v) for v in variant.split("x")))
+    return gemm_product(shape), shape.splits
+
+
+def median_call(calls: list, warm_up: float, load) -> float:
+    """Seconds: the median device time of the calls but the first (each call's dispatches, barriers included, added:
+    a split product has two), timed after `warm_up` seconds of `load`."""
+    replay = pass_replay(calls, {})
+    try:
+        replay.run()  # compiles what the pass needs first
+        load.run(warm_up)
+        times = [seconds for _, seconds in replay.dispatch_times()]
+    finally:
+        replay.close()
+    per = len(times) // len(calls)
+    return statistics.median(sum(times[i * per:(i + 1) * per]) for i in range(1, len(calls)))
 
 
 def main() -> None:
@@ -56,7 +74,7 @@ def main() -> None:
     parser.add_argument("--warm-up", type=float, default=0.5, help="seconds of load before each case")
     args = parser.parse_args()
     kernels.init("vulkan", "commands")
-    from decode_probe import median_dispatch  # after init: it builds kernels
+    from decode_probe import LOAD  # after init: it builds kernels
     print(f"device {arrays.context().name}", flush=True)
     rng = np.random.default_rng(0)
     for T in (int(v) for v in args.positions.split(",")):
@@ -68,11 +86,12 @@ def main() -> None:
             W, X = arrays.upload(w, ti.f16), arrays.upload(x, ti.f32)
             for variant in args.variants.split(","):
                 try:
-                    fn = product_of(variant)
+                    fn, splits = product_of(variant)
                     Y = arrays.new(ti.f32, (T, n_out))
-                    fn(W, X, Y)
+                    call_args = (W, X, Y) + ((arrays.new(ti.f32, (T, max(1, splits) * n_out)),) if splits else ())
+                    fn(*call_args)
                     err = np.abs(Y.to_numpy() - want).max() / np.abs(want).max()
-                    seconds = median_dispatch([(fn.compiled, (W, X, Y))] * args.repeats, args.warm_up)
+                    seconds = median_call([(fn.compiled, call_args)] * args.repeats, args.warm_up, LOAD)
                 except Exception as e:  # a shape the device refuses: say so, go on
                     print(f"RESULT {variant} T={T} {shape}: failed: {type(e).__name__}: {e}", flush=True)
                     continue

@@ -198,6 +198,7 @@ def _linear_blocks(act: int, accumulate: bool, convention: int, tile: int):
                         y[t, o] += s
                     else:
                         y[t, o] = s
+            ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) writes the pad
     return linear_blocks
 
 

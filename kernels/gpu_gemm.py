@@ -51,6 +51,7 @@ class Tiling(NamedTuple):
     unroll: int  # staged columns per iteration of the multiply loop
     per: int  # a thread's register tile: per positions × per rows
     groups: int  # thread groups splitting the input steps, their sums added at the end
+    splits: int = 1  # workgroups splitting the input steps, their sums added by a second task (`parts`)
 
 
 PASS_TILE = 64  # a pass's tile (kernels/engine.py) from which its products take the PREFILL shapes
@@ -61,6 +62,7 @@ PREFILL = Tiling(64, 32, 32, 4, 4, 1)
 PREFILL_WIDE = Tiling(128, 64, 16, 4, 8, 1)
 BATCH = Tiling(32, 16, 16, 4, 4, 8)
 BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4)
+LOW_RANK = Tiling(32, 16, 16, 4, 4, 8, 16)  # at most: `low_rank_shape` splits fewer where `parts` has less room
 WIDE_OUT = 4096
 MIN_ROWS = 16  # routes whose blocks start on a multiple of fewer rows go through the lane kernels
 
@@ -91,6 +93,16 @@ def low_rank_tile(tile: int) -> int:
     return min(tile, BATCH_TILE)
 
 
+def low_rank_shape(n_out: int, room: int, route: tuple = ((0, 0, 0, 0),)):
+    """The `Tiling` of a low-rank product (a LoRA stage's few hundred rows over C inputs) of n_out rows in a pass of
+    BATCH_TILE positions or more: LOW_RANK, whose workgroups each take 1/splits of the inputs, with as many splits as
+    `room` columns of partial sums hold (at least one: then it is BATCH, one workgroup per block). In BATCH shape a
+    v6 maa LoRA (160 rows) had 10 workgroups for the whole card: 36.9 µs a layer at batch 32 (BENCHMARKS.md).
+    None where the route's blocks start on a multiple of fewer than MIN_ROWS rows. Called in ti.static."""
+    shape = LOW_RANK._replace(splits=max(1, min(LOW_RANK.splits, room // n_out)))
+    return shape if block_rows(route, shape) >= MIN_ROWS else None
+
+
 def block_rows(route: tuple, shape: Tiling) -> int:
     """Output rows per workgroup: the largest power of two ≤ shape.rows dividing every block's first row."""
     rows = shape.rows
@@ -108,7 +120,7 @@ def group_threads(shape: Tiling, rows: int) -> int:
 def gemm_items(n_out: ti.template(), T: ti.template(), rows: ti.template(), shape: ti.template()):
     """Work items of a `gemm_task`: one per thread of every (position block, row block) workgroup."""
     return ((T + shape.positions - 1) // shape.positions * ((n_out + rows - 1) // rows)
-            * ti.static(group_threads(shape, rows) * shape.groups))
+            * ti.static(group_threads(shape, rows) * shape.groups * shape.splits))
 
 
 def full_block(block: tuple) -> tuple:
@@ -136,7 +148,8 @@ def route_of(route: ti.template(), o: ti.i32):
 def stage_x(X: ti.template(), x_col: ti.i32, n_in: ti.i32, t0: ti.i32, T: ti.i32, k0: ti.i32, tid: ti.i32,
             threads: ti.template(), shape: ti.template()):
     """This thread's share (of a group of `threads`) of the X block's step at column k0: X[t0 + m, x_col + k0 + kk]
-    for its (m, kk), as f32; columns past n_in read as zero, positions past T as position T-1 (never written back)."""
+    for its (m, kk), as f32; columns past n_in (past the workgroup's split, in a split product) read as zero,
+    positions past T as position T-1 (never written back)."""
     values = no_x(threads, shape)
     for r in ti.static(range(values.n)):
         e = tid + r * threads
@@ -230,12 +243,13 @@ def emit(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.templa
 def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
               n_in: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
               accumulate: ti.template(), gate: ti.template() = None, gate_col: ti.template() = 0,
-              storage: ti.template() = DENSE, shape: ti.template() = PREFILL):
+              storage: ti.template() = DENSE, shape: ti.template() = PREFILL, parts: ti.template() = None):
     """One task: for every position t and output row o (in route block (first, x_col, y_col, act, w_first, w_col,
     gate_first), module docstring): Y[t, y_col + o - first] (+)= act(X[t, x_col:x_col+n_in] ·
     W[layer, w_row + w_first + o - first, w_col:w_col+n_in]), times gate[t, gate_col + gate_first + o - first] when a
     gate array is given. W dense (f16 or f32) or quantized (`storage`: u32 rows in the GPU's code order,
-    kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`."""
+    kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`. With shape.splits > 1, `parts`:
+    (P, col), P f32 with room for P[t, col + sp·n_out + o], split sp's sum, for every split (`split_sums_task`)."""
     rows = ti.static(block_rows(route, shape))
     P = ti.static(shape.per)
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
@@ -246,12 +260,13 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     ti.static_assert(shape.groups == 1 or rows <= shape.step, "the groups' sums are added in the staged X blocks")
     ti.static_assert(shape.positions * rows % threads == 0 and shape.positions * shape.step % group_size == 0
                      and rows * shape.step % group_size == 0, "every thread stages and emits as many values")
+    ti.static_assert(shape.splits == 1 or ti.static(lanes._given(parts)), "split products need room for their sums")
     ti.loop_config(block_dim=threads)
     for thread in range(lanes.task_range(gemm_items(n_out, X.shape[0], rows, shape))):
         for rnd in range(lanes.task_rounds(thread, gemm_items(n_out, X.shape[0], rows, shape))):
             T = X.shape[0]
             g = lanes.task_item(thread, rnd)
-            tid, block = g % threads, g // threads
+            tid, split, block = g % threads, g // threads % shape.splits, g // threads // shape.splits
             group, gid = tid // group_size, tid % group_size
             t_blocks = (T + shape.positions - 1) // shape.positions
             o0, t0 = block // t_blocks * rows, block % t_blocks * shape.positions
@@ -261,7 +276,10 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             xs = ti.simt.block.SharedArray((shape.groups, shape.step, shape.positions + 1), ti.f32)
             ws = ti.simt.block.SharedArray((shape.groups, shape.step, rows + 1), ti.f32)
             acc = ti.Matrix([[0.0] * P for _ in ti.static(range(P))])  # acc[i, j]: position i, row j
-            rounds = ((n_in + shape.step - 1) // shape.step + shape.groups - 1) // shape.groups
+            split_steps = ((n_in + shape.step - 1) // shape.step + shape.splits - 1) // shape.splits
+            first_step = split * split_steps  # this workgroup's steps: first_step + r·groups + group, r < rounds
+            limit = ti.min(n_in, (first_step + split_steps) * shape.step)  # its columns end here (the others': zero)
+            rounds = (split_steps + shape.groups - 1) // shape.groups
             x_next, w_next = no_x(group_size, shape), no_w(group_size, rows, storage, shape)
             # round s stages what round s - 1 loaded and multiplies it while loading round s's columns (group g's
             # step s·groups + g; past n_in, zeros); round 0 stages zeros (its products add nothing), so the loads are
@@ -270,8 +288,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 store_x(xs, group, x_next, gid, group_size, shape)
                 store_w(ws, group, w_next, gid, group_size, storage, entries, shape)
                 ti.simt.block.sync()
-                k_next = (ti.min(r, rounds - 1) * shape.groups + group) * shape.step  # the last round: no branch
-                x_next = stage_x(X, part[1], n_in, t0, T, k_next, gid, group_size, shape)
+                k_next = (first_step + ti.min(r, rounds - 1) * shape.groups + group) * shape.step  # last round: no if
+                x_next = stage_x(X, part[1], limit, t0, T, k_next, gid, group_size, shape)
                 w_next = fetch_w(W, layer, w_row + part[4] - part[0], part[5], o0, n_out, n_in, k_next, gid,
                                  group_size, rows, storage, shape)
                 for kq in range(shape.step // shape.unroll):  # a loop, not unrolled whole: CUDA compiles a layer in s
@@ -284,8 +302,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             if ti.static(shape.groups == 1):
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
-                        emit(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, acc[i, j], part, T, n_out,
-                             accumulate, gate, gate_col)
+                        finish(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, acc[i, j], part, T, n_out,
+                               accumulate, gate, gate_col, parts, split)
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
@@ -297,4 +315,35 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                     total = 0.0
                     for h in ti.static(range(shape.groups)):
                         total += xs[h, n, m]
-                    emit(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col)
+                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col, parts, split)
+                ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) stages its own
+    if ti.static(shape.splits > 1):
+        split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, shape.splits, parts)
+
+
+@ti.func
+def finish(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.template(), T: ti.i32, n_out: ti.i32,
+           accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), parts: ti.template(),
+           split: ti.i32):
+    """A workgroup's sum for position t, output row o: `emit`ted, or (a split product) kept as split `split`'s part
+    in parts = (P, col): P[t, col + split·n_out + o]."""
+    if ti.static(lanes._given(parts)):
+        if t < T and o < n_out:
+            parts[0][t, parts[1] + split * n_out + o] = total
+    else:
+        emit(Y, t, o, total, block, T, n_out, accumulate, gate, gate_col)
+
+
+@ti.func
+def split_sums_task(n_out: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
+                    accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), splits: ti.template(),
+                    parts: ti.template()):
+    """A split product's second task: each output's parts (`finish`) added in split order, and `emit`ted."""
+    for thread in range(lanes.task_range(X.shape[0] * n_out)):
+        for rnd in range(lanes.task_rounds(thread, X.shape[0] * n_out)):
+            e = lanes.task_item(thread, rnd)
+            t, o = e // n_out, e % n_out
+            total = 0.0
+            for sp in ti.static(range(splits)):
+                total += parts[0][t, parts[1] + sp * n_out + o]
+            emit(Y, t, o, total, route_of(route, o), X.shape[0], n_out, accumulate, gate, gate_col)

@@ -277,6 +277,7 @@ def split_row(W: ti.template(), layer: ti.i32, o: ti.i32, n_in: ti.template(), X
         for q in ti.static(range(split)):
             row += parts[local + q]
         emit_value(row, Y, y_col, t, act, accumulate, gate, gate_col)
+    ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) writes its part
 
 
 @ti.func

@@ -147,32 +147,70 @@ def gemm_runner(shape, route: tuple, n_out: int, n_in: int):
 
     @kernel
     def run(W: ti.types.ndarray(), layer: ti.i32, X: ti.types.ndarray(), Y: ti.types.ndarray(),
-            G: ti.types.ndarray()):
-        gpu_gemm.gemm_task(W, layer, 1, n_out, n_in, X, route, Y, True, G, 2, shape=shape)
+            G: ti.types.ndarray(), P: ti.types.ndarray()):
+        gpu_gemm.gemm_task(W, layer, 1, n_out, n_in, X, route, Y, True, G, 2, shape=shape,
+                           parts=(P, 5) if ti.static(shape.splits > 1) else None)
     return run
 
 
-@pytest.mark.parametrize("name", ["PREFILL", "PREFILL_WIDE", "BATCH", "BATCH_WIDE"])
+@pytest.mark.parametrize("name", ["PREFILL", "PREFILL_WIDE", "BATCH", "BATCH_WIDE", "LOW_RANK", "LOW_RANK/2"])
 def test_gemm_task_shapes(name):
     """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones only for products of WIDE_OUT rows
     and more, which no test model has): a route of two blocks, each reading its own input columns and writing its own
     output columns with its own activation (rows 0-63, 64-99), gated and accumulated; 133 positions and 100 rows
     end part-way through position and row blocks, 140 inputs part-way through a step, and every group of a shape
-    takes at least one step."""
+    without splits takes at least one step. Split products (LOW_RANK: 16 splits of one step, seven of them empty;
+    "/2": two splits, of five and four steps) keep their sums from column 5 of a parts array."""
+    from kernels import gpu_gemm
+    shape = getattr(gpu_gemm, name.split("/")[0])
+    if "/" in name:
+        shape = shape._replace(splits=int(name.split("/")[1]))
+    check_gemm_task(shape, 133, 100, 140)
+
+
+@pytest.mark.parametrize("task", ["gemm groups", "split rows", "common blocks"])
+def test_workgroup_tasks_take_several_items(task):
+    """Tasks whose workgroups share memory, with more work items than Taichi's Vulkan grid (131072 threads: past it,
+    each thread takes items thread, thread + 131072, ...; on CUDA `lanes.THREADS`): a thread's next item must not
+    write the workgroup's memory before its last item's reads are done. gemm_task's groups adding their sums (BATCH,
+    163840 items; the head at batch 32 has 524288), `row_split`'s halves, and common.linear's blocks."""
+    import kernels
+    from kernels import common, gpu_gemm, lanes
+    from kernels.quant import DENSE
+    if not kernels.is_gpu():
+        pytest.skip("GPU tasks (workgroup memory and barriers)")
+    if task == "gemm groups":
+        check_gemm_task(gpu_gemm.BATCH, 133, 2048, 40)
+    elif task == "split rows":
+        n_out = (131072 // (3 * 2 * lanes.LANES) // 64 + 2) * 64  # 3 positions, two lane groups a row
+        assert lanes.row_split(1, n_out, lanes.SPLIT_COLUMNS + 5, DENSE) == 2
+        check_linear_task(3, lanes.SPLIT_COLUMNS + 5, n_out, (1, 2, 3), "none", True, True, 1, True, 11, 1, 1, 0,
+                          static_sizes=True)
+    else:
+        rng = rng_of(3)
+        x, W, y0 = normal(rng, 2, 24), normal(rng, 1100, 24), normal(rng, 2, 1100)  # 2 · 1100 · BLOCK items
+        y = dev(y0)
+        common.linear(dev(x), dev(W), y, ACTIVATIONS["none"][0], True)
+        s = f64(x) @ f64(W).T
+        assert_close(y.to_numpy(), f64(y0) + s, np.abs(f64(x)) @ np.abs(f64(W)).T + np.abs(f64(y0)))
+
+
+def check_gemm_task(shape, T: int, n_out: int, n_in: int):
+    """gemm_task in `shape` against ref.linear: a route of two blocks, rows 0-63 (sigmoid) and 64 on (relu²), each
+    reading its own input columns and writing its own output columns, gated and accumulated."""
     import kernels
     from kernels import gpu_gemm
     if not kernels.is_gpu():
         pytest.skip("a GPU task (workgroup memory and barriers): the CPU runs the lane kernels")
-    T, n_out, n_in = 133, 100, 140
-    shape = getattr(gpu_gemm, name)
     blocks = ((0, 64, 3, 0, "sigmoid"), (64, n_out, 110, 70, "relu_squared"))  # first, end, x_col, y_col, act
     route = tuple((first, x_col, y_col, ACTIVATIONS[act][0]) for first, _, x_col, y_col, act in blocks)
     assert gpu_gemm.block_rows(route, shape) == min(shape.rows, 64)
     rng = rng_of(13)
     W = normal(rng, 2, n_out + 3, n_in + 2, scale=n_in ** -0.5).astype(np.float16).astype(np.float32)
-    X, Y0, G = normal(rng, T, 255), normal(rng, T, 110), normal(rng, T, n_out + 3)
+    X, Y0, G = normal(rng, T, 115 + n_in), normal(rng, T, 10 + n_out), normal(rng, T, n_out + 3)
     Y = dev(Y0)
-    gemm_runner(shape, route, n_out, n_in)(dev(W, ti.f16), 1, dev(X), Y, dev(G))
+    parts = dev(np.full((T, 5 + shape.splits * n_out), np.nan, np.float32))  # every part read is written first
+    gemm_runner(shape, route, n_out, n_in)(dev(W, ti.f16), 1, dev(X), Y, dev(G), parts)
     expected, terms = f64(Y0).copy(), np.abs(f64(Y0))
     for first, end, x_col, y_col, act in blocks:
         used_W, used_X = f64(W[1, 1 + first:1 + end, :n_in]), f64(X[:, x_col:x_col + n_in])
