@@ -87,12 +87,30 @@ def repeated_layer_model(two_layers: dict, layers: int, scheme: str, arch: str, 
             if f"blocks.1.{matrix}.weight" in tensors:
                 codes = quantize(tensors[f"blocks.1.{matrix}.weight"], scheme)
                 tensors[f"blocks.0.{matrix}.weight"] = tensors[f"blocks.1.{matrix}.weight"] = codes
-    for name in [n for n in tensors if n.startswith("blocks.1.")]:
-        for i in range(2, layers):
-            tensors[name.replace("blocks.1.", f"blocks.{i}.", 1)] = tensors[name]
+    tensors = repeated_tensors(tensors, layers)
     name = f"<{layers} layers>"
     info = read_model_info(tensors, name)
     return TaichiModel(canonical_weights(tensors, info, name, quant=config), arch=arch, precision=precision)
+
+
+def repeated_layer_reference(two_layers: dict, layers: int):
+    """The NumPy reference engine of `repeated_layer_model`'s weights (unquantized)."""
+    from ai00ref.model_info import read_model_info
+    from ai00ref.ref.model import RefModel
+    from ai00ref.weights.canonical import canonical_weights
+
+    tensors = repeated_tensors(two_layers, layers)
+    name = f"<{layers} layers>"
+    return RefModel(canonical_weights(tensors, read_model_info(tensors, name), name))
+
+
+def repeated_tensors(tensors: dict, layers: int) -> dict:
+    """`layers` layers' tensors: layers 2.. share layer 1's arrays."""
+    tensors = dict(tensors)
+    for name in [n for n in tensors if n.startswith("blocks.1.")]:
+        for i in range(2, layers):
+            tensors[name.replace("blocks.1.", f"blocks.{i}.", 1)] = tensors[name]
+    return tensors
 
 
 def timed(fn, *args):
@@ -119,6 +137,50 @@ def speed(model, prefill: int, decode: int, batches: list[int]):
         end = time.perf_counter()
         yield f"decode_b{rows}_tok_s", decode * rows / (end - start)
         yield f"decode_b{rows}_second_half_tok_s", (decode - decode // 2) * rows / (end - half)
+
+
+AGREE = 1e-2  # --agree: the largest relative L2 error between two fp16 paths (spec/tolerances.md: fp16 vs fp32 ref)
+AGREE_REFERENCE_LAYERS = 4  # --agree also compares with the NumPy reference up to this many layers (24 took minutes)
+
+
+def paths_agree(model, batch: int, prefill: int, reference=None):
+    """Yields (name, relative L2 error) of the full-size model's many-position passes against its few-position ones,
+    whose kernels the checks compare with the reference: `batch` rows of 3 tokens in one pass (gpu_gemm's BATCH
+    shapes, the head included) against each row alone, then one decode step of the batch against each row's; and a
+    prompt of `prefill` tokens in chunks against the same prompt 4 tokens a pass. The checks' models (C 128, a few
+    positions) never reach these paths' sizes, nor Taichi's grid of 131072 threads. With a `reference` engine (the
+    same weights), each path's logits against it too."""
+    rng = np.random.default_rng(1)
+    rows = rng.integers(1, model.info.n_vocab, (batch, 3)).tolist()
+    prompt = rng.integers(1, model.info.n_vocab, prefill).tolist()
+    logits = {}
+    together, state = model.forward(rows, model.new_state(batch))
+    alone = [model.forward([row], model.new_state(1)) for row in rows]
+    logits["b_prompt"] = together, np.concatenate([lg for lg, _ in alone])
+    step = [[int(t)] for t in np.argmax(together, axis=-1)]
+    together, _ = model.forward(step, state)
+    logits["b_step"] = together, np.concatenate([model.forward([tokens], st)[0] for tokens, (_, st) in zip(step, alone)])
+    chunked, _ = model.forward([prompt], model.new_state(1))
+    state = model.new_state(1)
+    for start in range(0, prefill, 4):
+        short, state = model.forward([prompt[start:start + 4]], state)
+    logits["prefill"] = chunked, short
+    names = {"b_prompt": f"b{batch}_prompt", "b_step": f"b{batch}_step", "prefill": f"prefill{prefill}"}
+    for key, (many, few) in logits.items():
+        yield f"agree_{names[key]}_rel_l2", relative_error(many, few)
+    if reference is None:
+        return
+    wanted, state = reference.forward(rows, reference.new_state(batch))
+    want = {"b_prompt": wanted, "b_step": reference.forward(step, state)[0],
+            "prefill": reference.forward([prompt], reference.new_state(1))[0]}
+    for key, (many, few) in logits.items():
+        yield f"ref_{names[key]}_many_rel_l2", relative_error(many, want[key])
+        yield f"ref_{names[key]}_few_rel_l2", relative_error(few, want[key])
+
+
+def report_agreement(model, args, label: str, reference=None) -> None:
+    for key, error in paths_agree(model, args.batch, args.prefill, reference):
+        print(f"RESULT {label} {key}={error:.2e} {'ok' if error <= AGREE else 'FAIL'}", flush=True)
 
 
 def profile(model, batch: int) -> None:
@@ -249,6 +311,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also time every kernel of one decode step")
     parser.add_argument("--phases", action="store_true", help="also split a decode step into graph and read-back")
     parser.add_argument("--timestamps", action="store_true", help="runtime commands: device time per task of a pass")
+    parser.add_argument("--agree", action="store_true", help="the full-size model's batch and prefill passes against "
+                        "its few-position ones (relative L2 of logits; `paths_agree`)")
     parser.add_argument("--check-quant", default="", help="schemes to check as well (comma-separated: int8,nf4,sf4)")
     parser.add_argument("--quant-types", default="", help="time each --speed variant with these (none,int8,nf4,sf4), "
                         "every layer quantized, on in-memory models (repeated_layer_model)")
@@ -281,6 +345,8 @@ def main() -> None:
         for key, value in speed(model, args.prefill, args.decode, args.batches):
             print(f"RESULT speed arch={model.arch} runtime={model.runtime} variant={variant} L{args.layers} C{args.embd} "
                   f"precision={args.precision} {key}={value:.1f}", flush=True)
+        if args.agree:
+            report_agreement(model, args, f"agree arch={model.arch} variant={variant}")
         if args.profile:
             profile(model, args.batch)
         if args.timestamps:
@@ -303,6 +369,12 @@ def quantized_speed(args) -> None:
             for key, value in speed(model, args.prefill, args.decode, args.batches):
                 print(f"RESULT speed arch={model.arch} runtime={model.runtime} variant={variant} L{args.layers} C{args.embd} "
                       f"precision={args.precision} quant={scheme} {key}={value:.1f}", flush=True)
+            if args.agree:  # the NumPy reference too, for models it runs in seconds
+                reference = None
+                if scheme == "none" and args.layers <= AGREE_REFERENCE_LAYERS:
+                    reference = repeated_layer_reference(two_layers, args.layers)
+                report_agreement(model, args, f"agree arch={model.arch} variant={variant} quant={scheme}", reference)
+                del reference
             if args.profile and scheme == "none":
                 profile(model, args.batch)
             elif args.phases:

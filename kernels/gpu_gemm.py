@@ -62,7 +62,7 @@ PREFILL = Tiling(64, 32, 32, 4, 4, 1)
 PREFILL_WIDE = Tiling(128, 64, 16, 4, 8, 1)
 BATCH = Tiling(32, 16, 16, 4, 4, 8)
 BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4)
-LOW_RANK = Tiling(32, 16, 16, 4, 4, 8, 16)  # at most: `low_rank_shape` splits fewer where `parts` has less room
+LOW_RANK = Tiling(32, 16, 16, 4, 4, 4, 16)  # at most 16 splits: `low_rank_shape`
 WIDE_OUT = 4096
 MIN_ROWS = 16  # routes whose blocks start on a multiple of fewer rows go through the lane kernels
 
@@ -70,8 +70,8 @@ MIN_ROWS = 16  # routes whose blocks start on a multiple of fewer rows go throug
 def shape_for(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),)):
     """The `Tiling` with which gemm_task takes a product of n_out rows (in `route`'s blocks) in a pass of `tile`, or
     None where the lane kernels take it: passes below BATCH_TILE, the x64 CPU, a route whose blocks start on a
-    multiple of fewer than MIN_ROWS rows. (Callers run the low-rank products, a few hundred rows, at
-    `low_rank_tile`.) Called in ti.static."""
+    multiple of fewer than MIN_ROWS rows. (The low-rank products, a few hundred rows, take `low_rank_shape`.)
+    Called in ti.static."""
     if tile < BATCH_TILE or lanes.LANES == 1:
         return None
     if tile >= PASS_TILE:
@@ -86,21 +86,21 @@ def takes(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),)) -> bool:
     return shape_for(tile, n_out, route) is not None
 
 
-def low_rank_tile(tile: int) -> int:
-    """The tile at which a pass of `tile` runs its low-rank products (the LoRA stages' few hundred rows): BATCH_TILE
-    in any pass of BATCH_TILE and up, whose BATCH shapes split each product's inputs among thread groups (PREFILL's
-    row blocks would leave most of the card idle, and the lanes were slower still: BENCHMARKS.md)."""
-    return min(tile, BATCH_TILE)
-
-
-def low_rank_shape(n_out: int, room: int, route: tuple = ((0, 0, 0, 0),)):
-    """The `Tiling` of a low-rank product (a LoRA stage's few hundred rows over C inputs) of n_out rows in a pass of
-    BATCH_TILE positions or more: LOW_RANK, whose workgroups each take 1/splits of the inputs, with as many splits as
-    `room` columns of partial sums hold (at least one: then it is BATCH, one workgroup per block). In BATCH shape a
-    v6 maa LoRA (160 rows) had 10 workgroups for the whole card: 36.9 µs a layer at batch 32 (BENCHMARKS.md).
-    None where the route's blocks start on a multiple of fewer than MIN_ROWS rows. Called in ti.static."""
+def low_rank_shape(tile: int, n_out: int, room: int, route: tuple = ((0, 0, 0, 0),)):
+    """The `Tiling` of a low-rank product (a LoRA stage: a few hundred rows over C inputs) of n_out rows in a pass of
+    `tile`, or None where the lane kernels take it (as `shape_for`): LOW_RANK, whose workgroups each take 1/splits of
+    the inputs, with as many splits as `room` columns of partial sums hold (at least one). In BATCH shape, one
+    workgroup per block of rows, a v6 maa LoRA (160 rows) had 10 workgroups for the whole card: 36.9 µs a layer at
+    batch 32; LOW_RANK takes 12.4 µs (H100, `benchmarks/gemm_probe.py`; BENCHMARKS.md). Called in ti.static."""
+    if tile < BATCH_TILE or lanes.LANES == 1:
+        return None
     shape = LOW_RANK._replace(splits=max(1, min(LOW_RANK.splits, room // n_out)))
     return shape if block_rows(route, shape) >= MIN_ROWS else None
+
+
+def takes_low_rank(tile: int, n_out: int, room: int, route: tuple = ((0, 0, 0, 0),)) -> bool:
+    """Whether `low_rank_shape` gives a workgroup shape."""
+    return low_rank_shape(tile, n_out, room, route) is not None
 
 
 def block_rows(route: tuple, shape: Tiling) -> int:
@@ -251,6 +251,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`. With shape.splits > 1, `parts`:
     (P, col), P f32 with room for P[t, col + sp·n_out + o], split sp's sum, for every split (`split_sums_task`)."""
     rows = ti.static(block_rows(route, shape))
+    split_parts = ti.static(parts if shape.splits > 1 else None)  # where `finish` keeps a split's sums
     P = ti.static(shape.per)
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
@@ -303,7 +304,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
                         finish(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, acc[i, j], part, T, n_out,
-                               accumulate, gate, gate_col, parts, split)
+                               accumulate, gate, gate_col, split_parts, split)
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
@@ -315,7 +316,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                     total = 0.0
                     for h in ti.static(range(shape.groups)):
                         total += xs[h, n, m]
-                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col, parts, split)
+                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col, split_parts, split)
                 ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) stages its own
     if ti.static(shape.splits > 1):
         split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, shape.splits, parts)

@@ -197,6 +197,22 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
                          ti.static(lane_tile(tile)), gate, gate_col, storage, keep)
 
 
+@ti.func
+def low_rank_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
+                  n_in: ti.template(), X: ti.template(), x_col: ti.template(), Y: ti.template(),
+                  y_col: ti.template(), act: ti.template(), tile: ti.template(), parts: ti.template(),
+                  room: ti.template()):
+    """`linear_task` (dense, not accumulated) for a low-rank product, a LoRA stage of a few hundred rows: where
+    `gpu_gemm.low_rank_shape` gives a workgroup shape, a gemm task split over the inputs, its partial sums in
+    parts = (P, col): `room` columns of P from col; else by the lanes at `lane_tile(tile)`."""
+    if ti.static(gpu_gemm.takes_low_rank(tile, n_out, room)):
+        gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, False,
+                           shape=ti.static(gpu_gemm.low_rank_shape(tile, n_out, room)), parts=parts)
+    else:
+        lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, False, ti.static(lane_tile(tile)),
+                         None, 0, DENSE, None)
+
+
 def lane_tile(tile: int) -> int:
     """The positions a lane group takes at once in a pass of `tile` (gpu_gemm's passes: TOKEN_TILE)."""
     return min(tile, TOKEN_TILE)

@@ -35,7 +35,7 @@ layout S[b, l, h, key j, value i] on every arch: the threads of a warp, one per 
 addresses at each key j.
 
 In GPU passes of gpu_gemm.BATCH_TILE and up, the matrix products (and data_mix) are tiled products
-(kernels/gpu_gemm.py); the low-rank ones run at `gpu_gemm.low_rank_tile`.
+(kernels/gpu_gemm.py); the low-rank ones split over their inputs (`lanes.low_rank_task`).
 """
 import functools
 
@@ -113,14 +113,13 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
     tanh(x_w Wd1ᵀ) (ref.v6.decay) into PROJ's columns; row block m reads mixed block 1 + m. The r, k, v, gate rows
     are in `mats` (in `storage`), decay_w1's in `low` (dense; the same array as mats in a dense group).
     Where `gpu_gemm.shape_for` gives the projections a workgroup shape: a gemm task, and decay_w1's rows (not next to
-    the others) at `gpu_gemm.low_rank_tile`."""
+    the others) as a low-rank product (`lanes.low_rank_task`)."""
     if ti.static(gpu_gemm.takes(tile, s.PROJ_ROWS, projection_route(s))):
         gpu_gemm.gemm_task(mats, slot, 0, s.PROJ_ROWS, s.C, sc, ti.static(projection_route(s)), sc, False,
                            storage=storage, shape=ti.static(gpu_gemm.shape_for(tile, s.PROJ_ROWS, projection_route(s))))
         if ti.static(s.data_dependent):
-            linear_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc,
-                        s.MIXED + MIX_W * s.C, sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, False,
-                        ti.static(gpu_gemm.low_rank_tile(tile)))
+            lanes.low_rank_task(low, slot, ti.static(low_base(s, storage) + s.DECAY_FIRST), s.Dd, s.C, sc,
+                                s.MIXED + MIX_W * s.C, sc, s.PROJ + s.PROJ_ROWS, ACT_TANH, tile, (sc, s.PARTS), s.F)
     else:
         lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage)
 
@@ -282,8 +281,8 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("maa_lora" in tasks and att_folded):  # LN1 and the maa mix in the same task
             folded_maa_task(s, x, vec, low, slot, low_at, att_x, layer, plan, sc)
         elif ti.static("maa_lora" in tasks and v6):
-            linear_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH, False,
-                        ti.static(gpu_gemm.low_rank_tile(tile)))
+            lanes.low_rank_task(low, slot, low_at + s.MAA_FIRST, 5 * s.Dm, s.C, sc, s.MIXED, sc, s.LORA, ACT_TANH,
+                                tile, (sc, s.PARTS), s.F)
         if ti.static("data_mix" in tasks and att_folded):  # the five mixes whole, and LN1 into the state
             data_mix_task(s, vec, second, slot, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
         elif ti.static("data_mix" in tasks and v6 and gpu_gemm.takes(tile, 5 * s.C, data_mix_route(s))):

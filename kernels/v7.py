@@ -57,16 +57,16 @@ def projections_task(s: ti.template(), mats: ti.template(), low: ti.template(), 
     """r, k, v and the first stages tanh(x_w w1ᵀ), x_a a1ᵀ, σ(x_g g1ᵀ), x_v v1ᵀ (ref.v7.time_mix) into sc's PROJ
     (k: K_RAW) and LOW columns; each reads its own mixed input. The r, k, v rows are in `mats` (in `storage`), the first
     stages' in `low` (dense; the same array as mats in a dense group). Where `gpu_gemm.shape_for` gives the r, k, v
-    rows a workgroup shape: a gemm task for them, then the low-rank first stages at `gpu_gemm.low_rank_tile`, as a
-    gemm task where their route fits, else by the lanes."""
+    rows a workgroup shape: a gemm task for them, then the low-rank first stages as a gemm task split over the inputs
+    (`gpu_gemm.low_rank_shape`) where their route fits, else by the lanes."""
     if ti.static(gpu_gemm.takes(tile, 3 * s.C, rkv_route(s))):
         gpu_gemm.gemm_task(mats, slot, s.RKV, 3 * s.C, s.C, sc, ti.static(rkv_route(s)), sc, False, storage=storage,
                            shape=ti.static(gpu_gemm.shape_for(tile, 3 * s.C, rkv_route(s))))
-        if ti.static(gpu_gemm.takes(gpu_gemm.low_rank_tile(tile), s.D, first_stage_route(s))):
+        if ti.static(gpu_gemm.takes_low_rank(tile, s.D, s.F, first_stage_route(s))):
             gpu_gemm.gemm_task(low, slot, ti.static(s.FIRST if storage == DENSE else 0), s.D, s.C, sc,
                                ti.static(first_stage_route(s)), sc, False,
-                               shape=ti.static(gpu_gemm.shape_for(gpu_gemm.low_rank_tile(tile), s.D,
-                                                                  first_stage_route(s))))
+                               shape=ti.static(gpu_gemm.low_rank_shape(tile, s.D, s.F, first_stage_route(s))),
+                               parts=(sc, s.PARTS))
         else:
             lane_projections_task(s, mats, low, slot, sc, ti.static(lanes.lane_tile(tile)), storage, 3 * s.C)
     else:

@@ -103,6 +103,10 @@ class Shape:
         return self.K_RAW + self.C
 
     @property
+    def PARTS(self) -> int:  # the time mix's split low-rank products' partial sums (F columns; gpu_gemm.LOW_RANK)
+        return self.HIDDEN  # the channel mix's hidden block, unused until then
+
+    @property
     def WIDTH(self) -> int:
         return self.HIDDEN + self.F
 

@@ -375,13 +375,18 @@ def test_v7_projections(T, H, N, dims_low, layer, tile, seed):
 @pytest.mark.parametrize("tile", [32, 64])
 def test_v7_projections_as_tiled_products(tile):
     """C = 64: the r, k, v route fits gpu_gemm's workgroups, so a GPU runs them as a tiled product, and the first
-    stages (16 rows each) by the lanes; 70 positions: several workgroups of positions, the last part-filled."""
-    check_v7_projections(70, 4, 16, (16, 16, 16, 16), 1, tile, 5)
+    stages (16 rows each, 64 in all) as one product split over its inputs in 2 workgroups of two steps each (F = 128
+    columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions: several workgroups of positions, the last part-filled."""
+    import kernels
+    from kernels import gpu_gemm
+    if kernels.is_gpu():
+        assert gpu_gemm.low_rank_shape(tile, 64, 128).splits == 2
+    check_v7_projections(70, 4, 16, (16, 16, 16, 16), 1, tile, 5, F=128)
 
 
-def check_v7_projections(T, H, N, dims_low, layer, tile, seed):
+def check_v7_projections(T, H, N, dims_low, layer, tile, seed, F=8):
     rng = rng_of(seed)
-    s, vec, mats, second, sc = v7_case(rng, T, H, N, dims_low)
+    s, vec, mats, second, sc = v7_case(rng, T, H, N, dims_low, F)
     out, _ = run_v7("projections", s, vec, mats, second, sc, layer, tile)
     assert_v7_projections(s, sc, out, f64(mats[layer]), dims_low)
 
@@ -598,13 +603,15 @@ def test_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
 def test_v6_token_shift_mixes_as_tiled_products(tile):
     """A GPU batch (tile 32) or prefill (tile 64) pass: data_mix as a tiled product (kernels/gpu_gemm.py) of five
     route blocks, each reading its own columns of the same W2 rows, all gated by DELTA (C = 32: the blocks start on
-    multiples of the workgroups' rows); maa_lora at `gpu_gemm.low_rank_tile`; 70 positions in three rows."""
+    multiples of the workgroups' rows); maa_lora (30 rows) split over its inputs in 2 workgroups of one step each (F
+    = 60 columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions in three rows."""
     import kernels
     from kernels import gpu_gemm, v6, v6_layout
 
-    sizes = (2, 16, 20, 6, 6)
+    sizes = (2, 16, 60, 6, 6)
     if kernels.is_gpu():
-        assert gpu_gemm.takes(tile, 5 * 32, v6.data_mix_route(v6_layout.Shape(32, 2, 20, 6, 6, True)))
+        assert gpu_gemm.takes(tile, 5 * 32, v6.data_mix_route(v6_layout.Shape(32, 2, 60, 6, 6, True)))
+        assert gpu_gemm.low_rank_shape(tile, 30, 60).splits == 2
     check_v6_token_shift_mixes((30, 12, 28), tile, "v6", sizes, True, 1, 3)
 
 
@@ -658,9 +665,14 @@ def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
 @pytest.mark.parametrize("version, tile", [("v5.2", 64), ("v6", 64), ("v6", 32)])
 def test_v6_projections_as_tiled_products(version, tile):
     """C = 64: the projections' route fits gpu_gemm's workgroups (PREFILL's 32 rows, BATCH's 16), so a GPU runs them
-    as one tiled product (v6's decay_w1 by the lanes); 70 positions: several workgroups of positions, the last
-    part-filled; several input steps (BATCH: shared by its groups)."""
-    check_v6_projections_and_decay(70, tile, version, (4, 16, 24, 4, 16), True, 1, 3)
+    as one tiled product, and v6's decay_w1 (16 rows) split over its inputs in 4 workgroups of one step each (F = 64
+    columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions: several workgroups of positions, the last part-filled;
+    several input steps (BATCH: shared by its groups)."""
+    import kernels
+    from kernels import gpu_gemm
+    if kernels.is_gpu():
+        assert gpu_gemm.low_rank_shape(tile, 16, 64).splits == 4
+    check_v6_projections_and_decay(70, tile, version, (4, 16, 64, 4, 16), True, 1, 3)
 
 
 def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed, scheme=None):

@@ -74,9 +74,12 @@ def _expected(a_shape, b, c, n, scale, v):
     return b.astype(np.float32)[:, None] * np.float32(scale) + n + np.asarray(v)[j % 4][None, :] + c[:, :, 1]
 
 
-def test_arguments_reach_the_tasks_and_roles_are_patched(commands):
+@pytest.mark.parametrize("record_on_rebind", [False, True])
+def test_arguments_reach_the_tasks_and_roles_are_patched(commands, record_on_rebind):
     """Scalars, a vector, arrays of f32/f16/i32 and 1-3 dimensions land where Taichi's layout puts them; a run with
-    another vector and another array of a role uses them, and the array it replaced is left alone."""
+    another vector and another array of a role uses them, and the array it replaced is left alone: through
+    descriptors rewritten after binding (UPDATE_AFTER_BIND, where the device has it), and through a command buffer
+    recorded again (devices without it)."""
     rng = np.random.default_rng(0)
     b_host = rng.standard_normal(37).astype(np.float16)
     c_host = rng.integers(-5, 5, (37, 6, 2)).astype(np.int32)
@@ -86,6 +89,7 @@ def test_arguments_reach_the_tasks_and_roles_are_patched(commands):
     with recording() as calls:
         _mixed(a, b, c, 7, 0.5, v)
     replay = pass_replay(calls, {id(v): "ids", id(c): "c"}, outputs=(a,))
+    replay.record_on_rebind = record_on_rebind
     replay.run(ids=v, c=c)
     np.testing.assert_allclose(a.to_numpy(), _expected((37, 6), b_host, c_host, 7, 0.5, (1, 2, 3, 4)), rtol=1e-6)
     np.testing.assert_array_equal(b.to_numpy()[:3], (b_host[:3].astype(np.float32) + 1).astype(np.float16))

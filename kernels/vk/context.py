@@ -51,6 +51,8 @@ class VkContext:
         self.device = vk.vkCreateDevice(self.physical, vk.VkDeviceCreateInfo(
             pNext=create_info["next"], pQueueCreateInfos=[queue], ppEnabledExtensionNames=create_info["extensions"],
             pEnabledFeatures=create_info["features"]), None)
+        # storage buffers of a recorded command buffer's descriptor sets may be rebound before a submit (replay.py)
+        self.update_after_bind = create_info["update_after_bind"]
         self.queue = vk.vkGetDeviceQueue(self.device, self.family, 0)
         self.pool = vk.vkCreateCommandPool(self.device, vk.VkCommandPoolCreateInfo(
             flags=vk.VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT, queueFamilyIndex=self.family), None)
@@ -216,7 +218,8 @@ def _device_features(physical, api_version: int) -> tuple[dict, dict]:
         if subgroup.supportedOperations & bit:
             caps[cap] = 1
     chain = [vk.VkPhysicalDeviceVariablePointersFeatures(), vk.VkPhysicalDeviceShaderFloat16Int8Features(),
-             vk.VkPhysicalDevice8BitStorageFeatures(), vk.VkPhysicalDevice16BitStorageFeatures()]
+             vk.VkPhysicalDevice8BitStorageFeatures(), vk.VkPhysicalDevice16BitStorageFeatures(),
+             vk.VkPhysicalDeviceDescriptorIndexingFeatures()]  # ours, not Taichi's: kernels/vk/replay.py
     if "VK_EXT_shader_atomic_float" in extensions:
         chain.append(vk.VkPhysicalDeviceShaderAtomicFloatFeaturesEXT())
     if "VK_EXT_shader_atomic_float2" in extensions:
@@ -230,11 +233,13 @@ def _device_features(physical, api_version: int) -> tuple[dict, dict]:
         caps["spirv_has_float16"] = 1
     if f16_i8.shaderInt8:
         caps["spirv_has_int8"] = 1
-    for item in chain[4:]:
+    for item in chain[5:]:
         caps.update(_atomic_float_caps(item))
     for earlier, later in zip(chain, chain[1:]):
         earlier.pNext = vk.ffi.addressof(later)
-    return caps, {"next": chain[0], "extensions": extensions, "features": features, "chain": chain}
+    update_after_bind = bool(chain[4].descriptorBindingStorageBufferUpdateAfterBind)
+    return caps, {"next": chain[0], "extensions": extensions, "features": features, "chain": chain,
+                  "update_after_bind": update_after_bind}
 
 
 def subgroup_properties(physical):

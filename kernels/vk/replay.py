@@ -3,6 +3,13 @@
 Each launch keeps its own argument buffer (host-visible, written once) and each task its own descriptor set, so a
 run costs one submit and one wait. What changes between runs is patched in place: the vectors of a role (the token
 ids) in the argument buffers, and the descriptors of a role's arrays (another state) when they are other buffers.
+
+A descriptor set written after a command buffer bound it leaves that command buffer invalid, unless the set's
+bindings were made for it (UPDATE_AFTER_BIND, from Vulkan 1.2's descriptor indexing). Lavapipe reads the rewritten
+sets anyway; NVIDIA's driver ran the command buffer with the buffers it was recorded with, so a pass replayed for
+another state read and wrote the first one's (BENCHMARKS.md). So the storage buffers' bindings are made
+UPDATE_AFTER_BIND where the device offers it (`VkContext.update_after_bind`), and elsewhere a run whose arrays
+changed records its command buffer again.
 """
 from __future__ import annotations
 
@@ -43,10 +50,19 @@ class Programs:
         key = (id(code), index)
         if key not in self.pipelines:
             task, device = code.tasks[index], self.context.device
-            set_layout = vk.vkCreateDescriptorSetLayout(device, vk.VkDescriptorSetLayoutCreateInfo(pBindings=[
-                vk.VkDescriptorSetLayoutBinding(binding=binding, descriptorType=_descriptor_type(kind),
-                                                descriptorCount=1, stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT)
-                for binding, kind, _ in task.bindings]), None)
+            bindings = [vk.VkDescriptorSetLayoutBinding(binding=binding, descriptorType=_descriptor_type(kind),
+                                                        descriptorCount=1, stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT)
+                        for binding, kind, _ in task.bindings]
+            if self.context.update_after_bind:  # the arrays' bindings may be rewritten after a command buffer binds them
+                flags = vk.VkDescriptorSetLayoutBindingFlagsCreateInfo(pBindingFlags=[
+                    0 if kind == ARGS else vk.VK_DESCRIPTOR_BINDING_UPDATE_AFTER_BIND_BIT
+                    for _, kind, _ in task.bindings])
+                info = vk.VkDescriptorSetLayoutCreateInfo(
+                    pNext=flags, flags=vk.VK_DESCRIPTOR_SET_LAYOUT_CREATE_UPDATE_AFTER_BIND_POOL_BIT_EXT,
+                    pBindings=bindings)
+            else:
+                info = vk.VkDescriptorSetLayoutCreateInfo(pBindings=bindings)
+            set_layout = vk.vkCreateDescriptorSetLayout(device, info, None)
             layout = vk.vkCreatePipelineLayout(device, vk.VkPipelineLayoutCreateInfo(pSetLayouts=[set_layout]), None)
             module = vk.vkCreateShaderModule(device, vk.VkShaderModuleCreateInfo(
                 codeSize=len(task.spirv), pCode=task.spirv), None)
@@ -75,7 +91,9 @@ class CommandReplay:
                              for code in self.codes]
         tasks = sum(len(code.tasks) for code in self.codes)
         storage = sum(1 for code in self.codes for t in code.tasks for _, kind, _ in t.bindings if kind != ARGS)
-        self.pool = vk.vkCreateDescriptorPool(device, vk.VkDescriptorPoolCreateInfo(maxSets=max(tasks, 1), pPoolSizes=[
+        self.pool = vk.vkCreateDescriptorPool(device, vk.VkDescriptorPoolCreateInfo(
+            flags=vk.VK_DESCRIPTOR_POOL_CREATE_UPDATE_AFTER_BIND_BIT_EXT if context.update_after_bind else 0,
+            maxSets=max(tasks, 1), pPoolSizes=[
             vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, descriptorCount=max(tasks, 1)),
             vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=max(storage, 1))]), None)
         self.role_vectors: dict[str, list] = {}  # role -> [(argument buffer, KernelCode, Argument)]: where it sits
@@ -85,6 +103,7 @@ class CommandReplay:
         for code, (kernel, args), args_buffer in zip(self.codes, calls, self.args_buffers):
             self._prepare(code, args, args_buffer, roles, getattr(kernel, "__qualname__", code.name))
         self.outputs = outputs  # arrays copied to their host shadows at the end of each run
+        self.record_on_rebind = False  # tests: record again when arrays change even where rebinding suffices
         self.command_buffer = context.command_buffer()
         self._record()
 
@@ -189,6 +208,9 @@ class CommandReplay:
             self.bound[role] = value
         if changed:
             vk.vkUpdateDescriptorSets(self.context.device, len(changed), changed, 0, None)
+            if self.record_on_rebind or not self.context.update_after_bind:  # the module docstring
+                vk.vkResetCommandBuffer(self.command_buffer, 0)
+                self._record()
         self.context.submit(self.command_buffer)
         for array in self.outputs:
             array.host_copy_at = self.context.submits
