@@ -39,14 +39,19 @@ SHAPES = "2048x2048,7168x2048,2048x7168,2048x8192,65536x2048"
 def median_dispatch(calls: list, warm_up: float) -> float:
     """Seconds: the median device time of the pass's dispatches but the first, timed after `warm_up` seconds of
     load (`Load`)."""
+    return statistics.median(dispatch_seconds(calls, warm_up)[1:])
+
+
+def dispatch_seconds(calls: list, warm_up: float) -> list[float]:
+    """The device time of each dispatch of the pass of `calls` (barriers included), after `warm_up` seconds of
+    load (`Load`)."""
     replay = pass_replay(calls, {})
     try:
         replay.run()  # compiles what the pass needs first
         LOAD.run(warm_up)
-        times = [seconds for _, seconds in replay.dispatch_times()]
+        return [seconds for _, seconds in replay.dispatch_times()]
     finally:
         replay.close()
-    return statistics.median(times[1:])
 
 
 class Load:

@@ -23,7 +23,7 @@ sys.path.insert(0, "benchmarks")
 import kernels  # noqa: E402
 from kernels import arrays, gpu_gemm  # noqa: E402
 from kernels.common import ACT_NONE  # noqa: E402
-from kernels.launch import kernel, pass_replay  # noqa: E402
+from kernels.launch import kernel  # noqa: E402
 from kernels.lanes import linear_task  # noqa: E402
 
 VARIANTS = "lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x32x4x4x4,32x16x16x4x4x4"
@@ -51,16 +51,11 @@ def product_of(variant: str):
     return gemm_product(shape), shape.splits
 
 
-def median_call(calls: list, warm_up: float, load) -> float:
-    """Seconds: the median device time of the calls but the first (each call's dispatches, barriers included, added:
-    a split product has two), timed after `warm_up` seconds of `load`."""
-    replay = pass_replay(calls, {})
-    try:
-        replay.run()  # compiles what the pass needs first
-        load.run(warm_up)
-        times = [seconds for _, seconds in replay.dispatch_times()]
-    finally:
-        replay.close()
+def median_call(calls: list, warm_up: float) -> float:
+    """Seconds: the median device time of the calls but the first, each call's dispatches added (a split product
+    has two), timed after `warm_up` seconds of load."""
+    from decode_probe import dispatch_seconds  # after init: it builds kernels
+    times = dispatch_seconds(calls, warm_up)
     per = len(times) // len(calls)
     return statistics.median(sum(times[i * per:(i + 1) * per]) for i in range(1, len(calls)))
 
@@ -74,7 +69,6 @@ def main() -> None:
     parser.add_argument("--warm-up", type=float, default=0.5, help="seconds of load before each case")
     args = parser.parse_args()
     kernels.init("vulkan", "commands")
-    from decode_probe import LOAD  # after init: it builds kernels
     print(f"device {arrays.context().name}", flush=True)
     rng = np.random.default_rng(0)
     for T in (int(v) for v in args.positions.split(",")):
@@ -91,7 +85,7 @@ def main() -> None:
                     call_args = (W, X, Y) + ((arrays.new(ti.f32, (T, max(1, splits) * n_out)),) if splits else ())
                     fn(*call_args)
                     err = np.abs(Y.to_numpy() - want).max() / np.abs(want).max()
-                    seconds = median_call([(fn.compiled, call_args)] * args.repeats, args.warm_up, LOAD)
+                    seconds = median_call([(fn.compiled, call_args)] * args.repeats, args.warm_up)
                 except Exception as e:  # a shape the device refuses: say so, go on
                     print(f"RESULT {variant} T={T} {shape}: failed: {type(e).__name__}: {e}", flush=True)
                     continue
