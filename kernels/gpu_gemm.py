@@ -29,10 +29,15 @@ the gate's column gate_col + gate_first + o - first (gate_first: by default `fir
 five blocks that read the same W rows, each from its own columns, and share the gate's. Every block starts on a
 multiple of the workgroup's rows (`block_rows`), so one staged input serves all of a workgroup's rows.
 
-A workgroup may also split the input steps among `groups` thread groups (a `Tiling`'s last field), each with its own
+A workgroup may also split the input steps among `groups` thread groups (a `Tiling` field), each with its own
 staged blocks and register tiles over steps g, g + groups, ...; their sums meet in shared memory at the end. Short
 passes (batch decode: 32 positions) have too few (position block, row block) pairs to fill the card; the groups
-give each workgroup more threads and keep every weight read once.
+give each workgroup more threads and keep every weight read once. Splits (the low-rank products, `LOW_RANK`) do
+the same across workgroups: each takes a contiguous share of the input steps and keeps its sums in a `parts`
+array, and a second task (`split_sums_task`) adds them in split order.
+
+A task of more than Taichi's grid of work items (131072 threads on Vulkan) gives each thread several items, its
+workgroup going on to the next together: every item ends with a barrier after its last read of workgroup memory.
 """
 import math
 from typing import NamedTuple
