@@ -5,10 +5,11 @@ at tile 8), each checked against NumPy.
     python3 benchmarks/gemm_probe.py --positions 32,256 --shapes 2048x2048,7168x2048,2048x7168 \
         --variants lanes,64x32x32x4x4x1,32x16x16x4x4x8
 
-A variant is "lanes" or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case is one kernel
-recorded `--repeats` times into one pass, timed after `--warm-up` seconds of load (an idle H100 runs the first
-dispatches after a pause at a quarter of its speed: benchmarks/decode_probe.py); its time is the median of its
-dispatches. Prints one RESULT line per (variant, positions, shape): microseconds and TFLOP/s.
+A variant is "lanes" or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case
+is one kernel recorded `--repeats` times into one pass, timed after `--warm-up` seconds of load (an idle H100 runs
+the first dispatches after a pause at a quarter of its speed: benchmarks/decode_probe.py); its time is the median of
+its calls (a split product's two dispatches added). Prints one RESULT line per (variant, positions, shape):
+microseconds and TFLOP/s.
 """
 import argparse
 import functools

@@ -159,7 +159,8 @@ def paths_agree(model, batch: int, prefill: int, reference=None):
     logits["b_prompt"] = together, np.concatenate([lg for lg, _ in alone])
     step = [[int(t)] for t in np.argmax(together, axis=-1)]
     together, _ = model.forward(step, state)
-    logits["b_step"] = together, np.concatenate([model.forward([tokens], st)[0] for tokens, (_, st) in zip(step, alone)])
+    each = [model.forward([tokens], st)[0] for tokens, (_, st) in zip(step, alone)]
+    logits["b_step"] = together, np.concatenate(each)
     chunked, _ = model.forward([prompt], model.new_state(1))
     state = model.new_state(1)
     for start in range(0, prefill, 4):

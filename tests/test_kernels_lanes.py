@@ -376,7 +376,8 @@ def test_v7_projections(T, H, N, dims_low, layer, tile, seed):
 def test_v7_projections_as_tiled_products(tile):
     """C = 64: the r, k, v route fits gpu_gemm's workgroups, so a GPU runs them as a tiled product, and the first
     stages (16 rows each, 64 in all) as one product split over its inputs in 2 workgroups of two steps each (F = 128
-    columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions: several workgroups of positions, the last part-filled."""
+    columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions: several workgroups of positions, the last
+    part-filled."""
     import kernels
     from kernels import gpu_gemm
     if kernels.is_gpu():
@@ -666,7 +667,8 @@ def test_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed):
 def test_v6_projections_as_tiled_products(version, tile):
     """C = 64: the projections' route fits gpu_gemm's workgroups (PREFILL's 32 rows, BATCH's 16), so a GPU runs them
     as one tiled product, and v6's decay_w1 (16 rows) split over its inputs in 4 workgroups of one step each (F = 64
-    columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions: several workgroups of positions, the last part-filled;
+    columns of partial sums: `gpu_gemm.low_rank_shape`); 70 positions: several workgroups of positions, the last
+    part-filled;
     several input steps (BATCH: shared by its groups)."""
     import kernels
     from kernels import gpu_gemm

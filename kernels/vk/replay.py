@@ -53,7 +53,7 @@ class Programs:
             bindings = [vk.VkDescriptorSetLayoutBinding(binding=binding, descriptorType=_descriptor_type(kind),
                                                         descriptorCount=1, stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT)
                         for binding, kind, _ in task.bindings]
-            if self.context.update_after_bind:  # the arrays' bindings may be rewritten after a command buffer binds them
+            if self.context.update_after_bind:  # array bindings rewritable after a command buffer binds them
                 flags = vk.VkDescriptorSetLayoutBindingFlagsCreateInfo(pBindingFlags=[
                     0 if kind == ARGS else vk.VK_DESCRIPTOR_BINDING_UPDATE_AFTER_BIND_BIT
                     for _, kind, _ in task.bindings])
