@@ -278,7 +278,8 @@ class TaichiModel:
         """Compile now the kernels of every kind of pass a server runs (`pass_tile`: a decode step, a short batch or
         prompt, and on a GPU a batch of BATCH_POSITIONS and a prefill chunk of GEMM_POSITIONS), each on a scratch
         state, so its first requests do not wait for Taichi's compiler (minutes for a 1.6B model on a fresh cache;
-        Taichi's offline cache keeps the kernels for later runs). The server calls it while loading (`start_runtime(warm_up=True)`)."""
+        Taichi's offline cache keeps the kernels for later runs). The server calls it while loading
+        (`start_runtime(warm_up=True)`)."""
         kinds = {1: 1, TOKEN_TILE: DECODE_POSITIONS + 1, gpu_gemm.BATCH_TILE: BATCH_POSITIONS,
                  gpu_gemm.PASS_TILE: GEMM_POSITIONS}
         for tile, n in kinds.items():

@@ -187,8 +187,9 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
     (and the product that follows it), a QuantizedMatrix's included. Where `gpu_gemm.shape_for` gives a workgroup
     shape (GPU passes of BATCH_TILE and up), W (dense or quantized) goes through `gpu_gemm.gemm_task`, else through
-    the lanes at `lane_tile(tile)`. `keep` (tile 1 on a GPU: kernels/norm_linear.py): (kept, kept_col, state, state_layer, plan),
-    and the task also copies kept[t, kept_col + o] into state[b, state_layer, o] at each row b's last position t."""
+    the lanes at `lane_tile(tile)`. `keep` (tile 1 on a GPU: kernels/norm_linear.py): (kept, kept_col, state,
+    state_layer, plan), and the task also copies kept[t, kept_col + o] into state[b, state_layer, o] at each row b's
+    last position t."""
     if ti.static(gpu_gemm.takes(tile, n_out)):
         gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col,
                            storage, ti.static(gpu_gemm.shape_for(tile, n_out)))

@@ -206,11 +206,11 @@ class CommandReplay:
                     self.writes[i].pBufferInfo[0].buffer = value.buffer.handle
                     changed.append(self.writes[i])
             self.bound[role] = value
-        if changed:
+        if changed and (self.record_on_rebind or not self.context.update_after_bind):  # the module docstring
+            vk.vkResetCommandBuffer(self.command_buffer, 0)
+            self._record()  # writes every descriptor, the changed ones included
+        elif changed:
             vk.vkUpdateDescriptorSets(self.context.device, len(changed), changed, 0, None)
-            if self.record_on_rebind or not self.context.update_after_bind:  # the module docstring
-                vk.vkResetCommandBuffer(self.command_buffer, 0)
-                self._record()
         self.context.submit(self.command_buffer)
         for array in self.outputs:
             array.host_copy_at = self.context.submits
