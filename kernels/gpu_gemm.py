@@ -34,7 +34,11 @@ staged blocks and register tiles over steps g, g + groups, ...; their sums meet 
 passes (batch decode: 32 positions) have too few (position block, row block) pairs to fill the card; the groups
 give each workgroup more threads and keep every weight read once. Splits (the low-rank products, `LOW_RANK`) do
 the same across workgroups: each takes a contiguous share of the input steps and keeps its sums in a `parts`
-array, and a second task (`split_sums_task`) adds them in split order.
+array, and a second task (`split_sums_task`) adds them in split order. How many workgroups split a product is
+chosen in each pass from its positions (`split_count`): enough to bring its threads to `Tiling.fill`, at most
+`Tiling.splits`. A prefill chunk's products of C rows have few (position block, row block) workgroups (256 for C
+2048 at 256 positions in PREFILL); four splits took them from 157.5 to 122.0 µs, 549.6 to 393.7 for the channel
+mix's value (H100, benchmarks/gemm_probe.py; BENCHMARKS.md), while a 1024-token chunk fills the card without.
 
 A task of more than Taichi's grid of work items (131072 threads on Vulkan) gives each thread several items, its
 workgroup going on to the next together: every item ends with a barrier after its last read of workgroup memory.
@@ -56,33 +60,39 @@ class Tiling(NamedTuple):
     unroll: int  # staged columns per iteration of the multiply loop
     per: int  # a thread's register tile: per positions × per rows
     groups: int  # thread groups splitting the input steps, their sums added at the end
-    splits: int = 1  # workgroups splitting the input steps, their sums added by a second task (`parts`)
+    splits: int = 1  # workgroups splitting the input steps at most, their sums added by a second task (`parts`)
+    fill: int = 32768  # threads from which a product in this shape fills the H100 unsplit (`split_count`)
 
 
 PASS_TILE = 64  # a pass's tile (kernels/engine.py) from which its products take the PREFILL shapes
 BATCH_TILE = 32  # a pass's tile from which (below PASS_TILE) they take the BATCH shapes
 # Workgroup shapes (BENCHMARKS.md, benchmarks/gemm_probe.py on the H100): products of WIDE_OUT rows or more take the
 # wide ones, whose larger row blocks still leave enough workgroups to fill the card.
-PREFILL = Tiling(64, 32, 32, 4, 4, 1)
+PREFILL = Tiling(64, 32, 32, 4, 4, 1, fill=131072)
 PREFILL_WIDE = Tiling(128, 64, 16, 4, 8, 1)
 BATCH = Tiling(32, 16, 16, 4, 4, 8)
 BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4)
 LOW_RANK = Tiling(32, 16, 16, 4, 4, 4, 16)  # at most 16 splits: `low_rank_shape`
 WIDE_OUT = 4096
+MAX_SPLITS = 4  # of a product given room for its partial sums (`shape_for`): 8 were slower than 4 at 256 positions
 MIN_ROWS = 16  # routes whose blocks start on a multiple of fewer rows go through the lane kernels
 
 
-def shape_for(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),)):
+def shape_for(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),), room: int = 0):
     """The `Tiling` with which gemm_task takes a product of n_out rows (in `route`'s blocks) in a pass of `tile`, or
     None where the lane kernels take it: passes below BATCH_TILE, the x64 CPU, a route whose blocks start on a
-    multiple of fewer than MIN_ROWS rows. (The low-rank products, a few hundred rows, take `low_rank_shape`.)
-    Called in ti.static."""
+    multiple of fewer than MIN_ROWS rows. A product given `room` columns for partial sums of at least two splits
+    may split (up to MAX_SPLITS: `split_count`), and in a batch pass takes the wide shape; others take the wide
+    shapes from WIDE_OUT rows. (The low-rank products, a few hundred rows, take `low_rank_shape`.) Called in
+    ti.static."""
     if tile < BATCH_TILE or lanes.LANES == 1:
         return None
-    if tile >= PASS_TILE:
+    splits = max(1, min(MAX_SPLITS, room // n_out)) if room else 1  # (no room: n_out may be a run-time value)
+    if tile >= PASS_TILE:  # (PREFILL_WIDE's 8 × 8 register tiles compile slowly: a v6 layer took 3x as long with five)
         shape = PREFILL_WIDE if n_out >= WIDE_OUT else PREFILL
     else:
-        shape = BATCH_WIDE if n_out >= WIDE_OUT else BATCH
+        shape = BATCH_WIDE if n_out >= WIDE_OUT or splits > 1 else BATCH
+    shape = shape._replace(splits=splits)
     return shape if block_rows(route, shape) >= MIN_ROWS else None
 
 
@@ -122,10 +132,24 @@ def group_threads(shape: Tiling, rows: int) -> int:
 
 
 @ti.func
+def workgroup_blocks(n_out: ti.template(), T: ti.template(), rows: ti.template(), shape: ti.template()):
+    """(Position block, row block) pairs of a product of n_out rows over T positions."""
+    return (T + shape.positions - 1) // shape.positions * ((n_out + rows - 1) // rows)
+
+
+@ti.func
+def split_count(n_out: ti.template(), T: ti.template(), rows: ti.template(), shape: ti.template()):
+    """Workgroups splitting each block's input steps in a pass of T positions: enough for the product's threads to
+    reach shape.fill, at most shape.splits (an expression of T: a task's range may hold it)."""
+    threads = ti.static(group_threads(shape, rows) * shape.groups)
+    return ti.max(1, ti.min(shape.splits, shape.fill // (workgroup_blocks(n_out, T, rows, shape) * threads)))
+
+
+@ti.func
 def gemm_items(n_out: ti.template(), T: ti.template(), rows: ti.template(), shape: ti.template()):
-    """Work items of a `gemm_task`: one per thread of every (position block, row block) workgroup."""
-    return ((T + shape.positions - 1) // shape.positions * ((n_out + rows - 1) // rows)
-            * ti.static(group_threads(shape, rows) * shape.groups * shape.splits))
+    """Work items of a `gemm_task`: one per thread of every (position block, row block, split) workgroup."""
+    return (workgroup_blocks(n_out, T, rows, shape) * ti.static(group_threads(shape, rows) * shape.groups)
+            * split_count(n_out, T, rows, shape))
 
 
 def full_block(block: tuple) -> tuple:
@@ -254,9 +278,10 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     W[layer, w_row + w_first + o - first, w_col:w_col+n_in]), times gate[t, gate_col + gate_first + o - first] when a
     gate array is given. W dense (f16 or f32) or quantized (`storage`: u32 rows in the GPU's code order,
     kernels/quant.py; w_col 0), X and Y f32. `shape`: the workgroup's `Tiling`. With shape.splits > 1, `parts`:
-    (P, col), P f32 with room for P[t, col + sp·n_out + o], split sp's sum, for every split (`split_sums_task`)."""
+    (P, col), P f32 with room for P[t, col + sp·n_out + o], split sp's sum, for shape.splits splits
+    (`split_count` of them take part in a pass; `split_sums_task`)."""
     rows = ti.static(block_rows(route, shape))
-    split_parts = ti.static(parts if shape.splits > 1 else None)  # where `finish` keeps a split's sums
+    split_parts = ti.static(parts if ti.static(shape.splits > 1) else None)  # where `finish` keeps a split's sums
     P = ti.static(shape.per)
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
@@ -271,8 +296,9 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     for thread in range(lanes.task_range(gemm_items(n_out, X.shape[0], rows, shape))):
         for rnd in range(lanes.task_rounds(thread, gemm_items(n_out, X.shape[0], rows, shape))):
             T = X.shape[0]
+            splits = split_count(n_out, T, rows, shape)
             g = lanes.task_item(thread, rnd)
-            tid, split, block = g % threads, g // threads % shape.splits, g // threads // shape.splits
+            tid, split, block = g % threads, g // threads % splits, g // threads // splits
             group, gid = tid // group_size, tid % group_size
             t_blocks = (T + shape.positions - 1) // shape.positions
             o0, t0 = block // t_blocks * rows, block % t_blocks * shape.positions
@@ -282,7 +308,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             xs = ti.simt.block.SharedArray((shape.groups, shape.step, shape.positions + 1), ti.f32)
             ws = ti.simt.block.SharedArray((shape.groups, shape.step, rows + 1), ti.f32)
             acc = ti.Matrix([[0.0] * P for _ in ti.static(range(P))])  # acc[i, j]: position i, row j
-            split_steps = ((n_in + shape.step - 1) // shape.step + shape.splits - 1) // shape.splits
+            split_steps = ((n_in + shape.step - 1) // shape.step + splits - 1) // splits
             first_step = split * split_steps  # this workgroup's steps: first_step + r·groups + group, r < rounds
             limit = ti.min(n_in, (first_step + split_steps) * shape.step)  # its columns end here (the others': zero)
             rounds = (split_steps + shape.groups - 1) // shape.groups
@@ -309,7 +335,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
                         finish(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, acc[i, j], part, T, n_out,
-                               accumulate, gate, gate_col, split_parts, split)
+                               accumulate, gate, gate_col, split_parts, split, splits)
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
@@ -321,35 +347,46 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                     total = 0.0
                     for h in ti.static(range(shape.groups)):
                         total += xs[h, n, m]
-                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col, split_parts, split)
+                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col, split_parts, split,
+                           splits)
                 ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) stages its own
     if ti.static(shape.splits > 1):
-        split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, shape.splits, parts)
+        split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, rows, shape, parts)
 
 
 @ti.func
 def finish(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.template(), T: ti.i32, n_out: ti.i32,
            accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), parts: ti.template(),
-           split: ti.i32):
-    """A workgroup's sum for position t, output row o: `emit`ted, or (a split product) kept as split `split`'s part
-    in parts = (P, col): P[t, col + split·n_out + o]."""
+           split: ti.i32, splits: ti.i32):
+    """A workgroup's sum for position t, output row o: `emit`ted, or (a pass that splits the product) kept as split
+    `split`'s part in parts = (P, col): P[t, col + split·n_out + o]."""
     if ti.static(lanes._given(parts)):
-        if t < T and o < n_out:
-            parts[0][t, parts[1] + split * n_out + o] = total
+        if splits > 1:
+            if t < T and o < n_out:
+                parts[0][t, parts[1] + split * n_out + o] = total
+        else:
+            emit(Y, t, o, total, block, T, n_out, accumulate, gate, gate_col)
     else:
         emit(Y, t, o, total, block, T, n_out, accumulate, gate, gate_col)
 
 
 @ti.func
 def split_sums_task(n_out: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
-                    accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), splits: ti.template(),
-                    parts: ti.template()):
-    """A split product's second task: each output's parts (`finish`) added in split order, and `emit`ted."""
-    for thread in range(lanes.task_range(X.shape[0] * n_out)):
-        for rnd in range(lanes.task_rounds(thread, X.shape[0] * n_out)):
+                    accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), rows: ti.template(),
+                    shape: ti.template(), parts: ti.template()):
+    """A split product's second task: each output's parts (`finish`) added in split order, and `emit`ted; no work in
+    a pass whose product is not split (`split_count` 1)."""
+    for thread in range(lanes.task_range(sum_items(n_out, X.shape[0], rows, shape))):
+        for rnd in range(lanes.task_rounds(thread, sum_items(n_out, X.shape[0], rows, shape))):
             e = lanes.task_item(thread, rnd)
             t, o = e // n_out, e % n_out
             total = 0.0
-            for sp in ti.static(range(splits)):
+            for sp in range(split_count(n_out, X.shape[0], rows, shape)):
                 total += parts[0][t, parts[1] + sp * n_out + o]
             emit(Y, t, o, total, route_of(route, o), X.shape[0], n_out, accumulate, gate, gate_col)
+
+
+@ti.func
+def sum_items(n_out: ti.template(), T: ti.template(), rows: ti.template(), shape: ti.template()):
+    """Work items of a `split_sums_task`: one per output, none where the pass does not split the product."""
+    return T * n_out * ti.min(split_count(n_out, T, rows, shape) - 1, 1)

@@ -181,7 +181,8 @@ def emit_value(total: ti.f32, Y: ti.template(), col: ti.i32, t: ti.i32, act: ti.
 def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
                 n_in: ti.template(), X: ti.template(), x_col: ti.template(), Y: ti.template(), y_col: ti.template(),
                 act: ti.template(), accumulate: ti.template(), tile: ti.template(), gate: ti.template() = None,
-                gate_col: ti.template() = 0, storage: ti.template() = DENSE, keep: ti.template() = None):
+                gate_col: ti.template() = 0, storage: ti.template() = DENSE, keep: ti.template() = None,
+                parts: ti.template() = None, room: ti.template() = 0):
     """One task: Y[:, y_col:y_col+n_out] (+)= act(X[:, x_col:x_col+n_in] @ W[layer, w_row:w_row+n_out, :n_in]ᵀ),
     times gate[:, gate_col:gate_col+n_out] element by element when a `gate` array is given (the v5/v6 channel mix's
     receptance). `storage`: W's (DENSE, or a quantized scheme: kernels/quant.py). Must match ref.common.linear
@@ -189,10 +190,11 @@ def linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_
     shape (GPU passes of BATCH_TILE and up), W (dense or quantized) goes through `gpu_gemm.gemm_task`, else through
     the lanes at `lane_tile(tile)`. `keep` (tile 1 on a GPU: kernels/norm_linear.py): (kept, kept_col, state,
     state_layer, plan), and the task also copies kept[t, kept_col + o] into state[b, state_layer, o] at each row b's
-    last position t."""
+    last position t. `parts` = (P, col) and `room`: columns of P from col free for a gemm task's partial sums, so
+    that it may split the product over the inputs (`gpu_gemm.shape_for`)."""
     if ti.static(gpu_gemm.takes(tile, n_out)):
         gpu_gemm.gemm_task(W, layer, w_row, n_out, n_in, X, ((0, x_col, y_col, act),), Y, accumulate, gate, gate_col,
-                           storage, ti.static(gpu_gemm.shape_for(tile, n_out)))
+                           storage, ti.static(gpu_gemm.shape_for(tile, n_out, room=room)), parts)
     else:
         lane_linear_task(W, layer, w_row, n_out, n_in, X, x_col, Y, y_col, act, accumulate,
                          ti.static(lane_tile(tile)), gate, gate_col, storage, keep)

@@ -304,7 +304,8 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("output_gate" in tasks and not fused):
             output_gate_task(s, vec, slot, sc)
         if ti.static("output" in tasks):
-            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
+            linear_task(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage,
+                        parts=(sc, s.SPLITS), room=s.SPLIT_ROOM)
         if ti.static("ffn_shift_mix" in tasks and not ffn_folded):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static(ffn_folded):  # LN2 and the mixes in the same task (kernels/norm_linear.py)
@@ -316,12 +317,13 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
                         storage=storage)
         if ti.static("ffn_receptance" in tasks and not ffn_fused):
             linear_task(mats, slot, s.FFN_RECEPTANCE, s.C, s.C, sc, s.MIXED + s.C, sc, s.FFN_R, ACT_SIGMOID, False,
-                        tile, storage=storage)
+                        tile, storage=storage, parts=(sc, s.SPLITS), room=s.SPLIT_ROOM)
         if ti.static("ffn_value" in tasks and ffn_folded):  # and LN2 of each row's last position into the state
             linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage,
                         (sc, s.MIXED, ffn_x, layer, plan))
         elif ti.static("ffn_value" in tasks):
-            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage)
+            linear_task(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, sc, s.FFN_R, storage,
+                        parts=(sc, s.SPLITS), room=s.SPLIT_ROOM)
 
     return layer_launch(body, storage)
 

@@ -139,6 +139,15 @@ class Shape:
         return self.HIDDEN  # the channel mix's hidden block, unused until then
 
     @property
+    def SPLITS(self) -> int:  # partial sums of the output and channel-mix products (gpu_gemm's splits, SPLIT_ROOM
+        return self.MIXED + 2 * self.C  # columns): mixed blocks 2-5, unused after the projections and the decay
+        # and beside the channel mix's two inputs
+
+    @property
+    def SPLIT_ROOM(self) -> int:
+        return 4 * self.C
+
+    @property
     def WIDTH(self) -> int:
         return self.HIDDEN + self.F
 

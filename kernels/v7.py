@@ -264,7 +264,8 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("wkv_gate" in tasks):
             wkv_gate_task(s, S, vec, slot, layer, plan, sc, tile)
         if ti.static("output" in tasks):
-            linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage)
+            linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage,
+                   parts=(sc, s.SPLITS), room=s.SPLIT_ROOM)
         if ti.static("ffn_shift_mix" in tasks and not folded):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
         if ti.static("ffn_key" in tasks and folded):  # LN2 and its mix in the same task (kernels/norm_linear.py)
@@ -277,7 +278,8 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             linear(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile,
                    keep=(sc, s.MIXED, ffn_x, layer, plan))
         elif ti.static("ffn_value" in tasks):
-            linear(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, storage=storage)
+            linear(ffn_value, slot, 0, s.C, s.F, sc, s.HIDDEN, x, 0, ACT_NONE, True, tile, storage=storage,
+                   parts=(sc, s.SPLITS), room=s.SPLIT_ROOM)
 
     return layer_launch(body, storage)
 

@@ -65,8 +65,10 @@ def cpu_order(o: ti.i32, t0: ti.i32, group: ti.i32, n_rows: ti.i32, n_tiles: ti.
 @ti.func
 def linear_task(W: ti.template(), layer: ti.i32, w_row: ti.i32, n_out: ti.i32, n_in: ti.i32, X: ti.template(),
                 x_col: ti.i32, Y: ti.template(), y_col: ti.i32, act: ti.i32, accumulate: ti.template(),
-                tile: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0, storage: ti.template() = DENSE):
-    """lanes.linear_task on the CPU (the same contract and arithmetic; the groups in `row_and_tile` order).
+                tile: ti.template(), gate: ti.template() = None, gate_col: ti.i32 = 0, storage: ti.template() = DENSE,
+                parts: ti.template() = None, room: ti.template() = 0):
+    """lanes.linear_task on the CPU (the same contract and arithmetic; the groups in `row_and_tile` order; no split
+    products, so `parts` and `room` go unused).
     Dense at tile 1 (decode): group p and group p + ⌈n/2⌉ in one loop (`x64_rows.dot_pair`), so each thread reads
     two far-apart runs of rows at once (a head-shaped fp16 matrix: 22.7 GB/s against 17.2 one run at a time)."""
     T = X.shape[0]

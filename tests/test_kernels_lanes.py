@@ -153,19 +153,58 @@ def gemm_runner(shape, route: tuple, n_out: int, n_in: int):
     return run
 
 
-@pytest.mark.parametrize("name", ["PREFILL", "PREFILL_WIDE", "BATCH", "BATCH_WIDE", "LOW_RANK", "LOW_RANK/2"])
-def test_gemm_task_shapes(name):
-    """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones only for products of WIDE_OUT rows
-    and more, which no test model has): a route of two blocks, each reading its own input columns and writing its own
-    output columns with its own activation (rows 0-63, 64-99), gated and accumulated; 133 positions and 100 rows
-    end part-way through position and row blocks, 140 inputs part-way through a step, and every group of a shape
-    without splits takes at least one step. Split products (LOW_RANK: 16 splits of one step, seven of them empty;
-    "/2": two splits, of five and four steps) keep their sums from column 5 of a parts array."""
+@pytest.mark.parametrize("name, n_out, splits", [
+    ("PREFILL", 100, 1), ("PREFILL_WIDE", 100, 1), ("BATCH", 100, 1), ("BATCH_WIDE", 100, 1), ("LOW_RANK", 100, 7),
+    ("LOW_RANK/2", 100, 2), ("PREFILL/3", 100, 3), ("BATCH_WIDE/2", 100, 2), ("BATCH_WIDE/2", 1024, 1)])
+def test_gemm_task_shapes(name, n_out, splits):
+    """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones take products of WIDE_OUT rows and
+    more, which no test model has, and split ones): a route of two blocks, each reading its own input columns and
+    writing its own output columns with its own activation (rows 0-63, 64 on), gated and accumulated; 133 positions
+    and 100 rows end part-way through position and row blocks, 140 inputs part-way through a step, and every group
+    of a shape without splits takes at least one step. Split products keep their sums from column 5 of a parts
+    array, and a pass splits a product as far as its threads stay below the shape's `fill` (`split_count`): LOW_RANK 7
+    splits of 2, 2, 2, 2, 1 steps and two empty; "/N": at most N splits, here of 5 and 4 steps (BATCH_WIDE), of 2,
+    2 and 1 (PREFILL); 1024 rows of BATCH_WIDE fill the card unsplit, and the parts go unused."""
     from kernels import gpu_gemm
     shape = getattr(gpu_gemm, name.split("/")[0])
     if "/" in name:
         shape = shape._replace(splits=int(name.split("/")[1]))
-    check_gemm_task(shape, 133, 100, 140)
+    assert split_count(shape, 133, n_out, min(shape.rows, 64)) == splits
+    check_gemm_task(shape, 133, n_out, 140)
+
+
+@functools.cache
+def split_counter(shape, n_out: int, rows: int):
+    """A kernel writing gpu_gemm.split_count for a pass of X.shape[0] positions."""
+    from kernels import gpu_gemm
+
+    @kernel
+    def count(X: ti.types.ndarray(), out: ti.types.ndarray()):
+        for _ in range(1):
+            out[0] = gpu_gemm.split_count(n_out, X.shape[0], rows, shape)
+    return count
+
+
+def split_count(shape, T: int, n_out: int, rows: int) -> int:
+    """The splits of a product of n_out rows in a pass of T positions, as a kernel computes them."""
+    out = dev(np.zeros(1, np.int32), ti.i32)
+    split_counter(shape, n_out, rows)(dev(np.zeros((T, 1), np.float32)), out)
+    return int(out.to_numpy()[0])
+
+
+def test_split_counts():
+    """The splits a pass gives products with room for four (the output and channel-mix products of C = 2048 rows) on
+    the H100's measure (`Tiling.fill`): four in a 256-token chunk, two in 512, none in 1024; two at batch 32; a
+    product of 7168 rows none."""
+    from kernels import gpu_gemm, lanes
+    if lanes.LANES == 1:
+        pytest.skip("the CPU runs the lane kernels")
+    for tile, T, n_out, want in ((64, 256, 2048, 4), (64, 512, 2048, 2), (64, 1024, 2048, 1), (32, 32, 2048, 2),
+                                 (64, 256, 7168, 1), (32, 32, 7168, 1)):
+        shape = gpu_gemm.shape_for(tile, n_out, room=4 * n_out)
+        assert shape.splits == 4
+        assert split_count(shape, T, n_out, shape.rows) == want, (tile, T, n_out)
+    assert gpu_gemm.shape_for(64, 2048).splits == 1  # no room, no splits
 
 
 @pytest.mark.parametrize("task", ["gemm groups", "split rows", "common blocks"])
