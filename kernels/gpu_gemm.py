@@ -36,9 +36,15 @@ give each workgroup more threads and keep every weight read once. Splits (the lo
 the same across workgroups: each takes a contiguous share of the input steps and keeps its sums in a `parts`
 array, and a second task (`split_sums_task`) adds them in split order. How many workgroups split a product is
 chosen in each pass from its positions (`split_count`): enough to bring its threads to `Tiling.fill`, at most
-`Tiling.splits`. A prefill chunk's products of C rows have few (position block, row block) workgroups (256 for C
-2048 at 256 positions in PREFILL); four splits took them from 157.5 to 122.0 µs, 549.6 to 393.7 for the channel
-mix's value (H100, benchmarks/gemm_probe.py; BENCHMARKS.md), while a 1024-token chunk fills the card without.
+`Tiling.splits`. A prefill chunk's products of C rows have few (position block, row block) workgroups (64 for C
+2048 at 256 positions in PREFILL_WIDE); four splits took them from 157.5 µs (PREFILL) to 91.9, 549.6 to 303.6 for
+the channel mix's value (H100, benchmarks/gemm_probe.py; BENCHMARKS.md), while a 1024-token chunk fills the card
+without.
+
+A thread's register tile is emitted one sum at a time, in loops (`pick_row`, `pick`: selects keep the tile in
+registers), so each task compiles one epilogue: unrolled, PREFILL_WIDE's 64 sums each compiled their own
+(activation, gate, accumulation, parts), and a v6 layer of tile 64 with five such products took 4m38 to compile on
+lavapipe against 1m00 now.
 
 A task of more than Taichi's grid of work items (131072 threads on Vulkan) gives each thread several items, its
 workgroup going on to the next together: every item ends with a barrier after its last read of workgroup memory.
@@ -82,16 +88,16 @@ def shape_for(tile: int, n_out: int, route: tuple = ((0, 0, 0, 0),), room: int =
     """The `Tiling` with which gemm_task takes a product of n_out rows (in `route`'s blocks) in a pass of `tile`, or
     None where the lane kernels take it: passes below BATCH_TILE, the x64 CPU, a route whose blocks start on a
     multiple of fewer than MIN_ROWS rows. A product given `room` columns for partial sums of at least two splits
-    may split (up to MAX_SPLITS: `split_count`), and in a batch pass takes the wide shape; others take the wide
-    shapes from WIDE_OUT rows. (The low-rank products, a few hundred rows, take `low_rank_shape`.) Called in
-    ti.static."""
+    takes the wide shape and may split (up to MAX_SPLITS: `split_count`); others take the wide shapes from WIDE_OUT
+    rows. (The low-rank products, a few hundred rows, take `low_rank_shape`.) Called in ti.static."""
     if tile < BATCH_TILE or lanes.LANES == 1:
         return None
     splits = max(1, min(MAX_SPLITS, room // n_out)) if room else 1  # (no room: n_out may be a run-time value)
-    if tile >= PASS_TILE:  # (PREFILL_WIDE's 8 × 8 register tiles compile slowly: a v6 layer took 3x as long with five)
-        shape = PREFILL_WIDE if n_out >= WIDE_OUT else PREFILL
+    wide = n_out >= WIDE_OUT or splits > 1
+    if tile >= PASS_TILE:
+        shape = PREFILL_WIDE if wide else PREFILL
     else:
-        shape = BATCH_WIDE if n_out >= WIDE_OUT or splits > 1 else BATCH
+        shape = BATCH_WIDE if wide else BATCH
     shape = shape._replace(splits=splits)
     return shape if block_rows(route, shape) >= MIN_ROWS else None
 
@@ -331,17 +337,18 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                         w = ti.Vector([ws[group, kk, tn + j * row_threads] for j in ti.static(range(P))])
                         acc += x.outer_product(w)
                 ti.simt.block.sync()
-            if ti.static(shape.groups == 1):
-                for i in ti.static(range(P)):
-                    for j in ti.static(range(P)):
-                        finish(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, acc[i, j], part, T, n_out,
-                               accumulate, gate, gate_col, split_parts, split, splits)
+            if ti.static(shape.groups == 1):  # the sums one at a time (loops, not unrolled: one `finish` compiled)
+                for i in range(P):
+                    row = pick_row(acc, i)
+                    for j in range(P):
+                        finish(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, pick(row, j), part, T,
+                               n_out, accumulate, gate, gate_col, split_parts, split, splits)
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
                         xs[group, tn + j * row_threads, tm + i * pos_threads] = acc[i, j]
                 ti.simt.block.sync()
-                for q in ti.static(range(shape.positions * rows // threads)):
+                for q in ti.static(range(shape.positions * rows // threads)):  # (a loop: BATCH 8 % slower)
                     e = tid + q * threads
                     m, n = e // rows, e % rows
                     total = 0.0
@@ -352,6 +359,25 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) stages its own
     if ti.static(shape.splits > 1):
         split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, rows, shape, parts)
+
+
+@ti.func
+def pick_row(acc: ti.template(), i: ti.i32):
+    """Row i of a register tile, i known at run time (selects: the tile stays in registers)."""
+    row = ti.Vector([acc[0, j] for j in ti.static(range(acc.m))])
+    for ii in ti.static(range(1, acc.n)):
+        for j in ti.static(range(acc.m)):
+            row[j] = ti.select(i == ii, acc[ii, j], row[j])
+    return row
+
+
+@ti.func
+def pick(row: ti.template(), j: ti.i32) -> ti.f32:
+    """Entry j of a register vector, j known at run time."""
+    value = row[0]
+    for jj in ti.static(range(1, row.n)):
+        value = ti.select(j == jj, row[jj], value)
+    return value
 
 
 @ti.func

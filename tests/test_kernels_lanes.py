@@ -155,7 +155,7 @@ def gemm_runner(shape, route: tuple, n_out: int, n_in: int):
 
 @pytest.mark.parametrize("name, n_out, splits", [
     ("PREFILL", 100, 1), ("PREFILL_WIDE", 100, 1), ("BATCH", 100, 1), ("BATCH_WIDE", 100, 1), ("LOW_RANK", 100, 7),
-    ("LOW_RANK/2", 100, 2), ("PREFILL/3", 100, 3), ("BATCH_WIDE/2", 100, 2), ("BATCH_WIDE/2", 1024, 1)])
+    ("LOW_RANK/2", 100, 2), ("PREFILL_WIDE/3", 100, 3), ("BATCH_WIDE/2", 100, 2), ("BATCH_WIDE/2", 1024, 1)])
 def test_gemm_task_shapes(name, n_out, splits):
     """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones take products of WIDE_OUT rows and
     more, which no test model has, and split ones): a route of two blocks, each reading its own input columns and
@@ -163,8 +163,8 @@ def test_gemm_task_shapes(name, n_out, splits):
     and 100 rows end part-way through position and row blocks, 140 inputs part-way through a step, and every group
     of a shape without splits takes at least one step. Split products keep their sums from column 5 of a parts
     array, and a pass splits a product as far as its threads stay below the shape's `fill` (`split_count`): LOW_RANK 7
-    splits of 2, 2, 2, 2, 1 steps and two empty; "/N": at most N splits, here of 5 and 4 steps (BATCH_WIDE), of 2,
-    2 and 1 (PREFILL); 1024 rows of BATCH_WIDE fill the card unsplit, and the parts go unused."""
+    splits of 2, 2, 2, 2, 1 steps and two empty; "/N": at most N splits, here of 5 and 4 steps (BATCH_WIDE), 3 of 3
+    (PREFILL_WIDE); 1024 rows of BATCH_WIDE fill the card unsplit, and the parts go unused."""
     from kernels import gpu_gemm
     shape = getattr(gpu_gemm, name.split("/")[0])
     if "/" in name:
