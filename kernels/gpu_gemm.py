@@ -74,7 +74,7 @@ PASS_TILE = 64  # a pass's tile (kernels/engine.py) from which its products take
 BATCH_TILE = 32  # a pass's tile from which (below PASS_TILE) they take the BATCH shapes
 # Workgroup shapes (BENCHMARKS.md, benchmarks/gemm_probe.py on the H100): products of WIDE_OUT rows or more take the
 # wide ones, whose larger row blocks still leave enough workgroups to fill the card.
-PREFILL = Tiling(64, 32, 32, 4, 4, 1, fill=131072)
+PREFILL = Tiling(64, 32, 32, 4, 4, 1)  # (with splits it would fill at ~131072 threads: BENCHMARKS.md)
 PREFILL_WIDE = Tiling(128, 64, 16, 4, 8, 1)
 BATCH = Tiling(32, 16, 16, 4, 4, 8)
 BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4)
