@@ -194,6 +194,19 @@ def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.te
 
 
 @ti.func
+def wkv_inputs(s: ti.template(), vec: ti.template(), slot: ti.template(), sc: ti.template(), t: ti.i32, h: ti.i32,
+               i: ti.i32, keys: ti.template()):
+    """Position t's inputs to `lane_wkv_task` for value column i of head h and a lane's `keys`: r, k and the decay
+    w of each key, and v[i]."""
+    N = ti.static(s.N)
+    R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+    r = ti.Vector([sc[t, R + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    k = ti.Vector([sc[t, K + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    w = ti.Vector([decay_at(s, vec, slot, sc, t, h * N + keys[m]) for m in ti.static(range(keys.n))])
+    return r, k, w, sc[t, V + h * N + i]
+
+
+@ti.func
 def lane_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(), layer: ti.template(),
                   plan: ti.template(), sc: ti.template()):
     """`wkv_task` on a GPU, for passes of more than one position: lane group (b, h, i) owns value column i of head h,
@@ -201,30 +214,32 @@ def lane_wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: 
     stored after the last). A token's y[i] is a subgroup sum of the lanes' shares. `wkv_task`'s single thread per
     column loaded and stored S at every key (each load waiting for the store before it), and its 2048 threads (1.6B
     shape, one row) left most of the GPU idle: 30 % of a prefill chunk's time (BENCHMARKS.md). The sum over keys
-    is a tree instead of a chain: spec/tolerances.md's WKV bound."""
+    is a tree instead of a chain: spec/tolerances.md's WKV bound.
+    Each step loads the next step's inputs (`wkv_lanes.ahead`) and the outputs wait in registers, LANES steps at a
+    time (`wkv_lanes.keep_output`, `store_outputs`): the arithmetic is `wkv_task`'s, in its order."""
     N = ti.static(s.N)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)  # keys per lane
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N * lanes.LANES)):
             lane, b, h, i = wkv_lanes.value_column_item(lanes.task_item(thread, rnd), s.H, N)
-            R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
+            start, length, T = plan[START, b], plan[LENGTH, b], sc.shape[0]
             keys = wkv_lanes.lane_keys(N, lane)
             state = ti.Vector([S[b, layer, h, keys[m], i] for m in ti.static(range(M))])
             u = ti.Vector([vec[slot, BONUS, h * N + keys[m]] for m in ti.static(range(M))])
-            for step in range(plan[LENGTH, b]):
-                t = plan[START, b] + step
-                v = sc[t, V + h * N + i]
+            r, k, w, v = wkv_inputs(s, vec, slot, sc, ti.min(start, T - 1), h, i, keys)
+            kept = 0.0
+            for step in range(length):
+                r_now, k_now, w_now, v_now = r, k, w, v
+                r, k, w, v = wkv_inputs(s, vec, slot, sc, wkv_lanes.ahead(start, step, length, T), h, i, keys)
                 part = 0.0
                 for m in ti.static(range(M)):
-                    c = h * N + keys[m]
-                    kv = sc[t, K + c] * v
+                    kv = k_now[m] * v_now
                     if m * lanes.LANES + lane < N:
-                        part += sc[t, R + c] * (u[m] * kv + state[m])
-                    state[m] = kv + decay_at(s, vec, slot, sc, t, c) * state[m]
-                out = lane_sum(part)
-                if lane == 0:
-                    sc[t, s.Y + h * N + i] = out
+                        part += r_now[m] * (u[m] * kv + state[m])
+                    state[m] = kv + w_now[m] * state[m]
+                kept = wkv_lanes.keep_output(kept, lane_sum(part), step, lane)
+                wkv_lanes.store_outputs(sc, s.Y + h * N + i, start, step, length, lane, kept)
             for m in ti.static(range(M)):
                 if m * lanes.LANES + lane < N:
                     S[b, layer, h, keys[m], i] = state[m]

@@ -7,8 +7,9 @@ kernels/norm_linear.py), each a `ti.func` named after what it mirrors:
 task                  must match (ref/v7.py)                              threads
 shift_mix_task        layer_norm(ln1), previous_tokens, six lerp_previous  lanes per position (kernels/layer_norms.py)
 projections_task      linear: r, k, v; the first stages of w, a, g, v     lanes per (output row, token tile)
-second_stage_task     linear: the second stages of w, a, g, v; then the   lanes per (output row, token tile)
-                      w, a, kk, k, v lines of time_mix
+second_stage_task     linear: the second stages of w, a, g, v; then the   lanes per (output row, token tile); GPU
+                      w, a, kk, k, v lines of time_mix                    batch and prefill: tiled products, then
+                                                                          lanes per (position, head)
 wkv_gate_task         wkv_step over each row's tokens, group_norm(ln_x)   GPU decode: lanes per (row, head);
                       + bonus, times g (kernels/v7_wkv.py)                else one per (row, head, value row), then
                                                                           lanes per (position, head)
@@ -156,13 +157,70 @@ def folded_projections_task(s: ti.template(), x: ti.template(), vec: ti.template
                     emit_value(total, sc, projection_col(s, o), t, act, False, None, 0)
 
 
+def second_stage_routes(s: Shape) -> tuple:
+    """The second stages as gpu_gemm products, parts of equal width together: (width, parts, route) for each run of
+    consecutive parts of one width. Part p's block reads `second`'s rows (channel c: row c) from its first column
+    begin_p and LOW's columns begin_p on, and writes its totals into LORA's block p."""
+    widths, products, begin = (s.Dw, s.Da, s.Dg, s.Dv), [], 0
+    for part, width in enumerate(widths):
+        if products and products[-1][0] == width:
+            products[-1][1].append(part)
+        else:
+            products.append((width, [part], begin))
+        begin += width
+    return tuple((width, tuple(parts), tuple((q * s.C, s.LOW + first + q * width, s.LORA + p * s.C, ACT_NONE, 0,
+                                              first + q * width) for q, p in enumerate(parts)))
+                 for width, parts, first in products)
+
+
+def takes_second_stage_products(s: Shape, tile: int) -> bool:
+    """Whether every second-stage product (`second_stage_routes`) has a gpu_gemm workgroup shape."""
+    return all(gpu_gemm.takes(tile, len(parts) * s.C, route) for _, parts, route in second_stage_routes(s))
+
+
 @ti.func
 def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
                       layer: ti.template(), sc: ti.template(), tile: ti.template(), keep: ti.template() = None):
-    """The w, a, g, v second stages of the LOW columns (v: not in layer 0), each finished by its lines of
-    ref.v7.time_mix as it is written (`finish_channel`): LORA's w and a blocks get the decay w and the rate a,
-    PROJ's k and v the key and value the WKV uses, KK the unit key per head; g is written as it is. `keep` (after
-    `folded_projections_task`): channel c's w row also keeps LN1 into the state (`lanes.keep_row`)."""
+    """The w, a, g, v second stages of the LOW columns (v: not in layer 0), each channel finished by its lines of
+    ref.v7.time_mix (`finish_channel`): LORA's w and a blocks get the decay w and the rate a, PROJ's k and v the key
+    and value the WKV uses, KK the unit key per head; g is written as it is. In passes where gpu_gemm takes them,
+    tiled products of the totals into LORA's blocks, then `finish_channels_task`; else `lane_second_stage_task`.
+    `keep` (after `folded_projections_task`): channel c's w row also keeps LN1 into the state (`lanes.keep_row`)."""
+    if ti.static(not lanes._given(keep) and takes_second_stage_products(s, tile)):
+        for product in ti.static(second_stage_routes(s)):
+            gpu_gemm.gemm_task(second, slot, 0, ti.static(len(product[1]) * s.C), ti.static(product[0]), sc,
+                               ti.static(product[2]), sc, False,
+                               shape=ti.static(gpu_gemm.shape_for(tile, len(product[1]) * s.C, product[2])))
+        finish_channels_task(s, vec, slot, layer, sc)
+    else:
+        lane_second_stage_task(s, vec, second, slot, layer, sc, ti.static(lanes.lane_tile(tile)), keep)
+
+
+@ti.func
+def finish_channels_task(s: ti.template(), vec: ti.template(), slot: ti.template(), layer: ti.template(),
+                         sc: ti.template()):
+    """`finish_channel` for every channel and position, from the second stages' totals in LORA's blocks: lanes per
+    (position, head), which compute the head's key norm once (`lane_second_stage_task` did it per channel)."""
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(lanes.task_range(sc.shape[0] * s.H * lanes.LANES)):
+        for rnd in range(lanes.task_rounds(thread, sc.shape[0] * s.H * lanes.LANES)):
+            g = lanes.task_item(thread, rnd)
+            lane, th = g % lanes.LANES, g // lanes.LANES
+            t, h = th // s.H, th % s.H
+            norm = key_norm(s, vec, slot, sc, t, h, lane)
+            for q in range((s.N + lanes.LANES - 1) // lanes.LANES):
+                n = q * lanes.LANES + lane
+                if n < s.N:
+                    c = h * s.N + n
+                    for part in ti.static(range(4)):
+                        finish_channel(s, vec, slot, layer, sc, t, part, c, sc[t, s.LORA + part * s.C + c], norm)
+
+
+@ti.func
+def lane_second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
+                           layer: ti.template(), sc: ti.template(), tile: ti.template(), keep: ti.template() = None):
+    """`second_stage_task` by lane groups, one per (output row, tile of positions), each channel finished as it is
+    written."""
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(row_tile_items(4 * s.C, sc.shape[0], tile))):
         for rnd in range(lanes.task_rounds(thread, row_tile_items(4 * s.C, sc.shape[0], tile))):
@@ -245,7 +303,6 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
     linear = x64_tasks.linear_task if lanes.LANES == 1 else linear_task  # the CPU's order of the groups
     folded = norm_linear.takes(tile, storage)  # a GPU decode pass of a dense group: LN1, LN2 in the matrix tasks
-    lane_tile = lanes.lane_tile(tile)  # the lane tasks' tile; the matrix tasks take `tile` (kernels/gpu_gemm.py)
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
@@ -258,9 +315,9 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         elif ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
         if ti.static("second_stage" in tasks and folded):  # and LN1 of each row's last position into the state
-            second_stage_task(s, vec, second, slot, layer, sc, lane_tile, (sc, s.MIXED, att_x, layer, plan))
+            second_stage_task(s, vec, second, slot, layer, sc, tile, (sc, s.MIXED, att_x, layer, plan))
         elif ti.static("second_stage" in tasks):
-            second_stage_task(s, vec, second, slot, layer, sc, lane_tile)
+            second_stage_task(s, vec, second, slot, layer, sc, tile)
         if ti.static("wkv_gate" in tasks):
             wkv_gate_task(s, S, vec, slot, layer, plan, sc, tile)
         if ti.static("output" in tasks):

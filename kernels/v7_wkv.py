@@ -81,39 +81,55 @@ def thread_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), pl
 
 
 @ti.func
+def wkv_inputs(s: ti.template(), sc: ti.template(), t: ti.i32, h: ti.i32, i: ti.i32, keys: ti.template()):
+    """Position t's inputs to `lane_wkv_task` for value row i of head h and a lane's `keys`: kk, w, kk·a, k and r
+    of each key, and v[i]."""
+    N = ti.static(s.N)
+    R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+    kk = ti.Vector([sc[t, s.KK + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    w = ti.Vector([sc[t, W + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    kk_a = ti.Vector([kk[m] * sc[t, A + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    k = ti.Vector([sc[t, K + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    r = ti.Vector([sc[t, R + h * N + keys[m]] for m in ti.static(range(keys.n))])
+    return kk, w, kk_a, k, r, sc[t, V + h * N + i]
+
+
+@ti.func
 def lane_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), plan: ti.template(), sc: ti.template()):
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
     Lane group (b, h, i) owns value row i of head h (`cell` gives the device layout of S), lane `lane` its keys
     j = m·LANES + lane, kept in registers over the row's tokens (loaded before the first, stored after the last);
     the row's sums S (-kk) and S r are subgroup sums of the lanes' shares. A thread per value row loaded and stored
     S at every key, and its threads (one per value row) left most of the GPU idle in prefill (kernels/v6.py
-    `lane_wkv_task`). The sums over keys are trees instead of chains: spec/tolerances.md's WKV bound."""
+    `lane_wkv_task`). The sums over keys are trees instead of chains: spec/tolerances.md's WKV bound.
+    Each step loads the next step's inputs (`wkv_lanes.ahead`) and the outputs wait in registers, LANES steps at a
+    time (`wkv_lanes.keep_output`, `store_outputs`), as in kernels/v6.py `lane_wkv_task`."""
     N = ti.static(s.N)
     M = ti.static((s.N + lanes.LANES - 1) // lanes.LANES)  # keys per lane
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N * lanes.LANES)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N * lanes.LANES)):
             lane, b, h, i = wkv_lanes.value_column_item(lanes.task_item(thread, rnd), s.H, N)
-            R, K, V, W, A = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C, s.LORA, s.LORA + s.C
+            start, length, T = plan[START, b], plan[LENGTH, b], sc.shape[0]
             keys = wkv_lanes.lane_keys(N, lane)
             row = ti.Vector([S[b, layer, h, cell(keys[m], i)[0], cell(keys[m], i)[1]] for m in ti.static(range(M))])
-            for step in range(plan[LENGTH, b]):
-                t = plan[START, b] + step
+            kk, w, kk_a, k, r, v = wkv_inputs(s, sc, ti.min(start, T - 1), h, i, keys)
+            kept = 0.0
+            for step in range(length):
+                kk_now, w_now, kk_a_now, k_now, r_now, v_now = kk, w, kk_a, k, r, v
+                kk, w, kk_a, k, r, v = wkv_inputs(s, sc, wkv_lanes.ahead(start, step, length, T), h, i, keys)
                 part = 0.0
                 for m in ti.static(range(M)):
                     if m * lanes.LANES + lane < N:
-                        part -= row[m] * sc[t, s.KK + h * N + keys[m]]
+                        part -= row[m] * kk_now[m]
                 removed = lane_sum(part)
-                v = sc[t, V + h * N + i]
                 part = 0.0
                 for m in ti.static(range(M)):
-                    c = h * N + keys[m]
-                    row[m] = row[m] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c] + v * sc[t, K + c]
+                    row[m] = row[m] * w_now[m] + removed * kk_a_now[m] + v_now * k_now[m]
                     if m * lanes.LANES + lane < N:
-                        part += row[m] * sc[t, R + c]
-                out = lane_sum(part)
-                if lane == 0:
-                    sc[t, s.Y + h * N + i] = out
+                        part += row[m] * r_now[m]
+                kept = wkv_lanes.keep_output(kept, lane_sum(part), step, lane)
+                wkv_lanes.store_outputs(sc, s.Y + h * N + i, start, step, length, lane, kept)
             for m in ti.static(range(M)):
                 if m * lanes.LANES + lane < N:
                     S[b, layer, h, cell(keys[m], i)[0], cell(keys[m], i)[1]] = row[m]

@@ -21,6 +21,33 @@ def value_column_item(g: ti.i32, H: ti.template(), N: ti.template()) -> ti.math.
     return ti.math.ivec4(g % lanes.LANES, column // (H * N), column // N % H, column % N)
 
 
+@ti.func
+def ahead(start: ti.i32, step: ti.i32, length: ti.i32, T: ti.i32) -> ti.i32:
+    """The position whose inputs a prefill WKV loads during `step`: the next step's (the row's last at its last
+    step; a row with no tokens reads position `start`, clamped to the pass, and uses nothing). Loading a step ahead
+    lets the loads' latency pass while the lanes work on this step."""
+    return ti.min(start + ti.min(step + 1, ti.max(length - 1, 0)), T - 1)
+
+
+@ti.func
+def keep_output(kept: ti.f32, out: ti.f32, step: ti.i32, lane: ti.i32) -> ti.f32:
+    """A prefill WKV keeps its outputs in registers: lane step % LANES holds step's (a subgroup sum, so every lane
+    has it), until `store_outputs`."""
+    return ti.select(lane == step % lanes.LANES, out, kept)
+
+
+@ti.func
+def store_outputs(sc: ti.template(), column: ti.i32, start: ti.i32, step: ti.i32, length: ti.i32, lane: ti.i32,
+                  kept: ti.f32):
+    """After every LANES-th step and the row's last: lane l stores its kept output, step base + l's, into column
+    `column` of its position. One store per LANES steps: a load after a store waits for it (kernels/v7_wkv.py
+    `lane_wkv_gate_task`), so a store at every step kept the next step's loads from starting early."""
+    if step % lanes.LANES == lanes.LANES - 1 or step == length - 1:
+        base = step - step % lanes.LANES
+        if base + lane <= step:
+            sc[start + base + lane, column] = kept
+
+
 KEY_PARTS = 4  # decode WKV (GPU): threads per value column of a head, each over a contiguous quarter of its keys
 KEY_BLOCK = 16  # decode WKV (GPU): a part's keys whose loads are issued together, before their stores
 

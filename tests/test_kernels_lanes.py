@@ -450,10 +450,14 @@ def assert_v7_projections(s, sc, out, W, dims_low):
 
 @given(T=st.integers(1, 11), H=st.integers(1, 4), N=st.integers(1, 20), dims_low=low_dims, layer=st.integers(0, 1),
        tile=st.sampled_from([1, 8]), seed=seeds)
+@example(T=40, H=2, N=8, dims_low=(3, 3, 5, 2), layer=1, tile=64, seed=7)  # tiled products: (w, a), g, v
+@example(T=11, H=3, N=5, dims_low=(4, 2, 2, 3), layer=0, tile=32, seed=8)  # w, (a, g), v; C not a multiple of 16
 def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
     """The second stages w2, a2, g2, v2 of the LOW columns and the lines of ref.v7.time_mix that finish each channel:
     w = exp(-e^-0.5 σ(w0 + ·)), a = σ(a0 + ·), kk = l2_normalize(k k_k) per head, k (1 + (a - 1) k_a),
-    v + (v_first - v) σ(v0 + ·) (layer 0: v_first = v, and no v2)."""
+    v + (v_first - v) σ(v0 + ·) (layer 0: v_first = v, and no v2). On a GPU, tiles 32 and 64 take the tiled
+    products (grouped by width: `second_stage_routes`) and the finishing task, or the lanes where a route's blocks
+    start off gpu_gemm.MIN_ROWS."""
     from kernels import v7
 
     rng = rng_of(seed)
@@ -491,6 +495,7 @@ def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
        tile=st.sampled_from([1, 8]), seed=seeds)
 @example(lengths=[2, 5], H=2, N=16, layer=1, tile=64, seed=2)  # the prefill WKV, always: keys shared by the lanes
 @example(lengths=[4, 1, 3], H=1, N=12, layer=0, tile=64, seed=3)  # ... and lanes past a head of 12 keys
+@example(lengths=[45, 3, 0], H=1, N=8, layer=1, tile=64, seed=4)  # outputs stored LANES steps at a time; an empty row
 def test_v7_wkv_gate_task(lengths, H, N, layer, tile, seed):
     """ref.v7.wkv_step looped over each row of a ragged batch, from a random (not zero) state, then the output gate
     (group_norm(y; ln_x) + (Σ_head r k r_k) v) * g, the last lines of ref.v7.time_mix. On a GPU, tile 1 runs the
@@ -750,6 +755,7 @@ def check_v6_projections_and_decay(T, tile, version, sizes, f16, layer, seed, sc
 @given(lengths=plans(max_rows=3, max_len=5), tile=st.sampled_from([1, 8]), **v56_case)
 @example(lengths=[5, 2], tile=64, version="v6", sizes=V56_SIZES[1], f16=False, layer=1, seed=4)  # prefill WKV
 @example(lengths=[3, 4], tile=64, version="v5.2", sizes=V56_SIZES[2], f16=True, layer=0, seed=5)
+@example(lengths=[70, 0, 33], tile=64, version="v6", sizes=V56_SIZES[2], f16=False, layer=0, seed=6)  # long rows
 def test_v6_wkv_and_gate(lengths, tile, version, sizes, f16, layer, seed):
     """Tasks wkv and output_gate: ref.v5.wkv_step looped over each row of a ragged batch from a random state (v6
     with its per-token decay, the W column; v5 with the static one it was packed with), then group_norm(y; ln_x) ·
