@@ -119,11 +119,16 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
+PREFILL_RUNS = 5  # timed prefills after the warm-up; the median is reported (a single run after compiling was noisy)
+
+
 def speed(model, prefill: int, decode: int, batches: list[int]):
-    """Yields (name, tok/s) as each is measured: prefill, then decode at each batch size."""
+    """Yields (name, tok/s) as each is measured: prefill (the median of PREFILL_RUNS), then decode at each batch
+    size."""
     prompt = np.random.default_rng(0).integers(1, model.info.n_vocab, prefill).tolist()
     model.forward([prompt], model.new_state(1))  # compile the kernels and record this shape's graph
-    (logits, state), seconds = timed(model.forward, [prompt], model.new_state(1))
+    runs = [timed(model.forward, [prompt], model.new_state(1)) for _ in range(PREFILL_RUNS)]
+    (logits, state), seconds = runs[0][0], float(np.median([seconds for _, seconds in runs]))
     yield "prefill_tok_s", prefill / seconds
     for rows in batches if decode else ():  # --decode 0: prefill only
         state_b = type(state).concat([state] * rows) if rows > 1 else state

@@ -14,6 +14,7 @@ data_mix        data_mix_task      token_shift_mixes: x_s += (prev-x)·(lora_s W
                 (GPU batch and prefill: data_mix_products, a tiled product)
 projections     projections_task   time_mix: r, k, v, gate; decay: tanh(x_w Wd1ᵀ)        (output row, token tile)
 decay           decay_task         decay: exp(-exp(time_decay + (·) Wd2ᵀ))               (channel, token tile)
+                (GPU batch and prefill: decay_products, a tiled product and decay_finish_task)
 wkv             wkv_task           ref.v5.wkv_step over each row's tokens                one thread per (row, head, i)
                 (GPU prefill: lane_wkv_task)                                             lanes per (row, head, i)
 output_gate     output_gate_task   time_mix: group_norm(ln_x) · silu(gate)               (position, head)
@@ -164,6 +165,33 @@ def decay_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot
                     sc[t0 + u, s.W + c] = ti.exp(-ti.exp(vec[slot, DECAY, c] + lora))
 
 
+def decay_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the decay LoRA's second stage: DECAY_LOW's Dd columns times decay_w2's rows (`second`'s
+    columns DECAY_SECOND on) into W's columns, the exponent's LoRA term that `decay_finish_task` completes."""
+    return ((0, s.DECAY_LOW, s.W, ACT_NONE, 0, s.DECAY_SECOND),)
+
+
+@ti.func
+def decay_products(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
+                   sc: ti.template(), tile: ti.template()):
+    """`decay_task` as a tiled product (kernels/gpu_gemm.py) and an elementwise task: its lanes summed Dd = 64
+    terms per (channel, position), a subgroup sum each (62 µs a layer in a 256-token chunk on the H100)."""
+    gpu_gemm.gemm_task(second, slot, 0, s.C, s.Dd, sc, ti.static(decay_route(s)), sc, False,
+                       shape=ti.static(gpu_gemm.shape_for(tile, s.C, decay_route(s))))
+    decay_finish_task(s, vec, slot, sc)
+
+
+@ti.func
+def decay_finish_task(s: ti.template(), vec: ti.template(), slot: ti.template(), sc: ti.template()):
+    """In place, per position and channel: W = exp(-exp(time_decay + W)), W holding the LoRA term."""
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(lanes.task_range(sc.shape[0] * s.C)):
+        for rnd in range(lanes.task_rounds(thread, sc.shape[0] * s.C)):
+            e = lanes.task_item(thread, rnd)
+            t, c = e // s.C, e % s.C
+            sc[t, s.W + c] = ti.exp(-ti.exp(vec[slot, DECAY, c] + sc[t, s.W + c]))
+
+
 @ti.func
 def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.template(), layer: ti.template(),
              plan: ti.template(), sc: ti.template()):
@@ -306,7 +334,9 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             data_mix_task(s, vec, second, slot, sc, lane_tile)
         if ti.static("projections" in tasks):
             projections_task(s, mats, low, slot, sc, tile, storage)
-        if ti.static("decay" in tasks and v6 and not decay_folded):
+        if ti.static("decay" in tasks and v6 and not decay_folded and gpu_gemm.takes(tile, s.C, decay_route(s))):
+            decay_products(s, vec, second, slot, sc, tile)
+        elif ti.static("decay" in tasks and v6 and not decay_folded):
             decay_task(s, vec, second, slot, sc, lane_tile)
         if ti.static(fused and decay_folded):  # the decays made inside the WKV task
             wkv_gate_task(s, vec, S, slot, layer, plan, sc, second)
