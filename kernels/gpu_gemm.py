@@ -22,12 +22,14 @@ quantized codes) fall in 32 different banks.
 
 A `route` splits the output rows into blocks of consecutive rows that read different input columns and write
 different output columns (v6's r, k, v, g projections, each from its own mixed input): a tuple of blocks
-(first row, x_col, y_col, act[, w_first, w_col, gate_first]), first rows ascending from 0; rows o of the block
-starting at `first` read X[:, x_col:x_col+n_in] and W's row w_row + w_first + o - first (w_first: by default
+(first row, x_col, y_col, act[, w_first, w_col, gate_first, width]), first rows ascending from 0; rows o of the
+block starting at `first` read X[:, x_col:x_col+width] and W's row w_row + w_first + o - first (w_first: by default
 `first`, the rows in order) from column w_col (by default 0) on, and write column y_col + o - first, with act, times
-the gate's column gate_col + gate_first + o - first (gate_first: by default `first`). v6's data mix is a route of
-five blocks that read the same W rows, each from its own columns, and share the gate's. Every block starts on a
-multiple of the workgroup's rows (`block_rows`), so one staged input serves all of a workgroup's rows.
+the gate's column gate_col + gate_first + o - first (gate_first: by default `first`); width 0 (the default) is
+n_in, and a block's workgroups walk only its own steps (dense rows only: v7's second stages, of four widths). v6's
+data mix is a route of five blocks that read the same W rows, each from its own columns, and share the gate's.
+Every block starts on a multiple of the workgroup's rows (`block_rows`), so one staged input serves all of a
+workgroup's rows.
 
 A workgroup may also split the input steps among `groups` thread groups (a `Tiling` field), each with its own
 staged blocks and register tiles over steps g, g + groups, ...; their sums meet in shared memory at the end. Short
@@ -160,9 +162,10 @@ def gemm_items(n_out: ti.template(), T: ti.template(), rows: ti.template(), shap
 
 
 def full_block(block: tuple) -> tuple:
-    """A route block with its defaults: (first, x_col, y_col, act, w_first, w_col, gate_first)."""
+    """A route block with its defaults: (first, x_col, y_col, act, w_first, w_col, gate_first, width); width 0: the
+    product's n_in."""
     first = block[0]
-    return tuple(block) + (first, 0, first)[len(block) - 4:]
+    return tuple(block) + (first, 0, first, 0)[len(block) - 4:]
 
 
 def from_first_column(route: tuple) -> bool:
@@ -170,9 +173,14 @@ def from_first_column(route: tuple) -> bool:
     return all(full_block(block)[5] == 0 for block in route)
 
 
+def of_full_width(route: tuple) -> bool:
+    """Whether every block of the route reads all n_in columns."""
+    return all(full_block(block)[7] == 0 for block in route)
+
+
 @ti.func
 def route_of(route: ti.template(), o: ti.i32):
-    """`full_block` of the route block holding output row o, as a vector of 7 ints."""
+    """`full_block` of the route block holding output row o, as a vector of 8 ints."""
     found = ti.Vector(ti.static(full_block(route[0])), dt=ti.i32)
     for q in ti.static(range(1, len(route))):
         if o >= route[q][0]:
@@ -214,8 +222,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
     threads = ti.static(group_size * shape.groups)
-    ti.static_assert(storage == DENSE or ti.static(from_first_column(route)),
-                     "quantized rows are read from their first column")
+    ti.static_assert(storage == DENSE or ti.static(from_first_column(route) and of_full_width(route)),
+                     "quantized rows are read whole, from their first column")
     ti.static_assert(shape.groups == 1 or rows <= shape.step, "the groups' sums are added in the staged X blocks")
     ti.static_assert(shape.positions * rows % threads == 0 and shape.positions * shape.step % group_size == 0
                      and rows * shape.step % group_size == 0, "every thread stages and emits as many values")
@@ -232,13 +240,14 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             o0, t0 = block // t_blocks * rows, block % t_blocks * shape.positions
             tm, tn = gid // row_threads, gid % row_threads
             part = route_of(route, o0)
+            block_in = ti.select(part[7] > 0, part[7], n_in)  # this block's inputs (its `width`)
             entries = gpu_rows.lane_table(tid % lanes.LANES, lanes.LANES, storage)  # NF4/SF4 on CUDA: table by shuffle
             xs = ti.simt.block.SharedArray((shape.groups, shape.step, shape.positions + 1), ti.f32)
             ws = ti.simt.block.SharedArray((shape.groups, shape.step, rows + 1), ti.f32)
             acc = ti.Matrix([[0.0] * P for _ in ti.static(range(P))])  # acc[i, j]: position i, row j
-            split_steps = ((n_in + shape.step - 1) // shape.step + splits - 1) // splits
+            split_steps = ((block_in + shape.step - 1) // shape.step + splits - 1) // splits
             first_step = split * split_steps  # this workgroup's steps: first_step + r·groups + group, r < rounds
-            limit = ti.min(n_in, (first_step + split_steps) * shape.step)  # its columns end here (the others': zero)
+            limit = ti.min(block_in, (first_step + split_steps) * shape.step)  # its columns end here (others': 0)
             rounds = (split_steps + shape.groups - 1) // shape.groups
             x_next, w_next = no_x(group_size, shape), no_w(group_size, rows, storage, shape)
             # round s stages what round s - 1 loaded and multiplies it while loading round s's columns (group g's
@@ -250,7 +259,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 ti.simt.block.sync()
                 k_next = (first_step + ti.min(r, rounds - 1) * shape.groups + group) * shape.step  # last round: no if
                 x_next = stage_x(X, part[1], limit, t0, T, k_next, gid, group_size, shape)
-                w_next = fetch_w(W, layer, w_row + part[4] - part[0], part[5], o0, n_out, n_in, k_next, gid,
+                w_next = fetch_w(W, layer, w_row + part[4] - part[0], part[5], o0, n_out, block_in, k_next, gid,
                                  group_size, rows, storage, shape)
                 for kq in range(shape.step // shape.unroll):  # a loop, not unrolled whole: CUDA compiles a layer in s
                     for q in ti.static(range(shape.unroll)):

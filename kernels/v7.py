@@ -157,25 +157,14 @@ def folded_projections_task(s: ti.template(), x: ti.template(), vec: ti.template
                     emit_value(total, sc, projection_col(s, o), t, act, False, None, 0)
 
 
-def second_stage_routes(s: Shape) -> tuple:
-    """The second stages as gpu_gemm products, parts of equal width together: (width, parts, route) for each run of
-    consecutive parts of one width. Part p's block reads `second`'s rows (channel c: row c) from its first column
-    begin_p and LOW's columns begin_p on, and writes its totals into LORA's block p."""
-    widths, products, begin = (s.Dw, s.Da, s.Dg, s.Dv), [], 0
-    for part, width in enumerate(widths):
-        if products and products[-1][0] == width:
-            products[-1][1].append(part)
-        else:
-            products.append((width, [part], begin))
-        begin += width
-    return tuple((width, tuple(parts), tuple((q * s.C, s.LOW + first + q * width, s.LORA + p * s.C, ACT_NONE, 0,
-                                              first + q * width) for q, p in enumerate(parts)))
-                 for width, parts, first in products)
-
-
-def takes_second_stage_products(s: Shape, tile: int) -> bool:
-    """Whether every second-stage product (`second_stage_routes`) has a gpu_gemm workgroup shape."""
-    return all(gpu_gemm.takes(tile, len(parts) * s.C, route) for _, parts, route in second_stage_routes(s))
+def second_stage_route(s: Shape) -> tuple:
+    """gpu_gemm's route of the second stages, one block of C rows per part p (w, a, g, v) and of its own width:
+    `second`'s rows (channel c: row c) from column begin_p on, times LOW's columns begin_p on, into LORA's block p
+    (the totals `finish_channels_task` finishes)."""
+    widths = (s.Dw, s.Da, s.Dg, s.Dv)
+    begins = [sum(widths[:p]) for p in range(4)]
+    return tuple((p * s.C, s.LOW + begins[p], s.LORA + p * s.C, ACT_NONE, 0, begins[p], p * s.C, widths[p])
+                 for p in range(4))
 
 
 @ti.func
@@ -184,13 +173,12 @@ def second_stage_task(s: ti.template(), vec: ti.template(), second: ti.template(
     """The w, a, g, v second stages of the LOW columns (v: not in layer 0), each channel finished by its lines of
     ref.v7.time_mix (`finish_channel`): LORA's w and a blocks get the decay w and the rate a, PROJ's k and v the key
     and value the WKV uses, KK the unit key per head; g is written as it is. In passes where gpu_gemm takes them,
-    tiled products of the totals into LORA's blocks, then `finish_channels_task`; else `lane_second_stage_task`.
+    a tiled product of the totals into LORA's blocks, then `finish_channels_task`; else `lane_second_stage_task`.
     `keep` (after `folded_projections_task`): channel c's w row also keeps LN1 into the state (`lanes.keep_row`)."""
-    if ti.static(not lanes._given(keep) and takes_second_stage_products(s, tile)):
-        for product in ti.static(second_stage_routes(s)):
-            gpu_gemm.gemm_task(second, slot, 0, ti.static(len(product[1]) * s.C), ti.static(product[0]), sc,
-                               ti.static(product[2]), sc, False,
-                               shape=ti.static(gpu_gemm.shape_for(tile, len(product[1]) * s.C, product[2])))
+    if ti.static(not lanes._given(keep) and gpu_gemm.takes(tile, 4 * s.C, second_stage_route(s))):
+        gpu_gemm.gemm_task(second, slot, 0, 4 * s.C, ti.static(max(s.Dw, s.Da, s.Dg, s.Dv)), sc,
+                           ti.static(second_stage_route(s)), sc, False,
+                           shape=ti.static(gpu_gemm.shape_for(tile, 4 * s.C, second_stage_route(s))))
         finish_channels_task(s, vec, slot, layer, sc)
     else:
         lane_second_stage_task(s, vec, second, slot, layer, sc, ti.static(lanes.lane_tile(tile)), keep)

@@ -450,14 +450,15 @@ def assert_v7_projections(s, sc, out, W, dims_low):
 
 @given(T=st.integers(1, 11), H=st.integers(1, 4), N=st.integers(1, 20), dims_low=low_dims, layer=st.integers(0, 1),
        tile=st.sampled_from([1, 8]), seed=seeds)
-@example(T=40, H=2, N=8, dims_low=(3, 3, 5, 2), layer=1, tile=64, seed=7)  # tiled products: (w, a), g, v
-@example(T=11, H=3, N=5, dims_low=(4, 2, 2, 3), layer=0, tile=32, seed=8)  # w, (a, g), v; C not a multiple of 16
+@example(T=40, H=2, N=8, dims_low=(20, 3, 37, 5), layer=1, tile=32, seed=7)  # a tiled product: widths of 1-3 steps
+@example(T=70, H=2, N=8, dims_low=(3, 3, 5, 2), layer=1, tile=64, seed=9)
+@example(T=11, H=3, N=5, dims_low=(4, 2, 2, 3), layer=0, tile=32, seed=8)  # C = 15: the blocks start off 16 rows
 def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
     """The second stages w2, a2, g2, v2 of the LOW columns and the lines of ref.v7.time_mix that finish each channel:
     w = exp(-e^-0.5 σ(w0 + ·)), a = σ(a0 + ·), kk = l2_normalize(k k_k) per head, k (1 + (a - 1) k_a),
-    v + (v_first - v) σ(v0 + ·) (layer 0: v_first = v, and no v2). On a GPU, tiles 32 and 64 take the tiled
-    products (grouped by width: `second_stage_routes`) and the finishing task, or the lanes where a route's blocks
-    start off gpu_gemm.MIN_ROWS."""
+    v + (v_first - v) σ(v0 + ·) (layer 0: v_first = v, and no v2). On a GPU, tiles 32 and 64 take one tiled
+    product (`second_stage_route`: a block per part, each of its own width) and the finishing task, or the lanes
+    where the blocks start off a multiple of gpu_gemm.MIN_ROWS."""
     from kernels import v7
 
     rng = rng_of(seed)
