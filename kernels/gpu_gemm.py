@@ -240,7 +240,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             o0, t0 = block // t_blocks * rows, block % t_blocks * shape.positions
             tm, tn = gid // row_threads, gid % row_threads
             part = route_of(route, o0)
-            block_in = ti.select(part[7] > 0, part[7], n_in)  # this block's inputs (its `width`)
+            # this block's inputs (its `width`); n_in as before, at compile time, in a route of full-width blocks
+            block_in = n_in if ti.static(of_full_width(route)) else ti.select(part[7] > 0, part[7], n_in)
             entries = gpu_rows.lane_table(tid % lanes.LANES, lanes.LANES, storage)  # NF4/SF4 on CUDA: table by shuffle
             xs = ti.simt.block.SharedArray((shape.groups, shape.step, shape.positions + 1), ti.f32)
             ws = ti.simt.block.SharedArray((shape.groups, shape.step, rows + 1), ti.f32)

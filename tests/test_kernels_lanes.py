@@ -207,6 +207,29 @@ def test_split_counts():
     assert gpu_gemm.shape_for(64, 2048).splits == 1  # no room, no splits
 
 
+@pytest.mark.parametrize("picks", [3, 40, 130])
+def test_head_kernel(picks):
+    """kernels/head.py: logits = LN_out(x[picks]) W_headᵀ (ref.common.layer_norm, linear), a pick of -1 giving
+    zero logits (a row absent from the pass); its sizes come from the arrays at run time. 40 and 130 picks take
+    gpu_gemm's BATCH and PREFILL shapes on a GPU (engine.pass_tile), as a batch decode step and a prefill that asks
+    for every position's logits."""
+    from kernels.engine import pass_tile
+    from kernels.head import head_kernel
+
+    rng = rng_of(picks)
+    T, C, V = picks + 5, 24, 70
+    x, ln, W = normal(rng, T, C), normal(rng, 1, 2, C), normal(rng, 1, V, C, scale=0.3).astype(np.float16)
+    chosen = rng.permutation(T)[:picks].astype(np.int32)
+    chosen[1] = -1
+    logits = dev(np.zeros((picks, V), np.float32))
+    head_kernel(pass_tile(picks))(dev(x), dev(chosen), dev(ln), dev(W, ti.f16), dev(np.zeros((picks, C), np.float32)),
+                                  logits, ref.LN_EPS)
+    normed = ref.layer_norm(f64(x[np.maximum(chosen, 0)]), f64(ln[0, 0]), f64(ln[0, 1]), ref.LN_EPS)
+    normed[chosen < 0] = 0.0
+    W = f64(W[0])
+    assert_close(logits.to_numpy(), ref.linear(normed, W), np.abs(normed) @ np.abs(W).T)
+
+
 @pytest.mark.parametrize("task", ["gemm groups", "split rows", "common blocks"])
 def test_workgroup_tasks_take_several_items(task):
     """Tasks whose workgroups share memory, with more work items than Taichi's Vulkan grid (131072 threads: past it,
