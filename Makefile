@@ -24,9 +24,10 @@ serve: $(VENV)/.installed-test
 
 # Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest. The lavapipe
 # run is the longest (mostly kernel compilation, one busy thread per process), so it starts first, in two
-# pytest-xdist workers that take whole files (the files of whole models together: tests/conftest.py), while
-# everything else runs in turn beside them; the outputs are kept apart. Everything both need is installed before
-# they start.
+# pytest-xdist workers that take tests as they free up, while everything else runs in turn beside them; the outputs
+# are kept apart. Everything both need is installed before they start. (Groups of files per worker, to compile
+# shared kernels once, never took effect under pytest 9, whose node ids xdist 3.8's loadgroup cannot suffix; and
+# the files of whole models together hold ~900 s of the ~1300 s of lavapipe work, more than the run takes now.)
 test: $(VENV)/.installed-test $(LEGACY_OPENAI) system-libs browser
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-vulkan test-others
 
@@ -49,7 +50,7 @@ test-taichi-cpu: $(VENV)/.installed-test system-libs
 	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -p no:cacheprovider -m taichi
 
 test-taichi-vulkan: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -n 2 --dist loadgroup -m taichi
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -n 2 --dist load -m taichi
 
 # Debian packages, installed (as root) only when missing; without root it says what to install and goes on
 # (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)

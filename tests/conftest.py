@@ -14,17 +14,6 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=10
 settings.register_profile("dev", deadline=None, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# The files that build whole random models compile the same layer kernels: under pytest-xdist's loadgroup (the
-# Makefile's lavapipe run) they share a worker, so each kernel compiles once; every other file is a group of its own.
-MODEL_FILES = {"test_kernels_engine.py", "test_kernels_v4_v6.py", "test_conformance_taichi.py"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("models" if name in MODEL_FILES else name))
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("models")
