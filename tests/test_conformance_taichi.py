@@ -50,7 +50,7 @@ CASES = [pytest.param(p, precision, id=f"{p.stem}-{precision}") for precision in
 # 1 and 8). Compiling a version's tile-32 layer kernels is most of a case's time there (--durations, cold: v6 106 s,
 # v5.0 73 s at fp32; v5.0 40 s at fp16). v5.1 and v5.2 run v5.0's code with the gate, v7's C64 fixture the C128
 # one's code, and the fp16 cases differ only in the weights' dtype, which the tiled products' own tests take as f16
-# (tests/test_kernels_lanes.py, test_kernels_quant.py).
+# (tests/test_kernels_lanes.py, test_kernels_v7_tasks.py, test_kernels_v56_tasks.py, test_kernels_quant.py).
 WHOLE_PROMPT = ("v4_L2_C64_", "v5.0_L2_C64_", "v6_L2_C64_", "v7_L2_C128_")  # fixture names' starts
 
 

@@ -1,5 +1,5 @@
 """The Taichi kernels of `kernels/common.py` (v4), each against the reference function it mirrors, then the
-whole RWKV-7 Taichi engine against the reference engine (its tasks: tests/test_kernels_lanes.py).
+whole RWKV-7 Taichi engine against the reference engine (its tasks: tests/test_kernels_v7_tasks.py).
 Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
 
 Tolerances (spec/tolerances.md, "Taichi kernels"):

@@ -126,9 +126,10 @@ def v7_projections_runner(shape, scheme: str):
 
 def test_v7_quantized_projections_as_tiled_products():
     """A quantized group's r, k, v (u32 `mats`) and first stages (dense `low`, from row 0) at tile 64: on a GPU
-    gpu_gemm's two routes (test_kernels_lanes.py's dense case, C = 64, 70 positions), against the dequantized rows."""
+    gpu_gemm's two routes (test_kernels_v7_tasks.py's dense case, C = 64, 70 positions), against the dequantized
+    rows."""
     from kernels.quant import stack_rows
-    from test_kernels_lanes import assert_v7_projections, v7_case
+    from test_kernels_v7_tasks import assert_v7_projections, v7_case
 
     dims_low, layer = (16, 16, 16, 16), 1
     s, _, mats, _, sc = v7_case(rng_of(5), 70, 4, 16, dims_low)
@@ -143,8 +144,8 @@ def test_v7_quantized_projections_as_tiled_products():
 @pytest.mark.parametrize("version, scheme", [("v6", "int8"), ("v5.2", "sf4")])
 def test_v6_quantized_projections_as_tiled_products(version, scheme):
     """A quantized group's r, k, v, g (u32 `mats`) and v6's decay_w1 (dense `low`) at tile 64: on a GPU gpu_gemm's
-    routes (test_kernels_lanes.py's dense case), against the dequantized matrices."""
-    from test_kernels_lanes import check_v6_projections_and_decay
+    routes (test_kernels_v56_tasks.py's dense case), against the dequantized matrices."""
+    from test_kernels_v56_tasks import check_v6_projections_and_decay
 
     check_v6_projections_and_decay(70, 64, version, (4, 16, 24, 4, 16), True, 1, 3, scheme)
 

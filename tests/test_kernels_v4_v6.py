@@ -2,7 +2,7 @@
 
 (a) whole models: ragged batch, then single-token steps; logits per row within spec/tolerances.md (fp32 ≤ 1e-4,
 fp16 ≤ 1e-2 relative L2), states too; v5 and v6 run one launch per layer. (b) hypothesis: v4's recurrent kernel
-against its ref function (the v5/v6 layer kernel's tasks: tests/test_kernels_lanes.py).
+against its ref function (the v5/v6 layer kernel's tasks: tests/test_kernels_v56_tasks.py).
 Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py), one per process.
 """
 from __future__ import annotations
