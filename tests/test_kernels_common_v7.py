@@ -16,6 +16,8 @@ the ragged batch plan, the activation, the mixing convention and the weight dtyp
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -36,6 +38,7 @@ from ai00ref.weights.random_model import RandomModelSpec, random_model_tensors, 
 pytestmark = pytest.mark.taichi
 
 RTOL, ATOL = 1e-5, 1e-6  # single kernels, fp32 (see above)
+f64 = functools.partial(np.asarray, dtype=np.float64)  # the references are computed in float64
 MODEL_TOL = {"fp32": 1e-4, "fp16": 1e-2}
 SLOW = taichi_arch.ARCH == "vulkan"  # lavapipe: ~20 ms per kernel launch, so fewer whole-model examples
 MODEL_EXAMPLES = settings(max_examples=4 if SLOW else 10)

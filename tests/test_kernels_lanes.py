@@ -25,7 +25,7 @@ from kernels.launch import kernel  # noqa: E402  (a test kernel runs on the runt
 
 from ai00ref.ref import common as ref  # noqa: E402
 from test_kernels_common_v7 import (ACTIVATIONS, assert_close, dev, dims, make_plan, normal, plans,  # noqa: E402
-                                    rng_of, seeds, segments)
+                                    f64, rng_of, seeds, segments)
 
 pytestmark = pytest.mark.taichi
 
@@ -33,9 +33,6 @@ pytestmark = pytest.mark.taichi
 @pytest.fixture(scope="module", autouse=True)
 def _started(taichi_arch):
     return taichi_arch
-
-
-f64 = functools.partial(np.asarray, dtype=np.float64)
 
 
 # ---- wrapper kernels (cached: each compiles once per static configuration) ----

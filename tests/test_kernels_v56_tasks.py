@@ -1,15 +1,8 @@
 """The layer tasks of `kernels/v6.py` (RWKV-6, and RWKV-5 through the same kernel), each against the lines of
 `ai00ref/ref/v6.py`, `v5.py` (and `v4.py`'s channel mix) it mirrors.
-Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
-
-Every task is a `ti.func`; each test runs the layer kernel built with only the tasks under test. Tolerances as
-tests/test_kernels_common_v7.py (spec/tolerances.md, "Taichi kernels"): every element within 1e-5·‖ref‖₂ +
-1e-6·‖|terms|‖₂ of a float64 reference computed on the very inputs the kernel gets. Shapes are drawn so that rows
-end part-way through a lane group (LANES is 32 on CUDA, the subgroup size on Vulkan, 1 on the CPU) and token tiles
-end part-filled.
+Tolerances, arch and shapes as tests/test_kernels_lanes.py; each test runs the layer kernel built with only the
+tasks under test.
 """
-
-import functools
 
 import numpy as np
 import pytest
@@ -26,7 +19,7 @@ from ai00ref.ref import v4 as ref_v4  # noqa: E402
 from ai00ref.ref import v5 as ref_v5  # noqa: E402
 from ai00ref.ref import v6 as ref_v6  # noqa: E402
 from test_kernels_common_v7 import (assert_close, dev, make_plan, normal, plans,  # noqa: E402
-                                    rng_of, seeds, segments)
+                                    f64, rng_of, seeds, segments)
 
 pytestmark = pytest.mark.taichi
 
@@ -34,9 +27,6 @@ pytestmark = pytest.mark.taichi
 @pytest.fixture(scope="module", autouse=True)
 def _started(taichi_arch):
     return taichi_arch
-
-
-f64 = functools.partial(np.asarray, dtype=np.float64)
 
 
 # ---- kernels/v6.py (RWKV-6, and RWKV-5 through the same kernel) ----

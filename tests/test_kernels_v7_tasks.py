@@ -1,12 +1,6 @@
 """The layer tasks of `kernels/v7.py` (and kernels/v7_wkv.py), each against the lines of `ai00ref/ref/v7.py` it
 mirrors.
-Arch: env AI00REF_TAICHI_ARCH (tests/taichi_arch.py).
-
-Every task is a `ti.func`; a small wrapper kernel per test runs it alone. Tolerances as
-tests/test_kernels_common_v7.py (spec/tolerances.md, "Taichi kernels"): every element within 1e-5·‖ref‖₂ +
-1e-6·‖|terms|‖₂ of a float64 reference computed on the very inputs the kernel gets. Shapes are drawn so that rows
-end part-way through a lane group (LANES is 32 on CUDA, the subgroup size on Vulkan, 1 on the CPU) and token tiles
-end part-filled.
+Tolerances, arch and shapes as tests/test_kernels_lanes.py; a small wrapper kernel per test runs a task alone.
 """
 
 import functools
@@ -25,7 +19,7 @@ from kernels.launch import kernel  # noqa: E402  (a test kernel runs on the runt
 from ai00ref.ref import common as ref  # noqa: E402
 from ai00ref.ref import v7 as ref_v7  # noqa: E402
 from test_kernels_common_v7 import (assert_close, dev, make_plan, normal, plans,  # noqa: E402
-                                    rng_of, seeds, segments)
+                                    f64, rng_of, seeds, segments)
 
 pytestmark = pytest.mark.taichi
 
@@ -33,9 +27,6 @@ pytestmark = pytest.mark.taichi
 @pytest.fixture(scope="module", autouse=True)
 def _started(taichi_arch):
     return taichi_arch
-
-
-f64 = functools.partial(np.asarray, dtype=np.float64)
 
 
 @functools.cache
