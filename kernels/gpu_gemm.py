@@ -14,10 +14,14 @@ Must match ref.common.linear (and the activation, gate and accumulation of `lane
 §Taichi kernels: the sums add the same terms as the lane kernels, in another order.
 
 Thread layout in a group of (positions / per) × (block_rows / per) threads: thread (tm, tn), tn the fast index, owns
-positions t0 + tm + i·(positions / per) and rows o0 + tn + j·(block_rows / per), i, j < per. So at each staged column
-a warp reads block_rows/per neighbouring ws entries and 32·per/block_rows xs entries (broadcasts): no bank
-conflicts. The staged tiles are stored column-major with one padding entry per column, so a warp's staging stores
-(the `step` = 32 neighbouring columns of one position or row, whose loads are one 128-byte line of X or of
+positions t0 + tm + i·(positions / per) and rows o0 + tn + j·(block_rows / per), i, j < per; with `Tiling.run` R > 1
+its positions and rows come in runs of R neighbours (`tile_entry`: i = q·R + e holds t0 + q·(positions / per)·R +
+tm·R + e), so its loads of a staged column are runs of R neighbouring entries that start on a multiple of R (the
+staged columns are then padded by R entries: `column_padding`). On the H100 runs of 2 (PREFILL_WIDE, BATCH_WIDE)
+and 4 (BATCH) took 5-9 % off the products (benchmarks/gemm_probe.py; BENCHMARKS.md). At each staged column a warp
+reads block_rows/per neighbouring ws entries (or runs) and 32·per/block_rows xs entries (broadcasts): no bank
+conflicts. The staged tiles are stored column-major with one padding entry per column (run 1), so a warp's staging
+stores (the `step` = 32 neighbouring columns of one position or row, whose loads are one 128-byte line of X or of
 quantized codes) fall in 32 different banks.
 
 A `route` splits the output rows into blocks of consecutive rows that read different input columns and write
@@ -71,6 +75,7 @@ class Tiling(NamedTuple):
     groups: int  # thread groups splitting the input steps, their sums added at the end
     splits: int = 1  # workgroups splitting the input steps at most, their sums added by a second task (`parts`)
     fill: int = 32768  # threads from which a product in this shape fills the H100 unsplit (`split_count`)
+    run: int = 1  # a thread's positions and rows come in runs of this many neighbours (`tile_entry`)
 
 
 PASS_TILE = 64  # a pass's tile (kernels/engine.py) from which its products take the PREFILL shapes
@@ -78,9 +83,9 @@ BATCH_TILE = 32  # a pass's tile from which (below PASS_TILE) they take the BATC
 # Workgroup shapes (BENCHMARKS.md, benchmarks/gemm_probe.py on the H100): products of WIDE_OUT rows or more take the
 # wide ones, whose larger row blocks still leave enough workgroups to fill the card.
 PREFILL = Tiling(64, 32, 32, 4, 4, 1)  # (with splits it would fill at ~131072 threads: BENCHMARKS.md)
-PREFILL_WIDE = Tiling(128, 64, 16, 4, 8, 1)
-BATCH = Tiling(32, 16, 16, 4, 4, 8)
-BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4)
+PREFILL_WIDE = Tiling(128, 64, 16, 8, 8, 1, run=2)  # unroll 8 and runs of 2: 5-10 % faster than 4 and 1
+BATCH = Tiling(32, 16, 16, 8, 4, 8, run=4)  # unroll 8 and runs of 4: 5-13 % faster than 4 and 1 at batch 32
+BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4, run=2)  # runs of 2: 7-9 % faster than 1 at batch 32
 LOW_RANK = Tiling(32, 16, 16, 4, 4, 4, 16)  # at most 16 splits: `low_rank_shape`
 WIDE_OUT = 4096
 MAX_SPLITS = 4  # of a product given room for its partial sums (`shape_for`): 8 were slower than 4 at 256 positions
@@ -222,6 +227,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
     threads = ti.static(group_size * shape.groups)
+    pad = ti.static(column_padding(shape))
     ti.static_assert(storage == DENSE or ti.static(from_first_column(route) and of_full_width(route)),
                      "quantized rows are read whole, from their first column")
     ti.static_assert(shape.groups == 1 or rows <= shape.step, "the groups' sums are added in the staged X blocks")
@@ -243,8 +249,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             # this block's inputs (its `width`); n_in as before, at compile time, in a route of full-width blocks
             block_in = n_in if ti.static(of_full_width(route)) else ti.select(part[7] > 0, part[7], n_in)
             entries = gpu_rows.lane_table(tid % lanes.LANES, lanes.LANES, storage)  # NF4/SF4 on CUDA: table by shuffle
-            xs = ti.simt.block.SharedArray((shape.groups, shape.step, shape.positions + 1), ti.f32)
-            ws = ti.simt.block.SharedArray((shape.groups, shape.step, rows + 1), ti.f32)
+            xs = ti.simt.block.SharedArray((shape.groups, shape.step, shape.positions + pad), ti.f32)
+            ws = ti.simt.block.SharedArray((shape.groups, shape.step, rows + pad), ti.f32)
             acc = ti.Matrix([[0.0] * P for _ in ti.static(range(P))])  # acc[i, j]: position i, row j
             split_steps = ((block_in + shape.step - 1) // shape.step + splits - 1) // splits
             first_step = split * split_steps  # this workgroup's steps: first_step + r·groups + group, r < rounds
@@ -265,20 +271,24 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 for kq in range(shape.step // shape.unroll):  # a loop, not unrolled whole: CUDA compiles a layer in s
                     for q in ti.static(range(shape.unroll)):
                         kk = kq * shape.unroll + q
-                        x = ti.Vector([xs[group, kk, tm + i * pos_threads] for i in ti.static(range(P))])
-                        w = ti.Vector([ws[group, kk, tn + j * row_threads] for j in ti.static(range(P))])
+                        x = ti.Vector([xs[group, kk, tile_entry(tm, i, pos_threads, shape)]
+                                       for i in ti.static(range(P))])
+                        w = ti.Vector([ws[group, kk, tile_entry(tn, j, row_threads, shape)]
+                                       for j in ti.static(range(P))])
                         acc += x.outer_product(w)
                 ti.simt.block.sync()
             if ti.static(shape.groups == 1):  # the sums one at a time (loops, not unrolled: one `finish` compiled)
                 for i in range(P):
                     row = pick_row(acc, i)
+                    t = t0 + tile_entry(tm, i, pos_threads, shape)
                     for j in range(P):
-                        finish(Y, t0 + tm + i * pos_threads, o0 + tn + j * row_threads, pick(row, j), part, T,
-                               n_out, accumulate, gate, gate_col, split_parts, split, splits)
+                        finish(Y, t, o0 + tile_entry(tn, j, row_threads, shape), pick(row, j), part, T, n_out,
+                               accumulate, gate, gate_col, split_parts, split, splits)
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
-                        xs[group, tn + j * row_threads, tm + i * pos_threads] = acc[i, j]
+                        xs[group, tile_entry(tn, j, row_threads, shape), tile_entry(tm, i, pos_threads, shape)] = \
+                            acc[i, j]
                 ti.simt.block.sync()
                 for q in ti.static(range(shape.positions * rows // threads)):  # (a loop: BATCH 8 % slower)
                     e = tid + q * threads
@@ -291,6 +301,19 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) stages its own
     if ti.static(shape.splits > 1):
         split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, rows, shape, parts)
+
+
+@ti.func
+def tile_entry(thread: ti.i32, i, threads: ti.template(), shape: ti.template()):
+    """Position (or row) of a workgroup's block held in entry i of thread `thread`'s register tile, of `threads` threads
+    along that side: runs of shape.run neighbours, the threads' runs side by side (run 1: i·threads + thread)."""
+    return i // shape.run * threads * shape.run + thread * shape.run + i % shape.run
+
+
+def column_padding(shape: Tiling) -> int:
+    """Entries after each staged column: one (the staging stores fall in distinct banks), or shape.run, so that every
+    thread's runs start on a multiple of shape.run entries (loads of run neighbours may go together)."""
+    return 1 if shape.run == 1 else shape.run
 
 
 @ti.func
