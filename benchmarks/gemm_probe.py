@@ -44,6 +44,18 @@ def gemm_product(shape: gpu_gemm.Tiling):
     return product
 
 
+@functools.cache
+def route_product(shape: gpu_gemm.Tiling, blocks: int, C: int, kind: str = "apart"):
+    """A product of blocks·C rows in `blocks` route blocks, as v6's and v7's projections: block m reads columns m·C of
+    a scratch array ("same": all read columns 0 on) and writes its columns (blocks + m)·C (X and Y the same array)."""
+    route = tuple((m * C, 0 if kind == "same" else m * C, (blocks + m) * C, ACT_NONE) for m in range(blocks))
+
+    @kernel
+    def product(W: ti.types.ndarray(), X: ti.types.ndarray()):
+        gpu_gemm.gemm_task(W, 0, 0, blocks * C, C, X, route, X, False, shape=shape)
+    return product
+
+
 def product_of(variant: str):
     """The kernel of a variant, and its number of splits (the room its partial sums take)."""
     if variant == "lanes":
@@ -68,7 +80,12 @@ def main() -> None:
     parser.add_argument("--variants", default=VARIANTS)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warm-up", type=float, default=0.5, help="seconds of load before each case")
+    parser.add_argument("--route", type=int, default=0, help="blocks of a routed product (out = blocks·in)")
+    parser.add_argument("--pad", type=int, default=0, help="columns after a routed product's scratch columns")
+    parser.add_argument("--route-kind", default="apart", help="apart: each block its own input columns; same: one")
     args = parser.parse_args()
+    if args.route:
+        return main_route(args)
     kernels.init("vulkan", "commands")
     print(f"device {arrays.context().name}", flush=True)
     rng = np.random.default_rng(0)
@@ -93,6 +110,30 @@ def main() -> None:
                 tflops = 2 * T * n_out * n_in / seconds / 1e12
                 print(f"RESULT {variant:18s} T={T:4d} {shape:9s} {seconds * 1e6:8.1f} us {tflops:6.2f} TFLOP/s "
                       f"err {err:.1e}", flush=True)
+
+
+def main_route(args) -> None:
+    """--route B: each variant (no splits) as a product of B blocks reading and writing one scratch array."""
+    kernels.init("vulkan", "commands")
+    print(f"device {arrays.context().name}", flush=True)
+    rng = np.random.default_rng(0)
+    C = int(args.shapes.split(",")[0].split("x")[1])
+    for T in (int(v) for v in args.positions.split(",")):
+        w = (rng.standard_normal((1, args.route * C, C), dtype=np.float32) / np.sqrt(C)).astype(np.float16)
+        x = rng.standard_normal((T, 2 * args.route * C + args.pad), dtype=np.float32)
+        start = (lambda m: 0) if args.route_kind == "same" else (lambda m: m * C)  # noqa: E731
+        want = np.concatenate([x[:, start(m):start(m) + C].astype(np.float64) @ w[0, m * C:(m + 1) * C].T
+                               for m in range(args.route)], axis=1)
+        W = arrays.upload(w, ti.f16)
+        for variant in args.variants.split(","):
+            fn = route_product(gpu_gemm.Tiling(*(int(v) for v in variant.split("x"))), args.route, C, args.route_kind)
+            X = arrays.upload(x, ti.f32)
+            fn(W, X)
+            err = np.abs(X.to_numpy()[:, args.route * C:2 * args.route * C] - want).max() / np.abs(want).max()
+            seconds = median_call([(fn.compiled, (W, X))] * args.repeats, args.warm_up)
+            tflops = 2 * T * args.route * C * C / seconds / 1e12
+            print(f"RESULT route{args.route} {args.route_kind} pad {args.pad} {variant:18s} T={T:4d} {seconds * 1e6:8.1f} us {tflops:6.2f} TFLOP/s "
+                  f"err {err:.1e}", flush=True)
 
 
 if __name__ == "__main__":

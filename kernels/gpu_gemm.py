@@ -85,7 +85,7 @@ BATCH_TILE = 32  # a pass's tile from which (below PASS_TILE) they take the BATC
 PREFILL = Tiling(64, 32, 32, 4, 4, 1)  # (with splits it would fill at ~131072 threads: BENCHMARKS.md)
 PREFILL_WIDE = Tiling(128, 64, 16, 8, 8, 1, run=2)  # unroll 8 and runs of 2: 5-10 % faster than 4 and 1
 BATCH = Tiling(32, 16, 16, 8, 4, 8, run=4)  # unroll 8 and runs of 4: 5-13 % faster than 4 and 1 at batch 32
-BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 4, run=2)  # runs of 2: 7-9 % faster than 1 at batch 32
+BATCH_WIDE = Tiling(32, 32, 32, 8, 4, 2, run=2)  # 2 groups: 4 ran v7's 3-block r, k, v route at half speed
 LOW_RANK = Tiling(32, 16, 16, 4, 4, 4, 16)  # at most 16 splits: `low_rank_shape`
 WIDE_OUT = 4096
 MAX_SPLITS = 4  # of a product given room for its partial sums (`shape_for`): 8 were slower than 4 at 256 positions

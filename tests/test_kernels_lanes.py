@@ -177,12 +177,12 @@ def split_count(shape, T: int, n_out: int, rows: int) -> int:
 
 def test_split_counts():
     """The splits a pass gives products with room for four (the output and channel-mix products of C = 2048 rows) on
-    the H100's measure (`Tiling.fill`): four in a 256-token chunk, two in 512, none in 1024; two at batch 32; a
-    product of 7168 rows none."""
+    the H100's measure (`Tiling.fill`): four in a 256-token chunk, two in 512, none in 1024; four at batch 32 (BATCH_WIDE
+    has 128 threads a workgroup); a product of 7168 rows none."""
     from kernels import gpu_gemm, lanes
     if lanes.LANES == 1:
         pytest.skip("the CPU runs the lane kernels")
-    for tile, T, n_out, want in ((64, 256, 2048, 4), (64, 512, 2048, 2), (64, 1024, 2048, 1), (32, 32, 2048, 2),
+    for tile, T, n_out, want in ((64, 256, 2048, 4), (64, 512, 2048, 2), (64, 1024, 2048, 1), (32, 32, 2048, 4),
                                  (64, 256, 7168, 1), (32, 32, 7168, 1)):
         shape = gpu_gemm.shape_for(tile, n_out, room=4 * n_out)
         assert shape.splits == 4
