@@ -168,7 +168,7 @@ def test_v7_second_stage(T, H, N, dims_low, layer, tile, seed):
 @example(lengths=[2, 5], H=2, N=16, layer=1, tile=64, seed=2)  # the prefill WKV, always: keys shared by the lanes
 @example(lengths=[4, 1, 3], H=1, N=12, layer=0, tile=64, seed=3)  # ... and lanes past a head of 12 keys
 @example(lengths=[45, 3, 0], H=1, N=8, layer=1, tile=64, seed=4)  # outputs stored LANES steps at a time; an empty row
-@example(lengths=[40, 9], H=2, N=16, layer=0, tile=64, seed=5)  # every value row and step of the staged blocks
+@example(lengths=[40, 9], H=2, N=16, layer=0, tile=64, seed=5)  # long rows of 16 keys: two a lane on lavapipe
 def test_v7_wkv_gate_task(lengths, H, N, layer, tile, seed):
     """ref.v7.wkv_step looped over each row of a ragged batch, from a random (not zero) state, then the output gate
     (group_norm(y; ln_x) + (Σ_head r k r_k) v) * g, the last lines of ref.v7.time_mix. On a GPU, tile 1 runs the
