@@ -132,8 +132,8 @@ def main_route(args) -> None:
             err = np.abs(X.to_numpy()[:, args.route * C:2 * args.route * C] - want).max() / np.abs(want).max()
             seconds = median_call([(fn.compiled, (W, X))] * args.repeats, args.warm_up)
             tflops = 2 * T * args.route * C * C / seconds / 1e12
-            print(f"RESULT route{args.route} {args.route_kind} pad {args.pad} {variant:18s} T={T:4d} {seconds * 1e6:8.1f} us {tflops:6.2f} TFLOP/s "
-                  f"err {err:.1e}", flush=True)
+            print(f"RESULT route{args.route} {args.route_kind} pad {args.pad} {variant:18s} T={T:4d} "
+                  f"{seconds * 1e6:8.1f} us {tflops:6.2f} TFLOP/s err {err:.1e}", flush=True)
 
 
 if __name__ == "__main__":

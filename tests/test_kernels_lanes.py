@@ -177,8 +177,8 @@ def split_count(shape, T: int, n_out: int, rows: int) -> int:
 
 def test_split_counts():
     """The splits a pass gives products with room for four (the output and channel-mix products of C = 2048 rows) on
-    the H100's measure (`Tiling.fill`): four in a 256-token chunk, two in 512, none in 1024; four at batch 32 (BATCH_WIDE
-    has 128 threads a workgroup); a product of 7168 rows none."""
+    the H100's measure (`Tiling.fill`): four in a 256-token chunk, two in 512, none in 1024; four at batch 32
+    (BATCH_WIDE has 128 threads a workgroup); a product of 7168 rows none."""
     from kernels import gpu_gemm, lanes
     if lanes.LANES == 1:
         pytest.skip("the CPU runs the lane kernels")
@@ -278,8 +278,8 @@ def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated
     G = normal(rng, T, g_col + n_out + 1)
     code, fn = ACTIVATIONS[act]
     Y = dev(Y0)
-    linear_runner(code, accumulate, tile, gated, (n_out, n_in) if static_sizes else ())(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in,
-                                                 dev(X), x_col, Y, y_col, dev(G), g_col)
+    run = linear_runner(code, accumulate, tile, gated, (n_out, n_in) if static_sizes else ())
+    run(dev(W, ti.f16 if f16 else ti.f32), layer, w_row, n_out, n_in, dev(X), x_col, Y, y_col, dev(G), g_col)
     used_W, used_X = f64(W[layer, w_row:w_row + n_out, :n_in]), f64(X[:, x_col:x_col + n_in])
     s = ref.linear(used_X, used_W)
     terms = np.abs(used_X) @ np.abs(used_W).T
