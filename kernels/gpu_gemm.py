@@ -15,7 +15,7 @@ Must match ref.common.linear (and the activation, gate and accumulation of `lane
 
 Thread layout in a group of (positions / per) × (block_rows / per) threads: thread (tm, tn), tn the fast index, owns
 positions t0 + tm + i·(positions / per) and rows o0 + tn + j·(block_rows / per), i, j < per; with `Tiling.run` R > 1
-its positions and rows come in runs of R neighbours (`tile_entry`: i = q·R + e holds t0 + q·(positions / per)·R +
+its positions and rows come in runs of R neighbours (`tile_offset`: i = q·R + e holds t0 + q·(positions / per)·R +
 tm·R + e), so its loads of a staged column are runs of R neighbouring entries that start on a multiple of R (the
 staged columns are then padded by R entries: `column_padding`). On the H100 runs of 2 (PREFILL_WIDE, BATCH_WIDE)
 and 4 (BATCH) took 5-9 % off the products (benchmarks/gemm_probe.py; BENCHMARKS.md). At each staged column a warp
@@ -75,7 +75,7 @@ class Tiling(NamedTuple):
     groups: int  # thread groups splitting the input steps, their sums added at the end
     splits: int = 1  # workgroups splitting the input steps at most, their sums added by a second task (`parts`)
     fill: int = 32768  # threads from which a product in this shape fills the H100 unsplit (`split_count`)
-    run: int = 1  # a thread's positions and rows come in runs of this many neighbours (`tile_entry`)
+    run: int = 1  # a thread's positions and rows come in runs of this many neighbours (`tile_offset`)
 
 
 PASS_TILE = 64  # a pass's tile (kernels/engine.py) from which its products take the PREFILL shapes
@@ -84,8 +84,10 @@ BATCH_TILE = 32  # a pass's tile from which (below PASS_TILE) they take the BATC
 # wide ones, whose larger row blocks still leave enough workgroups to fill the card.
 PREFILL = Tiling(64, 32, 32, 4, 4, 1)  # (with splits it would fill at ~131072 threads: BENCHMARKS.md)
 PREFILL_WIDE = Tiling(128, 64, 16, 8, 8, 1, run=2)  # unroll 8 and runs of 2: 5-10 % faster than 4 and 1
-BATCH = Tiling(32, 16, 16, 8, 4, 8, run=4)  # unroll 8 and runs of 4: 5-13 % faster than 4 and 1 at batch 32
-BATCH_WIDE = Tiling(32, 32, 32, 8, 4, 2, run=2)  # 2 groups: 4 ran v7's 3-block r, k, v route at half speed
+BATCH = Tiling(32, 16, 16, 4, 4, 8, run=4)  # runs of 4: 5-7 % faster than 1 at batch 32
+BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 2, run=2)  # 2 groups: 4 ran v7's 3-block r, k, v route at half speed
+# (unroll 8 took another 3-8 % off the batch shapes, and made a v6 layer compile ~15 % longer on lavapipe: CI's
+# 15 minutes; PREFILL_WIDE's unroll 8 costs no compile time)
 LOW_RANK = Tiling(32, 16, 16, 4, 4, 4, 16)  # at most 16 splits: `low_rank_shape`
 WIDE_OUT = 4096
 MAX_SPLITS = 4  # of a product given room for its partial sums (`shape_for`): 8 were slower than 4 at 256 positions
@@ -224,7 +226,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     rows = ti.static(block_rows(route, shape))
     split_parts = ti.static(parts if ti.static(shape.splits > 1) else None)  # where `finish` keeps a split's sums
     P = ti.static(shape.per)
-    pos_threads, row_threads = ti.static(shape.positions // P), ti.static(rows // P)
+    pos_threads = ti.static(shape.positions // P)  # one name per ti.static: a tuple's would be run-time values
+    row_threads = ti.static(rows // P)
     group_size = ti.static(group_threads(shape, rows))
     threads = ti.static(group_size * shape.groups)
     pad = ti.static(column_padding(shape))
@@ -245,6 +248,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             t_blocks = (T + shape.positions - 1) // shape.positions
             o0, t0 = block // t_blocks * rows, block % t_blocks * shape.positions
             tm, tn = gid // row_threads, gid % row_threads
+            first_position, first_row = tm * shape.run, tn * shape.run  # the thread's first entries (`tile_offset`)
             part = route_of(route, o0)
             # this block's inputs (its `width`); n_in as before, at compile time, in a route of full-width blocks
             block_in = n_in if ti.static(of_full_width(route)) else ti.select(part[7] > 0, part[7], n_in)
@@ -271,9 +275,9 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 for kq in range(shape.step // shape.unroll):  # a loop, not unrolled whole: CUDA compiles a layer in s
                     for q in ti.static(range(shape.unroll)):
                         kk = kq * shape.unroll + q
-                        x = ti.Vector([xs[group, kk, tile_entry(tm, i, pos_threads, shape)]
+                        x = ti.Vector([xs[group, kk, first_position + ti.static(tile_offset(i, pos_threads, shape))]
                                        for i in ti.static(range(P))])
-                        w = ti.Vector([ws[group, kk, tile_entry(tn, j, row_threads, shape)]
+                        w = ti.Vector([ws[group, kk, first_row + ti.static(tile_offset(j, row_threads, shape))]
                                        for j in ti.static(range(P))])
                         acc += x.outer_product(w)
                 ti.simt.block.sync()
@@ -287,8 +291,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
-                        xs[group, tile_entry(tn, j, row_threads, shape), tile_entry(tm, i, pos_threads, shape)] = \
-                            acc[i, j]
+                        xs[group, first_row + ti.static(tile_offset(j, row_threads, shape)),
+                           first_position + ti.static(tile_offset(i, pos_threads, shape))] = acc[i, j]
                 ti.simt.block.sync()
                 for q in ti.static(range(shape.positions * rows // threads)):  # (a loop: BATCH 8 % slower)
                     e = tid + q * threads
@@ -303,11 +307,21 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
         split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, rows, shape, parts)
 
 
+def tile_offset(i: int, threads: int, shape: Tiling) -> int:
+    """Where entry i of a thread's register tile sits in the workgroup's block (positions, or rows, of `threads`
+    threads along that side), from the thread's first entry (thread·run): runs of shape.run neighbours, the threads'
+    runs side by side (run 1: i·threads). Called in ti.static: the multiply loop indexes the staged blocks at a
+    run-time base plus constants (a ti.func per index made a v6 layer compile 40 % longer on lavapipe)."""
+    return i // shape.run * threads * shape.run + i % shape.run
+
+
 @ti.func
-def tile_entry(thread: ti.i32, i, threads: ti.template(), shape: ti.template()):
-    """Position (or row) of a workgroup's block held in entry i of thread `thread`'s register tile, of `threads` threads
-    along that side: runs of shape.run neighbours, the threads' runs side by side (run 1: i·threads + thread)."""
-    return i // shape.run * threads * shape.run + thread * shape.run + i % shape.run
+def tile_entry(thread: ti.i32, i: ti.i32, threads: ti.template(), shape: ti.template()) -> ti.i32:
+    """`tile_offset` from thread `thread`'s first entry, i known at run time (the epilogue's loops)."""
+    entry = i * threads + thread
+    if ti.static(shape.run > 1):
+        entry = i // shape.run * threads * shape.run + thread * shape.run + i % shape.run
+    return entry
 
 
 def column_padding(shape: Tiling) -> int:

@@ -133,8 +133,7 @@ def gemm_runner(shape, route: tuple, n_out: int, n_in: int):
 
 @pytest.mark.parametrize("name, n_out, splits", [
     ("PREFILL", 100, 1), ("PREFILL_WIDE", 100, 1), ("BATCH", 100, 1), ("BATCH_WIDE", 100, 1), ("LOW_RANK", 100, 7),
-    ("LOW_RANK/2", 100, 2), ("PREFILL_WIDE/3", 100, 3), ("BATCH_WIDE/2", 100, 2), ("BATCH_WIDE/2", 1024, 1),
-    ("PREFILL_WIDE@4", 100, 1), ("PREFILL@4", 100, 1), ("BATCH@1", 100, 1), ("PREFILL_WIDE/3@1", 100, 3)])
+    ("LOW_RANK/2", 100, 2), ("PREFILL_WIDE/3", 100, 3), ("BATCH_WIDE/2", 100, 2), ("BATCH_WIDE/2", 1024, 1)])
 def test_gemm_task_shapes(name, n_out, splits):
     """gpu_gemm.gemm_task in each workgroup shape the engine uses (the wide ones take products of WIDE_OUT rows and
     more, which no test model has, and split ones): a route of two blocks, each reading its own input columns and
@@ -143,13 +142,11 @@ def test_gemm_task_shapes(name, n_out, splits):
     of a shape without splits takes at least one step. Split products keep their sums from column 5 of a parts
     array, and a pass splits a product as far as its threads stay below the shape's `fill` (`split_count`): LOW_RANK 7
     splits of 2, 2, 2, 2, 1 steps and two empty; "/N": at most N splits, here of 5 and 4 steps (BATCH_WIDE), 3 of 3
-    (PREFILL_WIDE); 1024 rows of BATCH_WIDE fill the card unsplit, and the parts go unused. "@R": the register tiles
-    in runs of R neighbouring positions and rows (`Tiling.run`; PREFILL_WIDE's are 2, BATCH's 4, the others' 1)."""
+    (PREFILL_WIDE); 1024 rows of BATCH_WIDE fill the card unsplit, and the parts go unused. The register tiles come
+    in runs of 1 (PREFILL, LOW_RANK), 2 (PREFILL_WIDE, BATCH_WIDE: several runs a thread) and 4 (BATCH: one run),
+    `Tiling.run`."""
     from kernels import gpu_gemm
-    name, _, run = name.partition("@")
     shape = getattr(gpu_gemm, name.split("/")[0])
-    if run:
-        shape = shape._replace(run=int(run))
     if "/" in name:
         shape = shape._replace(splits=int(name.split("/")[1]))
     assert split_count(shape, 133, n_out, min(shape.rows, 64)) == splits
