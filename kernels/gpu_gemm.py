@@ -86,8 +86,8 @@ PREFILL = Tiling(64, 32, 32, 4, 4, 1)  # (with splits it would fill at ~131072 t
 PREFILL_WIDE = Tiling(128, 64, 16, 8, 8, 1, run=2)  # unroll 8 and runs of 2: 5-10 % faster than 4 and 1
 BATCH = Tiling(32, 16, 16, 4, 4, 8, run=4)  # runs of 4: 5-7 % faster than 1 at batch 32
 BATCH_WIDE = Tiling(32, 32, 32, 4, 4, 2, run=2)  # 2 groups: 4 ran v7's 3-block r, k, v route at half speed
-# (unroll 8 took another 3-8 % off the batch shapes, and made a v6 layer compile ~15 % longer on lavapipe: CI's
-# 15 minutes; PREFILL_WIDE's unroll 8 costs no compile time)
+# (unroll 8 took another 3-8 % off the batch shapes, and made a v6 model's first passes compile ~12 % longer on
+# lavapipe: CI's 15 minutes; PREFILL_WIDE's unroll 8 costs no compile time)
 LOW_RANK = Tiling(32, 16, 16, 4, 4, 4, 16)  # at most 16 splits: `low_rank_shape`
 WIDE_OUT = 4096
 MAX_SPLITS = 4  # of a product given room for its partial sums (`shape_for`): 8 were slower than 4 at 256 positions
@@ -311,7 +311,8 @@ def tile_offset(i: int, threads: int, shape: Tiling) -> int:
     """Where entry i of a thread's register tile sits in the workgroup's block (positions, or rows, of `threads`
     threads along that side), from the thread's first entry (thread·run): runs of shape.run neighbours, the threads'
     runs side by side (run 1: i·threads). Called in ti.static: the multiply loop indexes the staged blocks at a
-    run-time base plus constants (a ti.func per index made a v6 layer compile 40 % longer on lavapipe)."""
+    run-time base plus constants (a ti.func per index made a v6 model's first passes compile ~8 % longer on
+    lavapipe: BENCHMARKS.md)."""
     return i // shape.run * threads * shape.run + i % shape.run
 
 
