@@ -35,18 +35,13 @@ from ai00ref.weights.canonical import canonical_weights
 from ai00ref.weights.convert import pth_to_st_tensors
 from ai00ref.weights.random_model import RandomModelSpec, random_model_tensors, write_random_model
 
-pytestmark = pytest.mark.taichi
+pytestmark = [pytest.mark.taichi, pytest.mark.usefixtures("taichi_arch")]  # Taichi started first
 
 RTOL, ATOL = 1e-5, 1e-6  # single kernels, fp32 (see above)
 f64 = functools.partial(np.asarray, dtype=np.float64)  # the references are computed in float64
 MODEL_TOL = {"fp32": 1e-4, "fp16": 1e-2}
 SLOW = taichi_arch.ARCH == "vulkan"  # lavapipe: ~20 ms per kernel launch, so fewer whole-model examples
 MODEL_EXAMPLES = settings(max_examples=4 if SLOW else 10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _started(taichi_arch):
-    return taichi_arch
 
 
 # ---- helpers ----

@@ -27,12 +27,7 @@ from ai00ref.ref import common as ref  # noqa: E402
 from test_kernels_common_v7 import (ACTIVATIONS, assert_close, dev, dims, make_plan, normal, plans,  # noqa: E402
                                     f64, rng_of, seeds, segments)
 
-pytestmark = pytest.mark.taichi
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _started(taichi_arch):
-    return taichi_arch
+pytestmark = [pytest.mark.taichi, pytest.mark.usefixtures("taichi_arch")]  # Taichi started first
 
 
 # ---- wrapper kernels (cached: each compiles once per static configuration) ----

@@ -22,12 +22,7 @@ from ai00ref.ref import common as ref  # noqa: E402
 from ai00ref.weights.quant import SCHEMES, quantize  # noqa: E402
 from test_kernels_common_v7 import assert_close, dev, normal, rng_of, seeds  # noqa: E402
 
-pytestmark = pytest.mark.taichi
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _started(taichi_arch):
-    return taichi_arch
+pytestmark = [pytest.mark.taichi, pytest.mark.usefixtures("taichi_arch")]  # Taichi started first
 
 
 def u32(array):

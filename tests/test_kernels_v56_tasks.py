@@ -21,12 +21,7 @@ from ai00ref.ref import v6 as ref_v6  # noqa: E402
 from test_kernels_common_v7 import (assert_close, dev, make_plan, normal, plans,  # noqa: E402
                                     f64, rng_of, seeds, segments)
 
-pytestmark = pytest.mark.taichi
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _started(taichi_arch):
-    return taichi_arch
+pytestmark = [pytest.mark.taichi, pytest.mark.usefixtures("taichi_arch")]  # Taichi started first
 
 
 # ---- kernels/v6.py (RWKV-6, and RWKV-5 through the same kernel) ----
