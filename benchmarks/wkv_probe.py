@@ -45,16 +45,6 @@ def group_sum(value: ti.f32, K: ti.template(), tid: ti.i32, step: ti.i32, red: t
     return total
 
 
-@ti.func
-def inputs_at(s: ti.template(), sc: ti.template(), t: ti.i32, h: ti.i32, i: ti.i32, keys: ti.template()):
-    N = ti.static(s.N)
-    R, K, V = s.PROJ, s.PROJ + s.C, s.PROJ + 2 * s.C
-    r = ti.Vector([sc[t, R + h * N + keys[m]] for m in ti.static(range(keys.n))])
-    k = ti.Vector([sc[t, K + h * N + keys[m]] for m in ti.static(range(keys.n))])
-    w = ti.Vector([sc[t, s.W + h * N + keys[m]] for m in ti.static(range(keys.n))])
-    return r, k, w, sc[t, V + h * N + i]
-
-
 @functools.cache
 def grouped(s: Shape, K: int, D: int, reduce: str = "shared", load: bool = True):
     """The k{K}d{D} variant's kernel; `reduce`: "shared" (group_sum), "subgroup" (K = LANES: the subgroup's own sum)
@@ -77,7 +67,8 @@ def grouped(s: Shape, K: int, D: int, reduce: str = "shared", load: bool = True)
             queue_w = ti.Matrix([[0.0] * M for _ in ti.static(range(D))])
             queue_v = ti.Vector([0.0] * D)
             for d in ti.static(range(D)):
-                r, k, w, v = inputs_at(s, sc, ti.min(start + ti.min(d, ti.max(length - 1, 0)), T - 1), h, i, keys)
+                at = ti.min(start + ti.min(d, ti.max(length - 1, 0)), T - 1)
+                r, k, w, v = v6.wkv_inputs(s, vec, 0, sc, at, h, i, keys)
                 for m in ti.static(range(M)):
                     queue_r[d, m], queue_k[d, m], queue_w[d, m] = r[m], k[m], w[m]
                 queue_v[d] = v
@@ -95,7 +86,7 @@ def grouped(s: Shape, K: int, D: int, reduce: str = "shared", load: bool = True)
                 ahead = ti.min(start + ti.min(step + D, ti.max(length - 1, 0)), T - 1)
                 if ti.static(not load):
                     ahead = ti.min(start, T - 1)
-                r, k, w, v = inputs_at(s, sc, ahead, h, i, keys)
+                r, k, w, v = v6.wkv_inputs(s, vec, 0, sc, ahead, h, i, keys)
                 for m in ti.static(range(M)):
                     queue_r[D - 1, m], queue_k[D - 1, m], queue_w[D - 1, m] = r[m], k[m], w[m]
                 queue_v[D - 1] = v
@@ -139,13 +130,13 @@ def columns(s: Shape, CT: int):
             state = ti.Matrix([[S[b, 0, h, keys[m], i0 + c] for c in ti.static(range(CT))]
                                for m in ti.static(range(M))])
             u = ti.Vector([vec[0, BONUS, h * N + keys[m]] for m in ti.static(range(M))])
-            r, k, w, _ = inputs_at(s, sc, ti.min(start, T - 1), h, i0, keys)
+            r, k, w, _ = v6.wkv_inputs(s, vec, 0, sc, ti.min(start, T - 1), h, i0, keys)
             v = ti.Vector([sc[ti.min(start, T - 1), s.PROJ + 2 * s.C + h * N + i0 + c] for c in ti.static(range(CT))])
             kept = ti.Vector([0.0] * CT)
             for step in range(length):
                 r_now, k_now, w_now, v_now = r, k, w, v
                 ahead = ti.min(start + ti.min(step + 1, ti.max(length - 1, 0)), T - 1)
-                r, k, w, _ = inputs_at(s, sc, ahead, h, i0, keys)
+                r, k, w, _ = v6.wkv_inputs(s, vec, 0, sc, ahead, h, i0, keys)
                 v = ti.Vector([sc[ahead, s.PROJ + 2 * s.C + h * N + i0 + c] for c in ti.static(range(CT))])
                 for c in ti.static(range(CT)):
                     part = 0.0
