@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.taichi, pytest.mark.conformance]
 FIXTURES = [p for p in runner.fixture_paths() if "_L2_" in p.stem]
 # lavapipe is slow (a software device). The file readers are the same for every backend and every file holds the same
 # numbers, so there fp32 runs the fp32 .pth (with init_file) and fp16 the fp16 .pth (v5.0's .st is n/a)
-SLOW = taichi_arch.ARCH == "vulkan"
+SLOW = taichi_arch.SLOW
 FP32_FILES = ("pth-fp32",) if SLOW else runner.FILE_TYPES
 FP16_FILES = ("pth-fp16",) if SLOW else runner.FILE_TYPES
 
@@ -41,10 +41,18 @@ def kernel_module(variant: str):
         pytest.skip(f"{name} does not import yet: {e}")
 
 
-# (fixture, precision); on lavapipe the C128 fixture runs at fp32 only (it alone costs as much as three C64 ones),
-# and so does v5.1's, whose kernels are v5.2's (spec/v5.md §1: v5.1 is read as v5.2; its fixture checks the loader)
+# (fixture, precision); on lavapipe only v4's and v6's fixtures run at fp16 too. An fp16 case differs from its fp32
+# one only in the weights' dtype; v5.x run parts of v6's layer (v5.1 is read as v5.2, spec/v5.md §1), and v7's fp16
+# whole models are tests/test_kernels_engine.py's and test_kernels_common_v7.py's (~30 s a case saved there)
+FP16_ON_LAVAPIPE = ("v4_L2_C64_", "v6_L2_C64_")
+
+
+def runs_here(path, precision: str) -> bool:
+    return not SLOW or precision == "fp32" or path.stem.startswith(FP16_ON_LAVAPIPE)
+
+
 CASES = [pytest.param(p, precision, id=f"{p.stem}-{precision}") for precision in ("fp32", "fp16") for p in FIXTURES
-         if not (SLOW and precision == "fp16" and ("_C128_" in p.stem or p.stem.startswith("v5.1_")))]
+         if runs_here(p, precision)]
 # On lavapipe the 24-token prompt goes in one pass (tile 32: gpu_gemm's BATCH shapes) only in the fp32 cases of
 # WHOLE_PROMPT, each the test of one tile-32 layer code (v6's layer holds v5's parts; v7's C128 fixture fills whole
 # workgroups); the other cases take it in passes of at most 16 positions (tiles 1 and 8). Compiling a version's

@@ -40,8 +40,7 @@ pytestmark = [pytest.mark.taichi, pytest.mark.usefixtures("taichi_arch")]  # Tai
 RTOL, ATOL = 1e-5, 1e-6  # single kernels, fp32 (see above)
 f64 = functools.partial(np.asarray, dtype=np.float64)  # the references are computed in float64
 MODEL_TOL = {"fp32": 1e-4, "fp16": 1e-2}
-SLOW = taichi_arch.ARCH == "vulkan"  # lavapipe: ~20 ms per kernel launch, so fewer whole-model examples
-MODEL_EXAMPLES = settings(max_examples=4 if SLOW else 10)
+MODEL_EXAMPLES = settings(max_examples=4 if taichi_arch.SLOW else 10)  # lavapipe: fewer whole-model examples
 
 
 # ---- helpers ----
