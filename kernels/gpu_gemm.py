@@ -61,6 +61,7 @@ from typing import NamedTuple
 import taichi as ti
 
 from kernels import gpu_rows, lanes
+from kernels.gemm_epilogue import emit, emit_inputs, finish, pick, pick_row, tile_inputs
 from kernels.gemm_staging import fetch_w, no_w, no_x, stage_x, store_w, store_x
 from kernels.quant import DENSE
 
@@ -196,22 +197,6 @@ def route_of(route: ti.template(), o: ti.i32):
 
 
 @ti.func
-def emit(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.template(), T: ti.i32, n_out: ti.i32,
-         accumulate: ti.template(), gate: ti.template(), gate_col: ti.template()):
-    """One output: Y[t, y_col + o - first] (+)= act(total), times gate[t, gate_col + gate_first + o - first] when
-    given."""
-    if t < T and o < n_out:
-        s = lanes.activate(total, block[3])
-        if ti.static(lanes._given(gate)):
-            s *= gate[t, gate_col + block[6] + o - block[0]]
-        col = block[2] + o - block[0]
-        if ti.static(accumulate):
-            Y[t, col] = Y[t, col] + s
-        else:
-            Y[t, col] = s
-
-
-@ti.func
 def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_out: ti.template(),
               n_in: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
               accumulate: ti.template(), gate: ti.template() = None, gate_col: ti.template() = 0,
@@ -228,6 +213,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
     P = ti.static(shape.per)
     pos_threads = ti.static(shape.positions // P)  # one name per ti.static: a tuple's would be run-time values
     row_threads = ti.static(rows // P)
+    row_offsets = ti.static(tile_offsets(row_threads, shape))  # a thread's rows from its first (`tile_inputs`)
     group_size = ti.static(group_threads(shape, rows))
     threads = ti.static(group_size * shape.groups)
     pad = ti.static(column_padding(shape))
@@ -285,23 +271,28 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 for i in range(P):
                     row = pick_row(acc, i)
                     t = t0 + tile_entry(tm, i, pos_threads, shape)
+                    inputs = tile_inputs(Y, t, o0 + first_row, ti.static(row_offsets), part, T, n_out, accumulate,
+                                         gate, gate_col)
                     for j in range(P):
                         finish(Y, t, o0 + tile_entry(tn, j, row_threads, shape), pick(row, j), part, T, n_out,
-                               accumulate, gate, gate_col, split_parts, split, splits)
+                               accumulate, gate, pick_row(inputs, j), split_parts, split, splits)
             else:  # each group's sums into its staged X block (xs[group, row, position]), then added over the groups
                 for i in ti.static(range(P)):
                     for j in ti.static(range(P)):
                         xs[group, first_row + ti.static(tile_offset(j, row_threads, shape)),
                            first_position + ti.static(tile_offset(i, pos_threads, shape))] = acc[i, j]
                 ti.simt.block.sync()
-                for q in ti.static(range(shape.positions * rows // threads)):  # (a loop: BATCH 8 % slower)
+                outputs = ti.static(shape.positions * rows // threads)  # (a loop: BATCH 8 % slower)
+                inputs = [emit_inputs(Y, t0 + (tid + q * threads) // rows, o0 + (tid + q * threads) % rows, part, T,
+                                      n_out, accumulate, gate, gate_col) for q in ti.static(range(outputs))]
+                for q in ti.static(range(outputs)):
                     e = tid + q * threads
                     m, n = e // rows, e % rows
                     total = 0.0
                     for h in ti.static(range(shape.groups)):
                         total += xs[h, n, m]
-                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, gate_col, split_parts, split,
-                           splits)
+                    finish(Y, t0 + m, o0 + n, total, part, T, n_out, accumulate, gate, inputs[q], split_parts,
+                           split, splits)
                 ti.simt.block.sync()  # read before this thread's next item (past Taichi's grid) stages its own
     if ti.static(shape.splits > 1):
         split_sums_task(n_out, X, route, Y, accumulate, gate, gate_col, rows, shape, parts)
@@ -314,6 +305,11 @@ def tile_offset(i: int, threads: int, shape: Tiling) -> int:
     run-time base plus constants (a ti.func per index made a v6 model's first passes compile ~8 % longer on
     lavapipe: BENCHMARKS.md)."""
     return i // shape.run * threads * shape.run + i % shape.run
+
+
+def tile_offsets(threads: int, shape: Tiling) -> tuple:
+    """`tile_offset` of every entry of a thread's register tile along one side."""
+    return tuple(tile_offset(i, threads, shape) for i in range(shape.per))
 
 
 @ti.func
@@ -332,41 +328,6 @@ def column_padding(shape: Tiling) -> int:
 
 
 @ti.func
-def pick_row(acc: ti.template(), i: ti.i32):
-    """Row i of a register tile, i known at run time (selects: the tile stays in registers)."""
-    row = ti.Vector([acc[0, j] for j in ti.static(range(acc.m))])
-    for ii in ti.static(range(1, acc.n)):
-        for j in ti.static(range(acc.m)):
-            row[j] = ti.select(i == ii, acc[ii, j], row[j])
-    return row
-
-
-@ti.func
-def pick(row: ti.template(), j: ti.i32) -> ti.f32:
-    """Entry j of a register vector, j known at run time."""
-    value = row[0]
-    for jj in ti.static(range(1, row.n)):
-        value = ti.select(j == jj, row[jj], value)
-    return value
-
-
-@ti.func
-def finish(Y: ti.template(), t: ti.i32, o: ti.i32, total: ti.f32, block: ti.template(), T: ti.i32, n_out: ti.i32,
-           accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), parts: ti.template(),
-           split: ti.i32, splits: ti.i32):
-    """A workgroup's sum for position t, output row o: `emit`ted, or (a pass that splits the product) kept as split
-    `split`'s part in parts = (P, col): P[t, col + split·n_out + o]."""
-    if ti.static(lanes._given(parts)):
-        if splits > 1:
-            if t < T and o < n_out:
-                parts[0][t, parts[1] + split * n_out + o] = total
-        else:
-            emit(Y, t, o, total, block, T, n_out, accumulate, gate, gate_col)
-    else:
-        emit(Y, t, o, total, block, T, n_out, accumulate, gate, gate_col)
-
-
-@ti.func
 def split_sums_task(n_out: ti.template(), X: ti.template(), route: ti.template(), Y: ti.template(),
                     accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), rows: ti.template(),
                     shape: ti.template(), parts: ti.template()):
@@ -379,7 +340,9 @@ def split_sums_task(n_out: ti.template(), X: ti.template(), route: ti.template()
             total = 0.0
             for sp in range(split_count(n_out, X.shape[0], rows, shape)):
                 total += parts[0][t, parts[1] + sp * n_out + o]
-            emit(Y, t, o, total, route_of(route, o), X.shape[0], n_out, accumulate, gate, gate_col)
+            block = route_of(route, o)
+            emit(Y, t, o, total, block, X.shape[0], n_out, accumulate, gate,
+                 emit_inputs(Y, t, o, block, X.shape[0], n_out, accumulate, gate, gate_col))
 
 
 @ti.func

@@ -1,17 +1,19 @@
 """LayerNorm rows on the lane layout (kernels/lanes.py): the statistics (`row_stats`, `mean_and_inv`), a layer
-part's LayerNorm + token shift + mixes (`shift_mix_task`) and the head's and embedding's LayerNorm
+part's LayerNorm + token shift + mixes (`shift_mix_task`: by pieces of channels, in a prefill pass after a task
+that makes each position's statistics once, `row_stats_task`) and the head's and embedding's LayerNorm
 (`gather_norm_task`, `norm_row`). Must match ref.common.layer_norm, previous_tokens and lerp_previous
 (spec/kernels.md §6 "LayerNorm + token shift"); a GPU decode pass of a dense group folds them into the matrix tasks
 instead (kernels/norm_linear.py).
 """
 import taichi as ti
 
-from kernels import lanes
+from kernels import gpu_gemm, lanes
 from kernels.lanes import FIRST, GROUP, LAST, ROW, lane_sum, task_item, task_range, task_rounds
 
 ROW_UNROLL = 8  # loads in flight per lane in a row reduction read from memory twice (`row_partial`)
 ROW_VALUES = 64  # GPU: a row of up to ROW_VALUES·LANES values is held in registers for its statistics (`row_stats`)
 PIECE_CHANNELS = 4  # channels per lane of a LayerNorm + mix piece (`pieces`): all their loads in flight at once
+STATS_COLUMNS = 32  # a scratch buffer's columns for `row_stats_task` (two used; whole 128-byte lines a row)
 
 
 @ti.func
@@ -96,10 +98,25 @@ def piece_channels(C: ti.i32, piece: ti.i32, lane: ti.i32, q: ti.i32) -> ti.i32:
 
 
 @ti.func
+def row_stats_task(x: ti.template(), eps: ti.template(), stats: ti.template(), col: ti.template()):
+    """stats[t, col], stats[t, col + 1] = `row_stats` of x[t] (mean, 1/sqrt(var + eps)) for every position t: a lane
+    group per position."""
+    ti.loop_config(block_dim=GROUP)
+    for thread in range(task_range(x.shape[0] * lanes.LANES)):
+        for rnd in range(task_rounds(thread, x.shape[0] * lanes.LANES)):
+            g = task_item(thread, rnd)
+            lane, t = g % lanes.LANES, g // lanes.LANES
+            values = row_stats(x, t, x.shape[1], lane, eps)
+            if lane == 0:
+                stats[t, col] = values[0]
+                stats[t, col + 1] = values[1]
+
+
+@ti.func
 def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.template(), ln_row: ti.template(),
                    mix_row: ti.template(), n_mix: ti.template(), shift: ti.template(), layer: ti.template(),
                    plan: ti.template(), eps: ti.template(), out: ti.template(), out_col: ti.template(),
-                   keep_delta: ti.template() = False):
+                   stats_col: ti.template(), keep_delta: ti.template() = False):
     """LayerNorm, token shift and the token-shift mixes of one layer part, for every position t:
 
     out[t, out_col + m*C + c] = z + (prev - z) * vec[slot, mix_row + m, c],  z = LN(x[t]), prev = LN(x[t-1]) or the state,
@@ -107,33 +124,52 @@ def shift_mix_task(x: ti.template(), vec: ti.template(), slot: ti.template(), ln
     group, kernels/stacking.py), the state shift[b, layer]. The first position of each row also
     stores LN(x[last]) as the row's new shift state: it alone touches that state, reading before writing.
     With `keep_delta`, block n_mix gets prev - z as well (kernels/v6.py: data_mix_task scales it by the LoRA).
+    `stats_col` (`stats_column`) ≥ 0: each position's statistics are kept in out[t, stats_col:stats_col + 2] first
+    (`row_stats_task`), and every piece of the position reads them there; -1: each piece makes them itself, for its
+    position and the one before it (the same values).
     Must match ref.common.layer_norm, previous_tokens and lerp_previous (the v6/v7 mixing convention).
     """
+    if ti.static(stats_col >= 0):
+        row_stats_task(x, eps, out, stats_col)
     ti.loop_config(block_dim=GROUP)
     for thread in range(task_range(x.shape[0] * pieces(x.shape[1]) * lanes.LANES)):
         for rnd in range(task_rounds(thread, x.shape[0] * pieces(x.shape[1]) * lanes.LANES)):
             g = task_item(thread, rnd)
-            shift_mix_piece(x, vec, slot, ln_row, mix_row, n_mix, shift, layer, plan, eps, out, out_col, keep_delta,
-                            g % lanes.LANES, g // lanes.LANES)
+            shift_mix_piece(x, vec, slot, ln_row, mix_row, n_mix, shift, layer, plan, eps, out, out_col, stats_col,
+                            keep_delta, g % lanes.LANES, g // lanes.LANES)
+
+
+def stats_column(first_free: int, tile: int) -> int:
+    """Where `shift_mix_task` keeps each position's statistics in a pass of `tile`: `first_free` (a scratch buffer's
+    STATS columns) in a prefill pass (tile ≥ gpu_gemm.PASS_TILE), else -1, each piece making them itself. At C 2048
+    that is 32 times a position: in a 256-token chunk on the H100 (v6, µs a layer) LN1 and its mixes took 36.5 as one
+    task, 15.9 + 9.7 as two; at batch 32 21.4 as one, 16.6 + 8.4 as two (most of a small task's time is the wait
+    for the task before it: spec/kernels.md §6). Called in ti.static."""
+    return first_free if tile >= gpu_gemm.PASS_TILE else -1
 
 
 @ti.func
 def shift_mix_piece(x: ti.template(), vec: ti.template(), slot: ti.i32, ln_row: ti.template(), mix_row: ti.template(),
                     n_mix: ti.template(), shift: ti.template(), layer: ti.i32, plan: ti.template(), eps: ti.f32,
-                    out: ti.template(), out_col: ti.template(), keep_delta: ti.template(), lane: ti.i32,
-                    group: ti.i32):
+                    out: ti.template(), out_col: ti.template(), stats_col: ti.template(), keep_delta: ti.template(),
+                    lane: ti.i32, group: ti.i32):
     """`shift_mix_task`'s work for one lane of one group: position t's piece of the channels."""
     C = x.shape[1]
     n_pieces = pieces(C)
     t, piece = group // n_pieces, group % n_pieces
     b, is_first = plan[ROW, t], plan[FIRST, t]
     last = plan[LAST, b]
-    now, other = ti.math.vec2(0.0, 0.0), ti.math.vec2(0.0, 0.0)  # other: position t-1's; at a row's first, last's
-    for r in range(1 + ti.cast(is_first == 0 or last != t, ti.i32)):  # a loop: `row_stats` is compiled once
-        stats = row_stats(x, ti.select(r == 0, t, ti.select(is_first == 0, t - 1, last)), C, lane, eps)
-        if r == 0:
-            now = stats
-        other = stats
+    source = ti.select(is_first == 0, t - 1, last)  # `other`'s position: t-1; at a row's first, its last
+    now, other = ti.math.vec2(0.0, 0.0), ti.math.vec2(0.0, 0.0)
+    if ti.static(stats_col >= 0):
+        now = ti.math.vec2(out[t, stats_col], out[t, stats_col + 1])
+        other = ti.math.vec2(out[source, stats_col], out[source, stats_col + 1])
+    else:
+        for r in range(1 + ti.cast(source != t, ti.i32)):  # a loop: `row_stats` is compiled once
+            stats = row_stats(x, ti.select(r == 0, t, source), C, lane, eps)
+            if r == 0:
+                now = stats
+            other = stats
     before = t - 1 + is_first  # position t-1, or t itself at a row's first position (its x[t-1] is never read)
     for r in range(piece_rounds(C)):
         for q in ti.static(range(PIECE_CHANNELS)):

@@ -31,7 +31,7 @@ from kernels.common import ACT_NONE, ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels import gpu_gemm, lanes, norm_linear, x64_tasks
 from kernels.lanes import (GROUP, clamped, dot_tile, emit_tile, emit_value, lane_sum, linear_task, row_tile_items,
                            tiles)
-from kernels.layer_norms import shift_mix_task
+from kernels.layer_norms import shift_mix_task, stats_column
 from kernels.quant import DENSE
 from kernels.stacking import LayerGroups, layer_arrays, layer_launch
 from kernels.v7_layout import (A0, FFN_MIX, K_A, K_K, LN1, LN2, LNX, MIX, MIX_A, MIX_G, MIX_K, MIX_R, MIX_V,  # noqa: F401
@@ -291,13 +291,14 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
     linear = x64_tasks.linear_task if lanes.LANES == 1 else linear_task  # the CPU's order of the groups
     folded = norm_linear.takes(tile, storage)  # a GPU decode pass of a dense group: LN1, LN2 in the matrix tasks
+    stats_col = stats_column(s.STATS, tile)  # where shift_mix_task keeps the LayerNorm statistics, if it does
 
     @ti.func
     def body(x: ti.template(), vec: ti.template(), mats: ti.template(), low: ti.template(), second: ti.template(),
              ffn_value: ti.template(), att_x: ti.template(), S: ti.template(), ffn_x: ti.template(),
              plan: ti.template(), sc: ti.template(), layer: ti.template(), slot: ti.template()):
         if ti.static("shift_mix" in tasks and not folded):
-            shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED)
+            shift_mix_task(x, vec, slot, LN1, MIX, 6, att_x, layer, plan, LN_EPS, sc, s.MIXED, stats_col)
         if ti.static("projections" in tasks and folded):  # LN1 and the mixes in the same task
             folded_projections_task(s, x, vec, mats, slot, att_x, layer, plan, sc)
         elif ti.static("projections" in tasks):
@@ -312,7 +313,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
             linear(mats, slot, s.OUT, s.C, s.C, sc, s.Y, x, 0, ACT_NONE, True, tile, storage=storage,
                    parts=(sc, s.SPLITS), room=s.SPLIT_ROOM)
         if ti.static("ffn_shift_mix" in tasks and not folded):
-            shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED)
+            shift_mix_task(x, vec, slot, LN2, FFN_MIX, 1, ffn_x, layer, plan, LN_EPS, sc, s.MIXED, stats_col)
         if ti.static("ffn_key" in tasks and folded):  # LN2 and its mix in the same task (kernels/norm_linear.py)
             norm_linear.norm_mix_linear_task(x, vec, slot, LN2, FFN_MIX, ffn_x, layer, plan, LN_EPS, mats, s.FFN_KEY,
                                              s.F, s.C, sc, s.HIDDEN, ACT_RELU_SQUARED, sc, s.MIXED)

@@ -8,6 +8,7 @@ import numpy as np
 import taichi as ti
 
 from kernels import quant
+from kernels.layer_norms import STATS_COLUMNS
 from kernels.quant import DENSE, storage_of
 from kernels.stacking import LayerGroups, stack_in_groups, upload
 
@@ -116,8 +117,12 @@ class Shape:
         return 4 * self.C
 
     @property
-    def WIDTH(self) -> int:
+    def STATS(self) -> int:  # a LayerNorm's statistics of each position (layer_norms.row_stats_task): two columns
         return self.HIDDEN + self.F
+
+    @property
+    def WIDTH(self) -> int:  # (STATS_COLUMNS: rows of whole 128-byte lines, for the tiled products' staging loads)
+        return self.STATS + STATS_COLUMNS
 
 
 @dataclasses.dataclass

@@ -12,6 +12,8 @@ value row (`thread_wkv_task`) or, in a pass of gpu_gemm.PASS_TILE (prefill), a l
 On a GPU the WKV state is stored key-major, S[b, l, h, j (key), i (value)], so at each key j the lanes read
 neighbouring addresses (`cell`, engine.device_transposed).
 """
+import math
+
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS
@@ -19,6 +21,8 @@ from kernels import gpu_gemm, lanes, wkv_lanes, x64_v7
 from kernels.layer_norms import mean_and_inv
 from kernels.lanes import GROUP, LENGTH, START, lane_sum
 from kernels.v7_layout import LNX, R_K
+
+KEYS_AT_ONCE = 8  # thread_wkv_task: keys whose loads are in flight together
 
 
 @ti.func
@@ -55,8 +59,11 @@ def thread_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), pl
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
     Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S. On a GPU for passes of fewer
     than gpu_gemm.PASS_TILE's positions (batch decode: a row's token or few), where `lane_wkv_task`'s subgroup sums
-    per token cost more than its parallelism gains (BENCHMARKS.md: CUDA batch 32 −17 %)."""
+    per token cost more than its parallelism gains (BENCHMARKS.md: CUDA batch 32 −17 %). The keys go KEYS_AT_ONCE at
+    a time, their loads issued together before their sums (as kernels/v6.py's wkv_task); the sums keep the
+    reference's order."""
     N = ti.static(s.N)
+    U = ti.static(math.gcd(N, KEYS_AT_ONCE))
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):
@@ -66,17 +73,27 @@ def thread_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), pl
             for step in range(plan[LENGTH, b]):
                 t = plan[START, b] + step
                 removed = 0.0
-                for j in range(N):
-                    at = cell(j, i)
-                    removed -= S[b, layer, h, at[0], at[1]] * sc[t, s.KK + h * N + j]
+                for j0 in range(N // U):
+                    old = ti.Vector([S[b, layer, h, cell(j0 * U + u, i)[0], cell(j0 * U + u, i)[1]]
+                                     for u in ti.static(range(U))])
+                    kk = ti.Vector([sc[t, s.KK + h * N + j0 * U + u] for u in ti.static(range(U))])
+                    for u in ti.static(range(U)):
+                        removed -= old[u] * kk[u]
                 out = 0.0
                 v = sc[t, V + h * N + i]
-                for j in range(N):
-                    c, at = h * N + j, cell(j, i)
-                    new = (S[b, layer, h, at[0], at[1]] * sc[t, W + c] + removed * sc[t, s.KK + c] * sc[t, A + c]
-                           + v * sc[t, K + c])
-                    S[b, layer, h, at[0], at[1]] = new
-                    out += new * sc[t, R + c]
+                for j0 in range(N // U):
+                    c0 = h * N + j0 * U
+                    old = ti.Vector([S[b, layer, h, cell(j0 * U + u, i)[0], cell(j0 * U + u, i)[1]]
+                                     for u in ti.static(range(U))])
+                    w = ti.Vector([sc[t, W + c0 + u] for u in ti.static(range(U))])
+                    kka = ti.Vector([sc[t, s.KK + c0 + u] * sc[t, A + c0 + u] for u in ti.static(range(U))])
+                    k = ti.Vector([sc[t, K + c0 + u] for u in ti.static(range(U))])
+                    r = ti.Vector([sc[t, R + c0 + u] for u in ti.static(range(U))])
+                    for u in ti.static(range(U)):
+                        new = old[u] * w[u] + removed * kka[u] + v * k[u]
+                        at = cell(j0 * U + u, i)
+                        S[b, layer, h, at[0], at[1]] = new
+                        out += new * r[u]
                 sc[t, s.Y + h * N + i] = out
 
 

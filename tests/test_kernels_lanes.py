@@ -55,13 +55,14 @@ def linear_runner(act: int, accumulate: bool, tile: int, gated: bool = False, si
 
 
 @functools.cache
-def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool = False):
+def shift_mix_runner(n_mix: int, out_col: int, keep_delta: bool, stats_col: int):
     from kernels.layer_norms import shift_mix_task
 
     @kernel
     def run(x: ti.types.ndarray(), vec: ti.types.ndarray(), shift: ti.types.ndarray(), layer: ti.i32,
             plan: ti.types.ndarray(), out: ti.types.ndarray()):
-        shift_mix_task(x, vec, layer, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col, keep_delta)
+        shift_mix_task(x, vec, layer, 0, 2, n_mix, shift, layer, plan, ref.LN_EPS, out, out_col, stats_col,
+                       keep_delta)
     return run
 
 
@@ -287,10 +288,13 @@ def check_linear_task(T, n_in, n_out, offsets, act, accumulate, f16, tile, gated
 
 
 @given(lengths=plans(max_rows=4, max_len=5), L=st.integers(1, 3), C=st.one_of(dims, st.sampled_from([64, 100, 1100])),
-       n_mix=st.sampled_from([1, 2, 6]), keep_delta=st.booleans(), seed=seeds, data=st.data())
-def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, seed, data):
+       n_mix=st.sampled_from([1, 2, 6]), keep_delta=st.booleans(), kept_stats=st.booleans(), seed=seeds,
+       data=st.data())
+def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, kept_stats, seed, data):
     """out = lerp_previous(z, previous_tokens(z, state)) for each mix, z = layer_norm(x) per row, and with
-    `keep_delta` one more block prev - z; the state gets z at each row's last position."""
+    `keep_delta` one more block prev - z; the state gets z at each row's last position. With `kept_stats` (a prefill
+    pass's form, `layer_norms.stats_column`) out's columns 0 and 1 keep each position's LayerNorm statistics (mean,
+    1/sqrt(var + eps)) on the way; without, each piece of channels makes them itself and they stay untouched."""
     layer = data.draw(st.integers(0, L - 1), label="layer")
     rng = rng_of(seed)
     plan, B = make_plan(lengths), len(lengths)
@@ -300,7 +304,8 @@ def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, seed, data):
     shift0 = normal(rng, B, L, C)
     out_col, blocks = 3, n_mix + keep_delta
     out, shift = dev(np.zeros((plan.T, out_col + blocks * C), np.float32)), dev(shift0)
-    shift_mix_runner(n_mix, out_col, keep_delta)(dev(x), dev(vec), shift, layer, plan.packed, out)
+    shift_mix_runner(n_mix, out_col, keep_delta, 0 if kept_stats else -1)(dev(x), dev(vec), shift, layer, plan.packed,
+                                                                           out)
     expected_out, expected_shift = np.zeros((plan.T, n_mix * C)), f64(shift0).copy()
     expected_delta, delta_terms = np.zeros((plan.T, C)), np.zeros((plan.T, C))
     for b, (a, z) in enumerate(segments(lengths)):
@@ -310,6 +315,12 @@ def test_shift_mix_task(lengths, L, C, n_mix, keep_delta, seed, data):
             expected_out[a:z, m * C:(m + 1) * C] = ref.lerp_previous(normed, prev, f64(vec[layer, 2 + m]))
         expected_delta[a:z], delta_terms[a:z] = prev - normed, np.abs(prev) + np.abs(normed)
         expected_shift[b, layer] = normed[-1]
+    centered, stats = f64(x) - f64(x).mean(axis=1, keepdims=True), out.to_numpy()[:, :2]
+    if kept_stats:
+        assert_close(stats[:, 0], f64(x).mean(axis=1), np.abs(f64(x)).mean(axis=1))
+        assert_close(stats[:, 1], 1 / np.sqrt((centered ** 2).mean(axis=1) + ref.LN_EPS))
+    else:
+        assert not stats.any()
     got = out.to_numpy()[:, out_col:]
     assert_close(got[:, :n_mix * C], expected_out)
     if keep_delta:  # a difference: its rounding is relative to |prev| + |z|, not to the (maybe tiny) result

@@ -16,6 +16,7 @@ import ai00ref
 from ai00ref.ref import v4 as ref_v4
 from ai00ref.ref.state import to_official
 from ai00ref.weights.random_model import RandomModelSpec, write_random_model
+from taichi_arch import SLOW
 from test_kernels_engine import SMALL
 
 pytestmark = pytest.mark.taichi
@@ -55,8 +56,13 @@ def model_paths(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("variant", VARIANTS)
+# On lavapipe only v5.0 at fp16: the other cases' kernels (these small models') run there in the conformance cases
+# (fp32, every version: the official fixtures) and in test_kernels_engine.py's fp16 test (v4, v5.2, v6; v5.1 reads as
+# v5.2), and compiling them again in another test process cost CI 30-75 s a case
+MODEL_CASES = [(v, p) for p in ("fp32", "fp16") for v in VARIANTS if not SLOW or (v, p) == ("v5.0", "fp16")]
+
+
+@pytest.mark.parametrize("variant, precision", MODEL_CASES)
 def test_model_matches_reference(taichi_arch, model_paths, variant, precision):
     ref = ai00ref.load_model(model_paths[variant])
     ours = ai00ref.load_model(model_paths[variant], backend="taichi", arch=taichi_arch, precision=precision)
