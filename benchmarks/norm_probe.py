@@ -47,6 +47,20 @@ def variant_kernel(variant: str, C: int):
     return groups_kernel(groups, C)
 
 
+@ti.func
+def workgroup_sum(value: ti.f32, lane: ti.i32, part: ti.i32, sums: ti.template(), row: ti.template(),
+                  groups: ti.template()) -> ti.f32:
+    """Σ of `value` over the workgroup's `groups` lane groups (subgroup sums, then in group order through sums[row])."""
+    total = lanes.lane_sum(value)
+    if lane == 0:
+        sums[row, part] = total
+    ti.simt.block.sync()
+    total = 0.0
+    for h in ti.static(range(groups)):
+        total += sums[row, h]
+    return total
+
+
 def groups_kernel(groups: int, C: int):
     """G lane groups a position (a workgroup of G·LANES threads), each holding C/(G·LANES) values a lane."""
     per = -(-C // (groups * lanes.LANES))
@@ -63,26 +77,13 @@ def groups_kernel(groups: int, C: int):
             total = 0.0
             for m in ti.static(range(per)):
                 total += ti.select((part * per + m) * lanes.LANES + lane < n, values[m], 0.0)
-            total = lanes.lane_sum(total)
-            if lane == 0:
-                sums[0, part] = total
-            ti.simt.block.sync()
-            mean = 0.0
-            for h in ti.static(range(groups)):
-                mean += sums[0, h]
-            mean /= n
+            mean = workgroup_sum(total, lane, part, sums, 0, groups) / n
             spread = 0.0
             for m in ti.static(range(per)):
                 spread += ti.select((part * per + m) * lanes.LANES + lane < n, (values[m] - mean) ** 2, 0.0)
-            spread = lanes.lane_sum(spread)
-            if lane == 0:
-                sums[1, part] = spread
-            ti.simt.block.sync()
-            var = 0.0
-            for h in ti.static(range(groups)):
-                var += sums[1, h]
+            var = workgroup_sum(spread, lane, part, sums, 1, groups) / n
             if lane == 0 and part == 0:
-                out[t, 0], out[t, 1] = mean, 1.0 / ti.sqrt(var / n + EPS)
+                out[t, 0], out[t, 1] = mean, 1.0 / ti.sqrt(var + EPS)
     return run
 
 
