@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test test-others conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-browser system-libs browser conformance bench clean
+.PHONY: serve test test-others conformance-taichi test-ref test-taichi-cpu test-taichi-vulkan test-taichi-vulkan-models test-taichi-vulkan-kernels test-browser system-libs browser conformance bench clean
 
 # taichi links libX11; the Vulkan run needs the loader and Mesa's lavapipe (a software Vulkan device on the CPU)
 SYSTEM_LIBS := mesa-vulkan-drivers libvulkan1 libx11-6
@@ -23,13 +23,14 @@ serve: $(VENV)/.installed-test
 	$(BIN)/python -m ai00ref serve
 
 # Taichi runs one arch per process: the taichi-marked tests run once per arch, each in its own pytest. The lavapipe
-# run is the longest (mostly kernel compilation, one busy thread per process), so it starts first, in two
-# pytest-xdist workers that take tests as they free up, while everything else runs in turn beside them; the outputs
-# are kept apart. Everything both need is installed before they start. (Groups of files per worker, to compile
-# shared kernels once, never took effect under pytest 9, whose node ids xdist 3.8's loadgroup cannot suffix; and
-# the files of whole models together hold ~900 s of the ~1300 s of lavapipe work, more than the run takes now.)
+# run is the longest (mostly Taichi compiling kernels, once per process), so it starts first, in two processes, while
+# everything else runs in turn beside them; the outputs are kept apart. Everything they need is installed before
+# they start. The two lavapipe processes split the tests by file: the whole small models of the conformance and
+# engine files (which compile the same layer kernels: one process compiles them once) and the rest. Two xdist
+# workers taking tests as they freed up compiled many kernels in both, and took 14m41-16m59 of CI between runs
+# (BENCHMARKS.md); xdist's loadgroup, which would keep files together, never took effect under pytest 9.
 test: $(VENV)/.installed-test $(LEGACY_OPENAI) system-libs browser
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-taichi-vulkan test-others
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-taichi-vulkan test-others
 
 test-others:
 	$(MAKE) --no-print-directory test-ref test-browser test-taichi-cpu
@@ -49,8 +50,14 @@ $(LEGACY_OPENAI): | $(BIN)/python
 test-taichi-cpu: $(VENV)/.installed-test system-libs
 	AI00REF_TAICHI_ARCH=cpu $(PYTEST) -p no:cacheprovider -m taichi
 
-test-taichi-vulkan: $(VENV)/.installed-test system-libs
-	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -n 2 --dist load -m taichi
+VULKAN_MODEL_FILES := tests/test_conformance_taichi.py tests/test_kernels_engine.py
+test-taichi-vulkan: test-taichi-vulkan-models test-taichi-vulkan-kernels
+
+test-taichi-vulkan-models: $(VENV)/.installed-test system-libs
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi $(VULKAN_MODEL_FILES)
+
+test-taichi-vulkan-kernels: $(VENV)/.installed-test system-libs
+	AI00REF_TAICHI_ARCH=vulkan $(PYTEST) -p no:cacheprovider -m taichi $(addprefix --ignore=,$(VULKAN_MODEL_FILES))
 
 # Debian packages, installed (as root) only when missing; without root it says what to install and goes on
 # (the vulkan tests then fail under CI=true and skip elsewhere: tests/taichi_arch.py)
