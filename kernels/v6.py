@@ -56,8 +56,6 @@ from kernels.v6_decode import (decay_at, ffn_in_task, folded_ffn_in_task, folded
 from kernels.v6_layout import BONUS, DECAY, FFN_MIX, LN1, LN2, MIX, MIX_R, MIX_W, Shape
 from kernels.v6_layout import device_blocks  # noqa: F401  (the engine calls module.device_blocks)
 
-KEYS_AT_ONCE = 8  # wkv_task: keys whose loads are in flight together
-
 
 @ti.func
 def data_mix_task(s: ti.template(), vec: ti.template(), second: ti.template(), slot: ti.template(),
@@ -202,13 +200,13 @@ def wkv_task(s: ti.template(), vec: ti.template(), S: ti.template(), slot: ti.te
 
     y[i] = Σ_j r[j]·(u[j]·k[j]·v[i] + S[j,i]);   S[j,i] <- k[j]·v[i] + w[j]·S[j,i]
 
-    Thread (b, h, i) owns value column i of head h: S[b, layer, h, :, i]. The keys go KEYS_AT_ONCE at a time, their
-    loads issued together before their sums (one key at a time, each waiting on its loads, a batch-32 pass's WKV
-    took 33.1 µs a layer on the H100); the sums keep the reference's order.
+    Thread (b, h, i) owns value column i of head h: S[b, layer, h, :, i]. The keys go wkv_lanes.KEYS_AT_ONCE at a
+    time, their loads issued together before their sums (one key at a time, each waiting on its loads, a batch-32
+    pass's WKV took 33.1 µs a layer on the H100); the sums keep the reference's order.
     """
     ti.loop_config(block_dim=GROUP)
     N = ti.static(s.N)
-    U = ti.static(math.gcd(N, KEYS_AT_ONCE))
+    U = ti.static(math.gcd(N, wkv_lanes.KEYS_AT_ONCE))
     for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):
             g = lanes.task_item(thread, rnd)

@@ -22,8 +22,6 @@ from kernels.layer_norms import mean_and_inv
 from kernels.lanes import GROUP, LENGTH, START, lane_sum
 from kernels.v7_layout import LNX, R_K
 
-KEYS_AT_ONCE = 8  # thread_wkv_task: keys whose loads are in flight together
-
 
 @ti.func
 def cell(j: ti.i32, i: ti.i32) -> ti.math.ivec2:
@@ -59,11 +57,11 @@ def thread_wkv_task(s: ti.template(), S: ti.template(), layer: ti.template(), pl
     """ref.v7.wkv_step over each row's tokens: S <- S diag(w) + (S (-kk))(kk a)ᵀ + v kᵀ; y = S r into Y.
     Thread (b, h, i) owns value row i of head h; `cell` gives the device layout of S. On a GPU for passes of fewer
     than gpu_gemm.PASS_TILE's positions (batch decode: a row's token or few), where `lane_wkv_task`'s subgroup sums
-    per token cost more than its parallelism gains (BENCHMARKS.md: CUDA batch 32 −17 %). The keys go KEYS_AT_ONCE at
-    a time, their loads issued together before their sums (as kernels/v6.py's wkv_task); the sums keep the
-    reference's order."""
+    per token cost more than its parallelism gains (BENCHMARKS.md: CUDA batch 32 −17 %). The keys go
+    wkv_lanes.KEYS_AT_ONCE at a time, their loads issued together before their sums (as kernels/v6.py's wkv_task);
+    the sums keep the reference's order."""
     N = ti.static(s.N)
-    U = ti.static(math.gcd(N, KEYS_AT_ONCE))
+    U = ti.static(math.gcd(N, wkv_lanes.KEYS_AT_ONCE))
     ti.loop_config(block_dim=GROUP)
     for thread in range(lanes.task_range(S.shape[0] * s.H * N)):
         for rnd in range(lanes.task_rounds(thread, S.shape[0] * s.H * N)):

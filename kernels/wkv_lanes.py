@@ -50,6 +50,7 @@ def store_outputs(sc: ti.template(), column: ti.i32, start: ti.i32, step: ti.i32
 
 KEY_PARTS = 4  # decode WKV (GPU): threads per value column of a head, each over a contiguous quarter of its keys
 KEY_BLOCK = 16  # decode WKV (GPU): a part's keys whose loads are issued together, before their stores
+KEYS_AT_ONCE = 8  # a thread per value column (v6 `wkv_task`, v7 `thread_wkv_task`): keys loaded together
 
 
 def padded(N: int) -> int:
