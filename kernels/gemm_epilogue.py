@@ -9,28 +9,42 @@ from kernels import lanes
 
 @ti.func
 def tile_inputs(Y: ti.template(), t: ti.i32, first_o: ti.i32, offsets: ti.template(), block: ti.template(), T: ti.i32,
-                n_out: ti.i32, accumulate: ti.template(), gate: ti.template(), gate_col: ti.template()):
+                n_out: ti.i32, accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(),
+                parts: ti.template(), splits: ti.i32):
     """`emit_inputs` of outputs (t, first_o + offsets[j]) as the rows of a matrix (loaded together; none where the
-    product neither accumulates nor is gated)."""
-    loaded = [emit_inputs(Y, t, first_o + offsets[j], block, T, n_out, accumulate, gate, gate_col)
+    product neither accumulates nor is gated, or keeps partial sums in this pass)."""
+    loaded = [emit_inputs(Y, t, first_o + offsets[j], block, T, n_out, accumulate, gate, gate_col, parts, splits)
               for j in ti.static(range(len(offsets)))]
     return ti.Matrix([[loaded[j][0], loaded[j][1]] for j in ti.static(range(len(offsets)))])
 
 
 @ti.func
 def emit_inputs(Y: ti.template(), t: ti.i32, o: ti.i32, block: ti.template(), T: ti.i32, n_out: ti.i32,
-                accumulate: ti.template(), gate: ti.template(), gate_col: ti.template()) -> ti.math.vec2:
+                accumulate: ti.template(), gate: ti.template(), gate_col: ti.template(), parts: ti.template(),
+                splits: ti.i32) -> ti.math.vec2:
     """What `emit` reads for output (t, o) (in range or not: clamped): Y's value before (with `accumulate`, else 0)
-    and the gate's (else 1). A thread loads these for a row of its tile (or all its outputs) before it stores any: to
+    and the gate's (else 1); nothing where `finish` keeps the sum as a split's part instead (`keeps_parts`: the
+    defaults, unused). A thread loads these for a row of its tile (or all its outputs) before it stores any: to
     the compiler every store may change what a later load reads, so a load after a store waits for it (v6's data mix,
     64 outputs a thread in PREFILL_WIDE: 48.9 → 42.7 µs a layer in a 256-token chunk on the H100)."""
     inputs = ti.math.vec2(0.0, 1.0)
     tt, oo = ti.min(t, T - 1), ti.min(o, n_out - 1)
-    if ti.static(accumulate):
-        inputs[0] = Y[tt, block[2] + oo - block[0]]
-    if ti.static(lanes._given(gate)):
-        inputs[1] = gate[tt, gate_col + block[6] + oo - block[0]]
+    if not keeps_parts(parts, splits):
+        if ti.static(accumulate):
+            inputs[0] = Y[tt, block[2] + oo - block[0]]
+        if ti.static(lanes._given(gate)):
+            inputs[1] = gate[tt, gate_col + block[6] + oo - block[0]]
     return inputs
+
+
+@ti.func
+def keeps_parts(parts: ti.template(), splits: ti.i32) -> ti.i32:
+    """Whether a workgroup keeps its sums as a split's part (as `finish` does): a product given `parts`, split in
+    this pass."""
+    kept = 0
+    if ti.static(lanes._given(parts)):
+        kept = ti.cast(splits > 1, ti.i32)
+    return kept
 
 
 @ti.func

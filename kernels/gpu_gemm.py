@@ -272,7 +272,7 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                     row = pick_row(acc, i)
                     t = t0 + tile_entry(tm, i, pos_threads, shape)
                     inputs = tile_inputs(Y, t, o0 + first_row, ti.static(row_offsets), part, T, n_out, accumulate,
-                                         gate, gate_col)
+                                         gate, gate_col, split_parts, splits)
                     for j in range(P):
                         finish(Y, t, o0 + tile_entry(tn, j, row_threads, shape), pick(row, j), part, T, n_out,
                                accumulate, gate, pick_row(inputs, j), split_parts, split, splits)
@@ -284,7 +284,8 @@ def gemm_task(W: ti.template(), layer: ti.template(), w_row: ti.template(), n_ou
                 ti.simt.block.sync()
                 outputs = ti.static(shape.positions * rows // threads)  # (a loop: BATCH 8 % slower)
                 inputs = [emit_inputs(Y, t0 + (tid + q * threads) // rows, o0 + (tid + q * threads) % rows, part, T,
-                                      n_out, accumulate, gate, gate_col) for q in ti.static(range(outputs))]
+                                      n_out, accumulate, gate, gate_col, split_parts, splits)
+                          for q in ti.static(range(outputs))]
                 for q in ti.static(range(outputs)):
                     e = tid + q * threads
                     m, n = e // rows, e % rows
@@ -342,7 +343,7 @@ def split_sums_task(n_out: ti.template(), X: ti.template(), route: ti.template()
                 total += parts[0][t, parts[1] + sp * n_out + o]
             block = route_of(route, o)
             emit(Y, t, o, total, block, X.shape[0], n_out, accumulate, gate,
-                 emit_inputs(Y, t, o, block, X.shape[0], n_out, accumulate, gate, gate_col))
+                 emit_inputs(Y, t, o, block, X.shape[0], n_out, accumulate, gate, gate_col, None, 1))
 
 
 @ti.func
