@@ -10,17 +10,24 @@ LANES·per_word elements. So for each slot the lanes read neighbouring inputs, o
 rows; in the natural order (slot e of word j is element per_word·j + e) each such load spread over per_word lines.
 
 Block sizes and LANES are powers of two, so a group covers whole blocks or lies inside one: its slots fall into
-`segments` runs of one block each. Each block's scale is decoded once per group (one word, the same for every lane):
-Int8's is factored out of its run's sum (Σ w·x = lo·Σx + (hi − lo)/255·Σ q·x); NF4/SF4 multiply each code's table
-value by its block's absmax.
+`segments` runs of one block each. Each block's scale is decoded once per group (one word, the same for every
+lane): Int8's is factored out of its run's sum (Σ w·x = lo·Σx + (hi − lo)/255·Σ q·x); NF4/SF4 multiply each code's
+table value by its block's absmax.
 
-NF4/SF4 codes on CUDA are looked up by a warp shuffle: lane l holds table entries l, l + LANES, ... (`lane_table`),
-and code q is read from lane q mod LANES, where the select tree of `quant.code_value` takes 15 selects per code.
-Taichi 1.7's SPIR-V code generator has no subgroup shuffle (and accepts neither local nor shared arrays here: see
-`quant.code_value`), so on Vulkan the codes go through the select tree. A shuffle needs every lane of the warp, so
-whole groups run in uniform control flow (a row's lanes take the same groups; padding is masked on the element, never
-branched around). The short last group of a row whose padded length is not a whole number of groups (G < LANES
-words, slot e of word l holding element e·G + l) decodes with the select tree, element by element.
+NF4/SF4 codes are table entries, read in one of three ways (`lookup`). On CUDA by a warp shuffle: lane l holds
+entries l, l + LANES, ... (`lane_table`), and code q is read from lane q mod LANES. On Vulkan from workgroup memory:
+each thread writes the 16 entries into a column of its own (`workgroup_table`: entry q at q·TABLE_COLUMNS + column),
+so it reads only what it wrote (no barrier) and a subgroup's reads fall in distinct banks (Taichi 1.7's SPIR-V code
+generator has no subgroup shuffle); there lane s decodes the scale of the group's run s and the subgroup broadcasts
+it (`broadcast_scales`). Where neither applies (the tiled products' staging on Vulkan), by `quant.code_value`'s tree
+of 15 selects. A shuffle or broadcast needs every lane of the subgroup, so whole groups run in uniform control flow
+(a row's lanes take the same groups; padding is masked on the element, never branched around). The short last group
+of a row whose padded length is not a whole number of groups (G < LANES words, slot e of word l holding element
+e·G + l) is read element by element.
+
+Measured (benchmarks/quant_probe.py, H100, Vulkan, one position, µs for 2048×2048 / 7168×2048 / 2048×7168): the
+select tree in a run-time loop over the slots 18.0 / 36.4 / 50.4; the workgroup table 11.0 / 19.6 / 26.5, and with the
+scales broadcast 9.2 / 15.2 / 19.9, the same with the slots unrolled (fp16 rows: 8.6 / 15.0 / 18.5).
 """
 import taichi as ti
 
@@ -29,36 +36,55 @@ from kernels import quant
 
 FULL_MASK = 0xFFFFFFFF
 TABLE_SIZE = 16  # NF4/SF4 codes
-SHUFFLED = ("nf4", "sf4")  # schemes whose codes are table entries
+TABLED = ("nf4", "sf4")  # schemes whose codes are table entries
+TABLE_COLUMNS = 128  # a workgroup table's columns: lanes.GROUP, the threads of a lane task's workgroup
 
 
-def shuffles(scheme: str) -> bool:
-    """Whether codes of `scheme` are looked up by a warp shuffle (CUDA) instead of the select tree."""
-    return scheme in SHUFFLED and kernels.current_arch() == "cuda"
+def lookup(scheme: str, staged: bool = False) -> str:
+    """How the codes of `scheme` are read (module docstring): "shuffle" (CUDA), "workgroup" (Vulkan's lane rows),
+    "select" (Vulkan's `staged` tiled products) or "none" (Int8). Called in ti.static."""
+    if scheme not in TABLED:
+        return "none"
+    if kernels.current_arch() == "cuda":
+        return "shuffle"
+    return "select" if staged else "workgroup"
 
 
 @ti.func
 def lane_table(lane: ti.i32, lanes: ti.template(), scheme: ti.template()):
-    """This lane's entries of the NF4/SF4 table, for `table_value`: entry i is table[lane + i·lanes] (entries past
-    the table unused). Without shuffles: one unused zero."""
-    entries = ti.Vector([0.0] * ti.static(-(-TABLE_SIZE // lanes) if shuffles(scheme) else 1))
-    if ti.static(shuffles(scheme)):
+    """This lane's entries of the NF4/SF4 table for a "shuffle" `lookup`: entry i is table[lane + i·lanes] (entries
+    past the table unused). Otherwise one unused zero."""
+    entries = ti.Vector([0.0] * ti.static(-(-TABLE_SIZE // lanes) if lookup(scheme) == "shuffle" else 1))
+    if ti.static(lookup(scheme) == "shuffle"):
         for i in ti.static(range(entries.n)):
             entries[i] = quant.code_value(ti.cast(ti.min(lane + i * lanes, TABLE_SIZE - 1), ti.u32), scheme)
     return entries
 
 
 @ti.func
-def table_value(entries: ti.template(), q: ti.u32, lanes: ti.template(), scheme: ti.template()) -> ti.f32:
-    """table[q]: on CUDA read from the lane holding it (`lane_table`; every lane of the warp must call this), else
-    by the select tree."""
+def workgroup_table(column: ti.i32, scheme: ti.template()):
+    """A "workgroup" `lookup`'s table, for `table_value`: (TABLE_SIZE·TABLE_COLUMNS f32 of workgroup memory, column),
+    the 16 entries written into this thread's column (entry q at q·TABLE_COLUMNS + column)."""
+    table = ti.simt.block.SharedArray((TABLE_SIZE * TABLE_COLUMNS,), ti.f32)
+    for q in ti.static(range(TABLE_SIZE)):
+        table[q * TABLE_COLUMNS + column] = quant.code_value(ti.u32(q), scheme)
+    return table, column
+
+
+@ti.func
+def table_value(entries: ti.template(), q: ti.u32, lanes: ti.template(), scheme: ti.template(),
+                staged: ti.template()) -> ti.f32:
+    """table[q] by `lookup(scheme, staged)`: "shuffle" from the lane holding it (`lane_table`; every lane of the warp
+    must call this), "workgroup" from this thread's column (`workgroup_table`), else by the select tree."""
     value = 0.0
-    if ti.static(shuffles(scheme)):
+    if ti.static(lookup(scheme, staged) == "shuffle"):
         code = ti.cast(q, ti.i32)
         value = ti.simt.warp.shfl_sync_f32(ti.u32(FULL_MASK), entries[0], code % lanes)
         for i in ti.static(range(1, entries.n)):
             other = ti.simt.warp.shfl_sync_f32(ti.u32(FULL_MASK), entries[i], code % lanes)
             value = ti.select(code // lanes == i, other, value)
+    elif ti.static(lookup(scheme, staged) == "workgroup"):
+        value = entries[0][ti.cast(q, ti.i32) * TABLE_COLUMNS + entries[1]]
     else:
         value = quant.code_value(q, scheme)
     return value
@@ -71,9 +97,12 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
               padded: ti.template()):
     """Group g's share of this lane's sums (its word given). `padded`: elements past n_in count as zero inputs (their
     X columns are not read). Int8: per block run, Σ x and Σ q·x over the run's (unrolled) slots, then the block's
-    scale factored out. NF4/SF4: one loop over the slots, each code times its block's absmax: one table lookup
+    scale factored out. NF4/SF4: one loop over the slots, each code's table value (`table_value`) times its block's
+    absmax (on Vulkan each lane decodes one scale and the subgroup broadcasts them: `broadcast_scales`). One lookup
     compiled per group keeps the kernel small enough to compile in seconds (unrolled, with the select tree, a
-    whole-model test took minutes on lavapipe, and a model of the 1.6B shape did not compile in minutes on Vulkan)."""
+    whole-model test took minutes on lavapipe, and a model of the 1.6B shape did not compile in minutes on Vulkan;
+    unrolled with the workgroup table, a v6 C2048 layer's batch-1 pass took 139 s to compile on lavapipe at 32 lanes
+    against 76 s, and ran no faster: benchmarks/quant_probe.py "-loop")."""
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     span = ti.static(per_word * lanes)
     segments = ti.static(max(1, span // quant.BLOCK[scheme]))  # block runs in one group
@@ -92,9 +121,12 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
                 out[u] += lo_range[0] * sums[1, u] + step * sums[0, u]
     else:
         absmax = ti.Vector([0.0] * segments)
-        for s in ti.static(range(segments)):
-            absmax[s] = quant.block_scale(W, layer, o, scale_at, (g * span + s * run * lanes) // quant.BLOCK[scheme],
-                                          scheme)[0]
+        if ti.static(lookup(scheme) == "workgroup"):
+            absmax = broadcast_scales(W, layer, o, scale_at, g, lane, lanes, scheme)
+        else:
+            for s in ti.static(range(segments)):
+                first = g * span + s * run * lanes  # the run's first element
+                absmax[s] = quant.block_scale(W, layer, o, scale_at, first // quant.BLOCK[scheme], scheme)[0]
         for e in range(per_word):
             scale = absmax[0]
             for s in ti.static(range(1, segments)):
@@ -104,6 +136,22 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
             for u in ti.static(range(tile)):
                 out[u] += scale * terms[0, u]
     return out
+
+
+@ti.func
+def broadcast_scales(W: ti.template(), layer: ti.i32, o: ti.i32, scale_at: ti.i32, g: ti.i32, lane: ti.i32,
+                     lanes: ti.template(), scheme: ti.template()):
+    """The NF4/SF4 absmax of each of group g's block runs (`group_dot`): lane s decodes run s's and the subgroup (a
+    row's lanes) broadcasts it, so that each lane decodes one scale a group rather than one a run."""
+    span = ti.static(quant.CODES_PER_WORD[scheme] * lanes)
+    segments = ti.static(max(1, span // quant.BLOCK[scheme]))
+    first = g * span + ti.min(lane, segments - 1) * ti.static(span // segments)  # the run's first element
+    mine = quant.block_scale(W, layer, o, scale_at, first // quant.BLOCK[scheme], scheme)[0]
+    scales = ti.Vector([mine] * segments)
+    if ti.static(segments > 1):
+        for s in ti.static(range(segments)):
+            scales[s] = ti.simt.subgroup.broadcast(mine, ti.u32(s))
+    return scales
 
 
 @ti.func
@@ -118,7 +166,7 @@ def slot_terms(word: ti.u32, e: ti.i32, k: ti.i32, X: ti.template(), x_col: ti.i
     if ti.static(scheme == "int8"):
         value = ti.cast(q, ti.f32)
     else:
-        value = table_value(entries, q, lanes, scheme)
+        value = table_value(entries, q, lanes, scheme, False)
     terms = ti.Matrix([[0.0] * tile for _ in ti.static(range(2))])
     for u in ti.static(range(tile)):
         x = 0.0
@@ -134,16 +182,52 @@ def slot_terms(word: ti.u32, e: ti.i32, k: ti.i32, X: ti.template(), x_col: ti.i
 @ti.func
 def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
              t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template()):
-    """A quantized row in the GPU's code order: whole groups without padding `unroll` at a time (all their word
-    loads in flight), the other whole groups with the padding masked, then the short last group, if any."""
+    """A quantized row in the GPU's code order: its whole groups (`whole_groups`), then the short last group, if
+    any, element by element. NF4/SF4 read by a "workgroup" `lookup` get their table here."""
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     span = ti.static(per_word * lanes)
+    scale_at = quant.first_scale_word(n_in, scheme)
+    groups = scale_at // lanes  # whole groups (lanes words each)
+    if ti.static(lookup(scheme) == "workgroup"):
+        acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme,
+                           workgroup_table(table_column(o, t0, T, lane, lanes, tile), scheme))
+    else:
+        acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme,
+                           lane_table(lane, lanes, scheme))
+    short = scale_at - groups * lanes  # words of the short last group
+    if lane < short:
+        word = W[layer, o, groups * lanes + lane]
+        for e in range(per_word):
+            k = groups * span + e * short + lane
+            if k < n_in:
+                w = quant.code_weight(word, e, quant.word_scale(W, layer, o, k // per_word, scale_at, scheme), scheme)
+                for u in ti.static(range(tile)):
+                    acc[u] += w * X[ti.min(t0 + u, T - 1), x_col + k]
+    return acc
+
+
+@ti.func
+def table_column(o: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template()):
+    """This thread's column of a workgroup table: its lane in the column block of its lane group's item (row o,
+    the tile at t0) among the TABLE_COLUMNS / lanes of a workgroup. The lane tasks give a workgroup's lane groups
+    consecutive items (lanes.row_tile_item), so their blocks differ; a task that did not would only have lane groups
+    write the same values into one block."""
+    item = o * ((T + tile - 1) // tile) + t0 // tile
+    return item % ti.static(TABLE_COLUMNS // lanes) * lanes + lane
+
+
+@ti.func
+def whole_groups(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
+                 t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template(),
+                 entries: ti.template()):
+    """`dot_tile`'s whole groups: those without padding `unroll` at a time, then the rest with the padding masked."""
+    acc = ti.Vector([0.0] * tile)
+    span = ti.static(quant.CODES_PER_WORD[scheme] * lanes)
     unroll = ti.static(4 if tile == 1 else 1)  # words in flight per lane
     scale_at = quant.first_scale_word(n_in, scheme)
     groups = scale_at // lanes  # whole groups (lanes words each)
     clean = n_in // span  # whole groups without a padding element
-    entries = lane_table(lane, lanes, scheme)
     for step in range(clean // unroll):
         words = ti.Vector([ti.u32(0)] * unroll)
         for q in ti.static(range(unroll)):
@@ -154,15 +238,6 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col
     for g in range(clean // unroll * unroll, groups):
         acc += group_dot(W, layer, o, W[layer, o, g * lanes + lane], g, scale_at, X, x_col, n_in, t0, T, lane,
                          lanes, entries, tile, scheme, True)
-    short = scale_at - groups * lanes  # words of the short last group
-    if lane < short:
-        word = W[layer, o, groups * lanes + lane]
-        for e in range(per_word):
-            k = groups * span + e * short + lane
-            if k < n_in:
-                w = quant.code_weight(word, e, quant.word_scale(W, layer, o, k // per_word, scale_at, scheme), scheme)
-                for u in ti.static(range(tile)):
-                    acc[u] += w * X[ti.min(t0 + u, T - 1), x_col + k]
     return acc
 
 
@@ -200,5 +275,5 @@ def element_value(words: ti.math.uvec2, entries: ti.template(), lanes: ti.templa
     if ti.static(scheme == "int8"):
         w = quant.code_weight(words[0], 0, scale, scheme)
     else:
-        w = table_value(entries, words[0] & 0xF, lanes, scheme) * scale[0]
+        w = table_value(entries, words[0] & 0xF, lanes, scheme, True) * scale[0]
     return w
