@@ -63,12 +63,25 @@ def lane_table(lane: ti.i32, lanes: ti.template(), scheme: ti.template()):
 
 @ti.func
 def workgroup_table(column: ti.i32, scheme: ti.template()):
-    """A "workgroup" `lookup`'s table, for `table_value`: (TABLE_SIZE·TABLE_COLUMNS f32 of workgroup memory, column),
-    the 16 entries written into this thread's column (entry q at q·TABLE_COLUMNS + column)."""
+    """A "workgroup" `lookup`'s table, for `table_value`: (TABLE_SIZE·TABLE_COLUMNS f32 of workgroup memory, column,
+    stride), the 16 entries written into this thread's column (entry q at q·TABLE_COLUMNS + column)."""
     table = ti.simt.block.SharedArray((TABLE_SIZE * TABLE_COLUMNS,), ti.f32)
     for q in ti.static(range(TABLE_SIZE)):
         table[q * TABLE_COLUMNS + column] = quant.code_value(ti.u32(q), scheme)
-    return table, column
+    return table, column, TABLE_COLUMNS
+
+
+@ti.func
+def shared_table(thread: ti.i32, scheme: ti.template()):
+    """A "workgroup" `lookup`'s table shared by a workgroup, for a task that passes a barrier before reading it (a
+    folded task: kernels/norm_linear.py): threads 0-15 write the 16 entries, one each, into TABLE_SIZE f32 of
+    workgroup memory, for `dot_tile`'s `table`. The entries lie in 16 banks: a subgroup's reads do not conflict.
+    Other schemes leave it unwritten."""
+    table = ti.simt.block.SharedArray((TABLE_SIZE,), ti.f32)
+    if ti.static(lookup(scheme) == "workgroup"):
+        if thread < TABLE_SIZE:
+            table[thread] = quant.code_value(ti.cast(thread, ti.u32), scheme)
+    return table, 0, 1
 
 
 @ti.func
@@ -84,7 +97,7 @@ def table_value(entries: ti.template(), q: ti.u32, lanes: ti.template(), scheme:
             other = ti.simt.warp.shfl_sync_f32(ti.u32(FULL_MASK), entries[i], code % lanes)
             value = ti.select(code // lanes == i, other, value)
     elif ti.static(lookup(scheme, staged) == "workgroup"):
-        value = entries[0][ti.cast(q, ti.i32) * TABLE_COLUMNS + entries[1]]
+        value = entries[0][ti.cast(q, ti.i32) * entries[2] + entries[1]]  # (table, column, stride)
     else:
         value = quant.code_value(q, scheme)
     return value
@@ -171,9 +184,9 @@ def slot_terms(word: ti.u32, e: ti.i32, k: ti.i32, X: ti.template(), x_col: ti.i
     for u in ti.static(range(tile)):
         x = 0.0
         if ti.static(padded):
-            x = ti.select(k < n_in, X[ti.min(t0 + u, T - 1), x_col + ti.min(k, n_in - 1)], 0.0)
+            x = ti.select(k < n_in, input_at(X, ti.min(t0 + u, T - 1), x_col + ti.min(k, n_in - 1)), 0.0)
         else:
-            x = X[ti.min(t0 + u, T - 1), x_col + k]
+            x = input_at(X, ti.min(t0 + u, T - 1), x_col + k)
         terms[0, u] = value * x
         terms[1, u] = x
     return terms
@@ -181,15 +194,19 @@ def slot_terms(word: ti.u32, e: ti.i32, k: ti.i32, X: ti.template(), x_col: ti.i
 
 @ti.func
 def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
-             t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template()):
+             t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template(),
+             table: ti.template() = None):
     """A quantized row in the GPU's code order: its whole groups (`whole_groups`), then the short last group, if
-    any, element by element. NF4/SF4 read by a "workgroup" `lookup` get their table here."""
+    any, element by element. NF4/SF4 read by a "workgroup" `lookup` get their table here (`workgroup_table`), or
+    take `table` (`shared_table`). X may be a staged position (`input_at`)."""
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     span = ti.static(per_word * lanes)
     scale_at = quant.first_scale_word(n_in, scheme)
     groups = scale_at // lanes  # whole groups (lanes words each)
-    if ti.static(lookup(scheme) == "workgroup"):
+    if ti.static(lookup(scheme) == "workgroup" and given(table)):
+        acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme, table)
+    elif ti.static(lookup(scheme) == "workgroup"):
         acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme,
                            workgroup_table(table_column(o, t0, T, lane, lanes, tile), scheme))
     else:
@@ -203,8 +220,30 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col
             if k < n_in:
                 w = quant.code_weight(word, e, quant.word_scale(W, layer, o, k // per_word, scale_at, scheme), scheme)
                 for u in ti.static(range(tile)):
-                    acc[u] += w * X[ti.min(t0 + u, T - 1), x_col + k]
+                    acc[u] += w * input_at(X, ti.min(t0 + u, T - 1), x_col + k)
     return acc
+
+
+def given(value) -> bool:
+    """For `ti.static` (Taichi scope has no `is not`): whether an optional template argument was passed."""
+    return value is not None
+
+
+def staged(X) -> bool:
+    """Whether X is one staged position's columns (workgroup memory) rather than a (T, ·) array. Called in
+    ti.static."""
+    return isinstance(X, ti.simt.block.SharedArray)
+
+
+@ti.func
+def input_at(X: ti.template(), t: ti.i32, k: ti.i32) -> ti.f32:
+    """Input k of position t: X[t, k], or X[k] for a `staged` position."""
+    value = 0.0
+    if ti.static(staged(X)):
+        value = X[k]
+    else:
+        value = X[t, k]
+    return value
 
 
 @ti.func

@@ -13,6 +13,7 @@ import taichi as ti
 
 import kernels
 from kernels import gpu_gemm, gpu_rows, x64_rows
+from kernels.gpu_rows import given as _given
 from kernels.common import ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
 from kernels.quant import DENSE
 
@@ -146,11 +147,6 @@ def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, w_col: ti.i32, X: ti.te
                 for u in ti.static(range(tile)):
                     acc[u] += w * X[clamped(t0 + u, T), x_col + k]
     return acc
-
-
-def _given(value) -> bool:
-    """For `ti.static` (Taichi scope has no `is not`): whether an optional template argument was passed."""
-    return value is not None
 
 
 @ti.func

@@ -24,7 +24,6 @@ import taichi as ti
 
 from kernels import lanes
 from kernels.lanes import FIRST, LAST, ROW, _given, emit_value, lane_sum
-from kernels.quant import DENSE
 
 NORM_GROUP = 512  # threads of a workgroup: NORM_GROUP / LANES output rows share one staged input
 
@@ -34,10 +33,10 @@ def group_rows() -> int:
     return NORM_GROUP // lanes.LANES
 
 
-def takes(tile: int, storage: str) -> bool:
-    """Whether a pass of `tile` folds its LayerNorms into the matrix tasks: GPU decode passes of dense matrices.
-    Called in ti.static."""
-    return tile == 1 and lanes.LANES > 1 and storage == DENSE
+def takes(tile: int) -> bool:
+    """Whether a pass of `tile` folds its LayerNorms into the matrix tasks: GPU decode passes (v7's of dense groups
+    only: its folded tasks read dense rows). Called in ti.static."""
+    return tile == 1 and lanes.LANES > 1
 
 
 @ti.func

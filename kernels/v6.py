@@ -317,8 +317,8 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     stats_col = stats_column(s.STATS, tile)  # where shift_mix_task keeps the LayerNorm statistics, if it does
     fused = tile == 1 and lanes.LANES > 1 and "wkv" in tasks and "output_gate" in tasks
     ffn_fused = tile == 1 and lanes.LANES > 1 and "ffn_key" in tasks and "ffn_receptance" in tasks  # ffn_in_task
-    ffn_folded = ffn_fused and "ffn_shift_mix" in tasks and norm_linear.takes(tile, storage)  # and LN2 in it too
-    att_folded = v6 and norm_linear.takes(tile, storage) and {"shift_mix", "maa_lora", "data_mix"} <= set(tasks)
+    ffn_folded = ffn_fused and "ffn_shift_mix" in tasks and norm_linear.takes(tile)  # and LN2 in it too
+    att_folded = v6 and norm_linear.takes(tile) and {"shift_mix", "maa_lora", "data_mix"} <= set(tasks)
     decay_folded = v6 and fused and "decay" in tasks  # decay_task's work inside wkv_gate_task (head_decays)
     prefill_wkv = lanes.LANES > 1 and tile >= gpu_gemm.PASS_TILE  # lane_wkv_task; else a thread per value column
 
@@ -364,7 +364,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
         if ti.static("ffn_shift_mix" in tasks and not ffn_folded):
             shift_mix_task(x, vec, slot, LN2, FFN_MIX, 2, ffn_x, layer, plan, LN_EPS, sc, s.MIXED, stats_col)
         if ti.static(ffn_folded):  # LN2 and the mixes in the same task (kernels/norm_linear.py)
-            folded_ffn_in_task(s, x, vec, mats, slot, ffn_x, layer, plan, sc)
+            folded_ffn_in_task(s, x, vec, mats, slot, ffn_x, layer, plan, sc, storage)
         elif ti.static(ffn_fused):
             ffn_in_task(s, mats, slot, sc, storage)
         if ti.static("ffn_key" in tasks and not ffn_fused):

@@ -7,8 +7,9 @@ spec/v5.md) to the tolerances of spec/tolerances.md; kernels/v6.py holds the oth
 import taichi as ti
 
 from ai00ref.ref.common import GN_EPS, LN_EPS
-from kernels import lanes, norm_linear, wkv_lanes
+from kernels import gpu_rows, lanes, norm_linear, wkv_lanes
 from kernels.common import ACT_RELU_SQUARED, ACT_SIGMOID, ACT_TANH
+from kernels.quant import DENSE
 from kernels.lanes import (GROUP, LENGTH, START, dot_tile, emit_tile, emit_value, lane_sum, row_tile_item,
                            row_tile_items)
 from kernels.v6_layout import BONUS, DECAY, FFN_MIX, LN1, LN2, LNX, MIX
@@ -19,9 +20,9 @@ def folded_maa_task(s: ti.template(), x: ti.template(), vec: ti.template(), low:
                     low_at: ti.template(), att_x: ti.template(), layer: ti.template(), plan: ti.template(),
                     sc: ti.template()):
     """`shift_mix_task` (LN1, token shift) and the maa LoRA's first stage tanh(xxx W1ᵀ) as one task in a GPU decode
-    pass of a dense group (kernels/norm_linear.py): each workgroup stages xxx = z + (prev - z)·maa_x (vec row MIX);
-    z goes to MIXED's first block and prev - z to DELTA, from which `data_mix_task` (with `keep`) makes the five
-    mixed inputs and keeps z into the state."""
+    pass (kernels/norm_linear.py; a quantized group's too: the LoRA is dense): each workgroup stages
+    xxx = z + (prev - z)·maa_x (vec row MIX); z goes to MIXED's first block and prev - z to DELTA, from which
+    `data_mix_task` (with `keep`) makes the five mixed inputs and keeps z into the state."""
     n_out = ti.static(5 * s.Dm)
     ti.loop_config(block_dim=norm_linear.NORM_GROUP)
     for thread in range(lanes.task_range(norm_linear.items(x.shape[0], n_out))):
@@ -132,12 +133,14 @@ def gate_channel(s: ti.template(), vec: ti.template(), slot: ti.i32, sc: ti.temp
 @ti.func
 def folded_ffn_in_task(s: ti.template(), x: ti.template(), vec: ti.template(), mats: ti.template(),
                        slot: ti.template(), ffn_x: ti.template(), layer: ti.template(), plan: ti.template(),
-                       sc: ti.template()):
-    """The channel mix's `shift_mix_task` (LN2, token shift) and `ffn_in_task` as one task in a GPU decode pass of
-    a dense group (kernels/norm_linear.py): each workgroup stages both mixed inputs (the key's, vec row FFN_MIX;
-    the receptance's, FFN_MIX + 1), and each output row reads its own. z = LN2(x[t]) also goes to MIXED's first
-    block, which the value task copies into the state at each row's last position. (Mixing each row's input as it
-    is read, from staged z and prev - z, took 27.8 µs a v6 layer on the H100.)"""
+                       sc: ti.template(), storage: ti.template()):
+    """The channel mix's `shift_mix_task` (LN2, token shift) and `ffn_in_task` as one task in a GPU decode pass
+    (kernels/norm_linear.py): each workgroup stages both mixed inputs (the key's, vec row FFN_MIX; the receptance's,
+    FFN_MIX + 1), and each output row reads its own (dense rows as `norm_linear.dot_staged`, quantized ones as
+    `gpu_rows.dot_tile`, NF4/SF4 with the workgroup's `gpu_rows.shared_table`, written before the staging's
+    barriers). z = LN2(x[t]) also goes to MIXED's first block, which the value task copies into the state at each
+    row's last position. (Mixing each row's input as it is read, from staged z and prev - z, took 27.8 µs a v6
+    layer on the H100.)"""
     n_out = ti.static(s.F + s.C)
     ti.loop_config(block_dim=norm_linear.NORM_GROUP)
     for thread in range(lanes.task_range(norm_linear.items(x.shape[0], n_out))):
@@ -147,18 +150,30 @@ def folded_ffn_in_task(s: ti.template(), x: ti.template(), vec: ti.template(), m
             keys = ti.simt.block.SharedArray((s.C,), ti.f32)
             receptances = ti.simt.block.SharedArray((s.C,), ti.f32)
             partials = ti.simt.block.SharedArray((ti.static(norm_linear.group_rows()),), ti.f32)
+            entries = gpu_rows.shared_table(tid, storage)
             norm_linear.stage_mixed(x, vec, slot, LN2, FFN_MIX, ffn_x, layer, plan, LN_EPS, t, s.C, lane, tid, keys,
                                     receptances, partials, sc, s.MIXED, row_block == 0, None, FFN_MIX + 1)
             if o < s.F:
-                total = lane_sum(norm_linear.dot_staged(mats, slot, s.FFN_KEY + o, keys, keys, vec, slot, 0, s.C, lane,
-                                                        True))
+                total = lane_sum(staged_dot(mats, slot, s.FFN_KEY + o, keys, vec, s.C, lane, storage, entries))
                 if lane == 0:
                     emit_value(total, sc, s.HIDDEN + o, t, ACT_RELU_SQUARED, False, None, 0)
             elif o < n_out:
-                total = lane_sum(norm_linear.dot_staged(mats, slot, s.FFN_KEY + o, receptances, receptances, vec, slot,
-                                                        0, s.C, lane, True))
+                total = lane_sum(staged_dot(mats, slot, s.FFN_KEY + o, receptances, vec, s.C, lane, storage, entries))
                 if lane == 0:
                     emit_value(total, sc, s.FFN_R + o - s.F, t, ACT_SIGMOID, False, None, 0)
+
+
+@ti.func
+def staged_dot(W: ti.template(), slot: ti.i32, o: ti.i32, xs: ti.template(), vec: ti.template(), n_in: ti.template(),
+               lane: ti.i32, storage: ti.template(), entries: ti.template()) -> ti.f32:
+    """This lane's share of W[slot, o, :n_in] · xs, a staged mixed input: dense rows as `norm_linear.dot_staged`,
+    quantized ones as `gpu_rows.dot_tile` (NF4/SF4 with the `gpu_rows.shared_table` `entries`)."""
+    total = 0.0
+    if ti.static(storage == DENSE):
+        total = norm_linear.dot_staged(W, slot, o, xs, xs, vec, slot, 0, n_in, lane, True)
+    else:
+        total = gpu_rows.dot_tile(W, slot, o, xs, 0, n_in, 0, 1, lane, lanes.LANES, 1, storage, entries)[0]
+    return total
 
 
 @ti.func

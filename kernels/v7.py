@@ -290,7 +290,7 @@ def layer_kernel(s: Shape, tile: int, tasks: tuple = TASKS, storage: str = DENSE
     `storage`: the group's matrices (kernels/quant.py); a quantized kernel takes the low-rank rows as one more array.
     `tasks` leaves some out, for profiling only (benchmarks/gpu_bench.py --profile)."""
     linear = x64_tasks.linear_task if lanes.LANES == 1 else linear_task  # the CPU's order of the groups
-    folded = norm_linear.takes(tile, storage)  # a GPU decode pass of a dense group: LN1, LN2 in the matrix tasks
+    folded = norm_linear.takes(tile) and storage == DENSE  # a GPU decode pass of a dense group: LN1, LN2 folded
     stats_col = stats_column(s.STATS, tile)  # where shift_mix_task keeps the LayerNorm statistics, if it does
 
     @ti.func

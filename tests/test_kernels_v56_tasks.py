@@ -170,7 +170,7 @@ def check_v6_token_shift_mixes(lengths, tile, version, sizes, f16, layer, seed):
             continue
         delta = np.abs(prev - normed)
         xxx = ref.lerp_previous(normed, prev, f64(att.maa_x))
-        if norm_linear.takes(tile, layers.storage):  # folded: xxx stays in workgroup memory, z is kept
+        if norm_linear.takes(tile):  # folded: xxx stays in workgroup memory, z is kept
             assert_close(got(layout.MIX_X), normed)
         else:
             assert_close(got(layout.MIX_X), xxx, np.abs(normed) + np.abs(prev))
