@@ -1,13 +1,15 @@
-"""NF4 rows read at one position (a batch-1 decode step's quantized products) on Vulkan, timed alone under our
-command buffers from device timestamps (decode_probe.py's harness): the engine's reader against candidate forms.
+"""NF4 (and Int8) rows read at one position (a batch-1 decode step's quantized products) on Vulkan, timed alone
+under our command buffers from device timestamps (decode_probe.py's harness): the engine's readers against candidate
+forms. Run it on an older tree (PYTHONPATH) to time that tree's readers.
 
 Readers:
-  fp16          lanes.linear_task on the dense f16 matrix (the bar to beat)
-  lanes         lanes.linear_task on the NF4 rows (kernels/gpu_rows.py: a run-time loop over a word's 8 codes, each
-                looked up by quant.code_value's tree of 15 selects, times its block's absmax)
-  tab-uU[-bc]   a lane's 16 table entries in workgroup memory (a column of its own: no barrier, no bank conflict),
-                a word's 8 codes unrolled, each block's absmax factored out of its codes' sum, U words in flight per
-                lane; "-bc": lane s decodes the group's block s scale and the subgroup broadcasts it
+  fp16            lanes.linear_task on the dense f16 matrix (the bar to beat)
+  lanes, int8     lanes.linear_task on the NF4 or Int8 rows (kernels/gpu_rows.py)
+  tab-uU[-bc]     the NF4 codes looked up in a workgroup table (a column of 16 entries per thread: no barrier, no
+                  bank conflict), a word's 8 codes unrolled, each block's absmax factored out of its codes' sum, U
+                  words in flight per lane; "-bc": lane s decodes the scale of the group's block s and the subgroup
+                  broadcasts it; "-loop": the slots in a run-time loop instead, each code times its block's absmax
+  rows-R          tab-u1-bc with R neighbouring rows a lane group, each input loaded once for the R rows
 Each reader is checked against x @ dequantize(W).T (float64).
 
 Usage: python3 benchmarks/quant_probe.py [--readers fp16,lanes,tab-u4,...] [--shapes 2048x2048,...]
@@ -31,9 +33,13 @@ SHAPES = "2048x2048,7168x2048,2048x7168"
 TABLE = quant.CODE_VALUES["nf4"]
 
 
-@kernel
-def lanes_reader(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
-    lanes.linear_task(W, 0, 0, Y.shape[1], X.shape[1], X, 0, Y, 0, ACT_NONE, False, 1, storage="nf4")
+@functools.cache
+def lanes_reader(scheme: str):
+    @kernel
+    def read(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        lanes.linear_task(W, 0, 0, Y.shape[1], X.shape[1], X, 0, Y, 0, ACT_NONE, False, 1, storage=scheme)
+
+    return read
 
 
 @kernel
@@ -120,24 +126,68 @@ def table_reader(unroll: int, broadcast: bool, loop: bool = False):
     return read
 
 
+@functools.cache
+def rows_reader(rows: int):
+    """"rows-R": a lane group takes R neighbouring rows, each input loaded once for the R rows (tab-u1-bc's
+    table and scales, the slots unrolled)."""
+    segments = 8 * lanes.LANES // 64
+    run = 8 // segments
+
+    @kernel
+    def read(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        ti.loop_config(block_dim=lanes.GROUP)
+        for g in range(Y.shape[1] // rows * lanes.LANES):
+            lane, o0, tid = g % lanes.LANES, g // lanes.LANES * rows, g % lanes.GROUP
+            tab = ti.simt.block.SharedArray((16 * lanes.GROUP,), ti.f32)
+            for q in ti.static(range(16)):
+                tab[q * lanes.GROUP + tid] = quant.code_value(ti.u32(q), "nf4")
+            scale_at = quant.first_scale_word(X.shape[1], "nf4")
+            acc = ti.Vector([0.0] * rows)
+            for gg in range(scale_at // lanes.LANES):
+                words = ti.Vector([W[0, o0 + r, gg * lanes.LANES + lane] for r in ti.static(range(rows))])
+                scales = ti.Matrix([[0.0] * segments for _ in ti.static(range(rows))])
+                for r in ti.static(range(rows)):
+                    row_scales = group_scales(W, o0 + r, scale_at, gg, lane, True)
+                    for s in ti.static(range(segments)):
+                        scales[r, s] = row_scales[s]
+                for s in ti.static(range(segments)):
+                    part = ti.Vector([0.0] * rows)
+                    for e in ti.static(range(s * run, (s + 1) * run)):
+                        x = X[0, gg * 8 * lanes.LANES + e * lanes.LANES + lane]
+                        for r in ti.static(range(rows)):
+                            part[r] += tab[ti.cast((words[r] >> (4 * e)) & 0xF, ti.i32) * lanes.GROUP + tid] * x
+                    for r in ti.static(range(rows)):
+                        acc[r] += scales[r, s] * part[r]
+            for r in ti.static(range(rows)):
+                total = lanes.lane_sum(acc[r])
+                if lane == 0:
+                    Y[0, o0 + r] = total
+
+    return read
+
+
 def probe(names: list, shapes: list, repeats: int, warm_up: float) -> None:
     rng = np.random.default_rng(0)
     for R, K in shapes:
         assert K % (8 * lanes.LANES) == 0, "whole groups only"
         w16 = (rng.standard_normal((R, K)) * 0.05).astype(np.float16)
-        matrix = quantize(w16, "nf4")
         x = rng.standard_normal((1, K)).astype(np.float32)
-        want = x.astype(np.float64) @ matrix.dequantize().astype(np.float64).T
         dense, X = arrays.upload(w16[None], ti.f16), arrays.upload(x, ti.f32)
-        rows = quant.upload(matrix).rows
         for name in names:
+            matrix = quantize(w16, "int8" if name == "int8" else "nf4")
+            want = x.astype(np.float64) @ matrix.dequantize().astype(np.float64).T
+            rows = quant.upload(matrix).rows
             Y = arrays.upload(np.zeros((1, R), np.float32), ti.f32)
             if name == "fp16":
                 fn, W, bytes_read, goal = fp16_reader, dense, R * K * 2, x @ w16.astype(np.float32).T
             else:
                 parts = name.split("-")
-                unroll, broadcast, loop = int(parts[1][1:]), "bc" in parts, "loop" in parts
-                fn = lanes_reader if name == "lanes" else table_reader(unroll, broadcast, loop)
+                if name in ("lanes", "int8"):
+                    fn = lanes_reader("int8" if name == "int8" else "nf4")
+                elif parts[0] == "rows":
+                    fn = rows_reader(int(parts[1]))
+                else:
+                    fn = table_reader(int(parts[1][1:]), "bc" in parts, "loop" in parts)
                 W, bytes_read, goal = rows, rows.shape[1] * rows.shape[2] * 4, want
             fn(W, X, Y)
             err = np.linalg.norm(Y.to_numpy() - goal) / np.linalg.norm(goal)
