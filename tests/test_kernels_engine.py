@@ -124,7 +124,9 @@ def test_warm_up_records_every_kind_of_pass_on_a_scratch_state(models):
     assert expected <= {lengths for lengths, _ in model.passes.replays}
 
 
-@pytest.mark.parametrize("variant", ["v4", "v5.2", "v6", "v7"])
+# On lavapipe not v5.2: its fp16 layer kernel is v6's with a static decay (kernels/v6.py), the x64 suite runs it, and
+# lavapipe compiling its kernels was 34 s of CI's slowest process (most of CI's time is lavapipe compiling kernels)
+@pytest.mark.parametrize("variant", ["v4", "v6", "v7"] if SLOW else ["v4", "v5.2", "v6", "v7"])
 def test_fp16_precision_on_weights_that_fp16_cannot_hold(taichi_arch, tmp_path, variant):
     """The generator's weights are fp16-exact; perturb them so that fp16 storage really rounds (spec/tolerances.md:
     fp16 within 1e-2 of the reference), and check that it did round (the error is not zero)."""
