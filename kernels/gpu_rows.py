@@ -27,7 +27,7 @@ e·G + l) is read element by element.
 
 Measured (benchmarks/quant_probe.py, H100, Vulkan, one position, µs for 2048×2048 / 7168×2048 / 2048×7168): the
 select tree in a run-time loop over the slots 18.0 / 36.4 / 50.4; the workgroup table 11.0 / 19.6 / 26.5, and with the
-scales broadcast 9.2 / 15.2 / 19.9, the same with the slots unrolled (fp16 rows: 8.6 / 15.0 / 18.5).
+scales broadcast 9.2 / 15.2 / 19.9, the slots unrolled or in a loop alike (fp16 rows: 8.6 / 15.0 / 18.5).
 """
 import taichi as ti
 
