@@ -5,7 +5,8 @@ at tile 8), each checked against NumPy.
     python3 benchmarks/gemm_probe.py --positions 32,256 --shapes 2048x2048,7168x2048,2048x7168 \
         --variants lanes,64x32x32x4x4x1,32x16x16x4x4x8
 
-A variant is "lanes" or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case
+A variant is "lanes", "skinny-R-S-C" (`skinny_product`: R rows a subgroup, S subgroups a workgroup, inputs staged
+C columns at a time), or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case
 is one kernel recorded `--repeats` times into one pass, timed after `--warm-up` seconds of load (an idle H100 runs
 the first dispatches after a pause at a quarter of its speed: benchmarks/decode_probe.py); its time is the median of
 its calls (a split product's two dispatches added). Prints one RESULT line per (variant, positions, shape):
@@ -22,10 +23,11 @@ import taichi as ti
 sys.path.insert(0, "benchmarks")
 
 import kernels  # noqa: E402
-from kernels import arrays, gpu_gemm  # noqa: E402
+from kernels import arrays, gpu_gemm, lanes  # noqa: E402
 from kernels.common import ACT_NONE  # noqa: E402
 from kernels.launch import kernel  # noqa: E402
 from kernels.lanes import linear_task  # noqa: E402
+from kernels.quant import half_to_f32  # noqa: E402
 
 VARIANTS = "lanes,64x32x32x4x4x1,32x16x16x4x4x8,32x16x32x4x4x4,32x32x32x4x4x4,32x16x16x4x4x4"
 
@@ -56,10 +58,103 @@ def route_product(shape: gpu_gemm.Tiling, blocks: int, C: int, kind: str = "apar
     return product
 
 
+SKINNY_POSITIONS = 32  # skinny_product's register tile: every position of a batch-decode pass
+
+
+@functools.cache
+def skinny_product(rows: int, subgroups: int, chunk: int):
+    """A candidate for batch decode: Y = X · W^T for up to 32 positions, W's fp16 pairs as u32 words (1, out, in/2).
+    Each subgroup takes `rows` rows and every position (a register tile of rows × 32 sums), its lanes splitting the
+    columns (one word of each row a lane and step: coalesced; LANES lanes), the sums added over the lanes at the end. The
+    workgroup stages X's positions `chunk` columns at a time in workgroup memory, the two halves of a pair in two
+    planes (a lane's reads fall in distinct banks), and every subgroup reads them."""
+    lanes_n, P = lanes.LANES, SKINNY_POSITIONS
+    group, block = subgroups * lanes_n, subgroups * rows
+    pairs = chunk // 2
+
+    @kernel
+    def product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        ti.loop_config(block_dim=group)
+        for thread in range((W.shape[1] + block - 1) // block * group):
+            n_out, n_pairs, T = W.shape[1], W.shape[2], X.shape[0]
+            tid = thread % group
+            sub, lane = tid // lanes_n, tid % lanes_n
+            o0 = thread // group * block + sub * rows
+            xs = ti.simt.block.SharedArray((P, 2, pairs), ti.f32)
+            acc = ti.Matrix([[0.0] * P for _ in ti.static(range(rows))])
+            for c in range((n_pairs + pairs - 1) // pairs):
+                staged = ti.Vector([0.0] * (P * chunk // group))
+                for i in ti.static(range(P * chunk // group)):  # loads first, clamped (no branch), then stores
+                    e = tid + i * group
+                    p, col = e // chunk, c * chunk + e % chunk
+                    v = X[ti.min(p, T - 1), ti.min(col, 2 * n_pairs - 1)]
+                    staged[i] = ti.select(p < T and col < 2 * n_pairs, v, 0.0)
+                for i in ti.static(range(P * chunk // group)):
+                    e = tid + i * group
+                    xs[e // chunk, e % 2, e % chunk // 2] = staged[i]
+                ti.simt.block.sync()
+                for j in range(pairs // lanes_n):
+                    kp = j * lanes_n + lane
+                    w0 = ti.Vector([0.0] * rows)
+                    w1 = ti.Vector([0.0] * rows)
+                    if c * pairs + kp < n_pairs:
+                        for r in ti.static(range(rows)):
+                            word = W[0, ti.min(o0 + r, n_out - 1), c * pairs + kp]
+                            w0[r], w1[r] = half_to_f32(word), half_to_f32(word >> 16)
+                    x0 = ti.Vector([xs[p, 0, kp] for p in ti.static(range(P))])
+                    x1 = ti.Vector([xs[p, 1, kp] for p in ti.static(range(P))])
+                    acc += w0.outer_product(x0) + w1.outer_product(x1)
+                ti.simt.block.sync()
+            for r in ti.static(range(rows)):
+                for p in ti.static(range(P)):
+                    s = ti.simt.subgroup.reduce_add(acc[r, p])
+                    if lane == (r * P + p) % lanes_n and o0 + r < n_out and p < T:
+                        Y[p, o0 + r] = s
+    return product
+
+
+@functools.cache
+def skinny_global_product(rows: int, positions: int):
+    """`skinny_product` without staging: each subgroup reads its `positions` positions' inputs itself (L1)."""
+    lanes_n, P = lanes.LANES, positions
+
+    @kernel
+    def product(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        ti.loop_config(block_dim=128)
+        for thread in range((W.shape[1] + rows - 1) // rows * ((X.shape[0] + P - 1) // P) * lanes_n):
+            n_out, n_pairs, T = W.shape[1], W.shape[2], X.shape[0]
+            lane, item = thread % lanes_n, thread // lanes_n
+            t_blocks = (T + P - 1) // P
+            o0, t0 = item // t_blocks * rows, item % t_blocks * P
+            acc = ti.Matrix([[0.0] * P for _ in ti.static(range(rows))])
+            for j in range((n_pairs + lanes_n - 1) // lanes_n):
+                kp = ti.min(j * lanes_n + lane, n_pairs - 1)
+                live = j * lanes_n + lane < n_pairs
+                w0 = ti.Vector([0.0] * rows)
+                w1 = ti.Vector([0.0] * rows)
+                for r in ti.static(range(rows)):
+                    word = W[0, ti.min(o0 + r, n_out - 1), kp]
+                    w0[r] = ti.select(live, half_to_f32(word), 0.0)
+                    w1[r] = ti.select(live, half_to_f32(word >> 16), 0.0)
+                x0 = ti.Vector([X[ti.min(t0 + p, T - 1), 2 * kp] for p in ti.static(range(P))])
+                x1 = ti.Vector([X[ti.min(t0 + p, T - 1), 2 * kp + 1] for p in ti.static(range(P))])
+                acc += w0.outer_product(x0) + w1.outer_product(x1)
+            for r in ti.static(range(rows)):
+                for p in ti.static(range(P)):
+                    s = ti.simt.subgroup.reduce_add(acc[r, p])
+                    if lane == (r * P + p) % lanes_n and o0 + r < n_out and t0 + p < T:
+                        Y[t0 + p, o0 + r] = s
+    return product
+
+
 def product_of(variant: str):
     """The kernel of a variant, and its number of splits (the room its partial sums take)."""
     if variant == "lanes":
         return lanes_product, 0
+    if variant.startswith("skinnyg"):
+        return skinny_global_product(*(int(v) for v in variant.split("-")[1:])), 0
+    if variant.startswith("skinny"):
+        return skinny_product(*(int(v) for v in variant.split("-")[1:])), 0
     shape = gpu_gemm.Tiling(*(int(v) for v in variant.split("x")))
     return gemm_product(shape), shape.splits
 
@@ -96,11 +191,12 @@ def main() -> None:
             x = rng.standard_normal((T, n_in), dtype=np.float32)
             want = x.astype(np.float64) @ w[0].astype(np.float64).T
             W, X = arrays.upload(w, ti.f16), arrays.upload(x, ti.f32)
+            words = arrays.upload(w.view(np.uint32), ti.u32)  # the skinny variants' fp16 pairs
             for variant in args.variants.split(","):
                 try:
                     fn, splits = product_of(variant)
                     Y = arrays.new(ti.f32, (T, n_out))
-                    call_args = (W, X, Y) + ((arrays.new(ti.f32, (T, max(1, splits) * n_out)),) if splits else ())
+                    call_args = (words if variant.startswith("skinny") else W, X, Y) + ((arrays.new(ti.f32, (T, max(1, splits) * n_out)),) if splits else ())
                     fn(*call_args)
                     err = np.abs(Y.to_numpy() - want).max() / np.abs(want).max()
                     seconds = median_call([(fn.compiled, call_args)] * args.repeats, args.warm_up)
