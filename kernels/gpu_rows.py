@@ -110,9 +110,11 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
               padded: ti.template()):
     """Group g's share of this lane's sums (its word given). `padded`: elements past n_in count as zero inputs (their
     X columns are not read). Int8: per block run, Σ x and Σ q·x over the run's (unrolled) slots, then the block's
-    scale factored out. NF4/SF4: one loop over the slots, each code's table value (`table_value`) times its block's
-    absmax (on Vulkan each lane decodes one scale and the subgroup broadcasts them: `broadcast_scales`). One lookup
-    compiled per group keeps the kernel small enough to compile in seconds (unrolled, with the select tree, a
+    scale factored out. NF4/SF4: per block run, Σ table[q]·x over the run's slots (`table_value`), then times the
+    block's absmax (on Vulkan each lane decodes one scale and the subgroup broadcasts them: `broadcast_scales`); a
+    scale per code cost a select chain and a multiply per code (a v6 1.6B NF4 batch-1 pass 2.715 -> 2.659 ms on the
+    H100). One lookup compiled per group (run-time loops over the runs and their slots) keeps the kernel small enough
+    to compile in seconds (unrolled, with the select tree, a
     whole-model test took minutes on lavapipe, and a model of the 1.6B shape did not compile in minutes on Vulkan;
     unrolled with the workgroup table, a v6 C2048 layer's batch-1 pass took 139 s to compile on lavapipe at 32 lanes
     against 76 s, and ran no faster: benchmarks/quant_probe.py "-loop")."""
@@ -140,14 +142,19 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
             for s in ti.static(range(segments)):
                 first = g * span + s * run * lanes  # the run's first element
                 absmax[s] = quant.block_scale(W, layer, o, scale_at, first // quant.BLOCK[scheme], scheme)[0]
-        for e in range(per_word):
+        for s in range(segments):  # run-time loops: one slot's code compiled (the docstring)
+            part = ti.Vector([0.0] * tile)  # the run's Σ table[q]·x
+            for i in range(run):
+                e = s * run + i
+                terms = slot_terms(word, e, g * span + e * lanes + lane, X, x_col, n_in, t0, T, lanes, entries, tile,
+                                   scheme, padded)
+                for u in ti.static(range(tile)):
+                    part[u] += terms[0, u]
             scale = absmax[0]
-            for s in ti.static(range(1, segments)):
-                scale = ti.select(e // run == s, absmax[s], scale)
-            terms = slot_terms(word, e, g * span + e * lanes + lane, X, x_col, n_in, t0, T, lanes, entries, tile,
-                               scheme, padded)
+            for j in ti.static(range(1, segments)):
+                scale = ti.select(s == j, absmax[j], scale)
             for u in ti.static(range(tile)):
-                out[u] += scale * terms[0, u]
+                out[u] += scale * part[u]
     return out
 
 
