@@ -202,25 +202,29 @@ def slot_terms(word: ti.u32, e: ti.i32, k: ti.i32, X: ti.template(), x_col: ti.i
 @ti.func
 def dot_tile(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
              t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template(),
-             table: ti.template() = None):
+             table: ti.template() = None, part: ti.i32 = 0, parts: ti.template() = 1):
     """A quantized row in the GPU's code order: its whole groups (`whole_groups`), then the short last group, if
     any, element by element. NF4/SF4 read by a "workgroup" `lookup` get their table here (`workgroup_table`), or
-    take `table` (`shared_table`). X may be a staged position (`input_at`)."""
+    take `table` (`shared_table`). X may be a staged position (`input_at`). With `parts` > 1 (a row split over
+    lane groups: lanes.split_row), part `part` of the row's groups, in order; the last part takes the short group."""
     acc = ti.Vector([0.0] * tile)
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     span = ti.static(per_word * lanes)
     scale_at = quant.first_scale_word(n_in, scheme)
     groups = scale_at // lanes  # whole groups (lanes words each)
+    share = (groups + parts - 1) // parts
+    begin, end = ti.min(part * share, groups), ti.min((part + 1) * share, groups)
     if ti.static(lookup(scheme) == "workgroup" and given(table)):
-        acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme, table)
+        acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme, table, begin, end)
     elif ti.static(lookup(scheme) == "workgroup"):
+        column = table_column(o * parts + part, t0, T, lane, lanes, tile)
         acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme,
-                           workgroup_table(table_column(o, t0, T, lane, lanes, tile), scheme))
+                           workgroup_table(column, scheme), begin, end)
     else:
         acc = whole_groups(W, layer, o, X, x_col, n_in, t0, T, lane, lanes, tile, scheme,
-                           lane_table(lane, lanes, scheme))
+                           lane_table(lane, lanes, scheme), begin, end)
     short = scale_at - groups * lanes  # words of the short last group
-    if lane < short:
+    if part == parts - 1 and lane < short:
         word = W[layer, o, groups * lanes + lane]
         for e in range(per_word):
             k = groups * span + e * short + lane
@@ -266,22 +270,22 @@ def table_column(o: ti.i32, t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.templ
 @ti.func
 def whole_groups(W: ti.template(), layer: ti.i32, o: ti.i32, X: ti.template(), x_col: ti.i32, n_in: ti.i32,
                  t0: ti.i32, T: ti.i32, lane: ti.i32, lanes: ti.template(), tile: ti.template(), scheme: ti.template(),
-                 entries: ti.template()):
-    """`dot_tile`'s whole groups: those without padding `unroll` at a time, then the rest with the padding masked."""
+                 entries: ti.template(), begin: ti.i32, end: ti.i32):
+    """`dot_tile`'s whole groups from `begin` to `end`: those without padding `unroll` at a time, then the rest with
+    the padding masked."""
     acc = ti.Vector([0.0] * tile)
     span = ti.static(quant.CODES_PER_WORD[scheme] * lanes)
     unroll = ti.static(4 if tile == 1 else 1)  # words in flight per lane
     scale_at = quant.first_scale_word(n_in, scheme)
-    groups = scale_at // lanes  # whole groups (lanes words each)
-    clean = n_in // span  # whole groups without a padding element
+    clean = ti.max(ti.min(n_in // span, end) - begin, 0)  # groups from `begin` without a padding element
     for step in range(clean // unroll):
         words = ti.Vector([ti.u32(0)] * unroll)
         for q in ti.static(range(unroll)):
-            words[q] = W[layer, o, (step * unroll + q) * lanes + lane]
+            words[q] = W[layer, o, (begin + step * unroll + q) * lanes + lane]
         for q in ti.static(range(unroll)):
-            acc += group_dot(W, layer, o, words[q], step * unroll + q, scale_at, X, x_col, n_in, t0, T, lane, lanes,
-                             entries, tile, scheme, False)
-    for g in range(clean // unroll * unroll, groups):
+            acc += group_dot(W, layer, o, words[q], begin + step * unroll + q, scale_at, X, x_col, n_in, t0, T, lane,
+                             lanes, entries, tile, scheme, False)
+    for g in range(begin + clean // unroll * unroll, end):
         acc += group_dot(W, layer, o, W[layer, o, g * lanes + lane], g, scale_at, X, x_col, n_in, t0, T, lane,
                          lanes, entries, tile, scheme, True)
     return acc

@@ -226,7 +226,7 @@ def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(
     positions), or `row_split` per output row."""
     ti.static_assert(not _given(keep) or tile == 1, "linear_task keeps a state at tile 1 only")
     rows = ti.static(ROW_TILE if tile > 1 and LANES > 1 and storage == DENSE else 1)
-    split = ti.static(row_split(tile, n_out, n_in, storage))
+    split = ti.static(row_split(tile, n_out, n_in))
     ti.loop_config(block_dim=GROUP)
     for thread in range(task_range(row_tile_items(tiles(n_out, rows), X.shape[0], tile) * split)):
         for rnd in range(task_rounds(thread, row_tile_items(tiles(n_out, rows), X.shape[0], tile) * split)):
@@ -239,7 +239,7 @@ def lane_linear_task(W: ti.template(), layer: ti.template(), w_row: ti.template(
                     keep_row(keep, o, t0)
             if ti.static(split > 1):
                 split_row(W, layer, w_row + o, n_in, X, x_col, Y, y_col + o, t0, lane, g // LANES, split, act,
-                          accumulate, gate, gate_col + o)
+                          accumulate, gate, gate_col + o, storage)
             elif ti.static(rows == 1):
                 acc = dot_tile(W, layer, w_row + o, 0, X, x_col, n_in, t0, T, lane, tile, storage)
                 emit_tile(acc, Y, y_col + o, t0, T, lane, act, accumulate, gate, gate_col + o)
@@ -260,28 +260,37 @@ def keep_row(keep: ti.template(), o: ti.i32, t: ti.i32):
         keep[2][b, keep[3], o] = keep[0][t, keep[1] + o]
 
 
-def row_split(tile: int, n_out: int, n_in: int, storage: str) -> int:
-    """Lane groups per output row in `lane_linear_task`: two for dense rows of at least SPLIT_COLUMNS at one
-    position on a GPU, else one. A batch-1 step's long rows (v6's 2048 × 7168 channel-mix value, v7's 2048 × 8192)
-    left too few loads in flight with one group per row: 18.3 µs against 14.4 µs split in two
-    (benchmarks/decode_probe.py, H100). The halves are added through shared memory, so the row's groups share a
-    workgroup, and every workgroup must be whole (its barrier is reached by all its threads): n_out · 2 · LANES a
-    multiple of GROUP. Sizes known only at run time (kernel arguments) get one group. Called in ti.static."""
+def row_split(tile: int, n_out: int, n_in: int) -> int:
+    """Lane groups per output row in `lane_linear_task`: two for rows of at least SPLIT_COLUMNS at one position on a
+    GPU, else one. A batch-1 step's long rows (v6's 2048 × 7168 channel-mix value, v7's 2048 × 8192) left too few
+    loads in flight with one group per row: 18.3 µs against 14.4 µs split in two (benchmarks/decode_probe.py, H100,
+    fp16 rows); quantized rows split by their groups of words (`gpu_rows.dot_tile`'s parts). The halves are added
+    through shared memory, so the row's groups share a workgroup, and every workgroup must be whole (its barrier is
+    reached by all its threads): n_out · 2 · LANES a multiple of GROUP. Sizes known only at run time (kernel
+    arguments) get one group. Called in ti.static."""
     if not (isinstance(n_out, int) and isinstance(n_in, int)):
         return 1
     whole = (n_out * 2 * LANES) % GROUP == 0
-    return 2 if tile == 1 and LANES > 1 and storage == DENSE and n_in >= SPLIT_COLUMNS and whole else 1
+    return 2 if tile == 1 and LANES > 1 and n_in >= SPLIT_COLUMNS and whole else 1
 
 
 @ti.func
 def split_row(W: ti.template(), layer: ti.i32, o: ti.i32, n_in: ti.template(), X: ti.template(), x_col: ti.i32,
               Y: ti.template(), y_col: ti.i32, t: ti.i32, lane: ti.i32, group: ti.i32, split: ti.template(),
-              act: ti.i32, accumulate: ti.template(), gate: ti.template(), gate_col: ti.i32):
+              act: ti.i32, accumulate: ti.template(), gate: ti.template(), gate_col: ti.i32,
+              storage: ti.template() = DENSE):
     """Lane group `group` of `split` ones sharing W[layer, o] · X[t] (`row_split`): each sums its contiguous part of
-    the columns (`dot_tile`), then the first group's lane 0 adds the parts, in order, and emits the row."""
-    part, width = group % split, (n_in + split - 1) // split
-    count = ti.min(width, n_in - part * width)
-    total = lane_sum(dot_tile(W, layer, o, part * width, X, x_col + part * width, count, t, t + 1, lane, 1)[0])
+    the columns (`dot_tile`; a quantized row's part of its groups of words), then the first group's lane 0 adds the
+    parts, in order, and emits the row."""
+    part = group % split
+    total = 0.0
+    if ti.static(storage == DENSE):
+        width = (n_in + split - 1) // split
+        count = ti.min(width, n_in - part * width)
+        total = lane_sum(dot_tile(W, layer, o, part * width, X, x_col + part * width, count, t, t + 1, lane, 1)[0])
+    else:
+        total = lane_sum(gpu_rows.dot_tile(W, layer, o, X, x_col, n_in, t, t + 1, lane, LANES, 1, storage, None, part,
+                                           split)[0])
     parts = ti.simt.block.SharedArray((GROUP // LANES,), ti.f32)
     local = group % (GROUP // LANES)  # this group's slot in its workgroup; the row's first group is local - part
     if lane == 0:

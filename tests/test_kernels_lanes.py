@@ -106,11 +106,10 @@ def test_linear_task_split_rows(n_out, act):
     (n_out 16), unless the workgroups would not be whole (n_out 5: one group per row); gated and accumulated."""
     import kernels
     from kernels import lanes
-    from kernels.quant import DENSE
 
     n_in = lanes.SPLIT_COLUMNS + 37
     if kernels.is_gpu():
-        assert lanes.row_split(1, n_out, n_in, DENSE) == (2 if n_out == 16 else 1)
+        assert lanes.row_split(1, n_out, n_in) == (2 if n_out == 16 else 1)
     check_linear_task(3, n_in, n_out, (1, 2, 3), act, True, True, 1, True, 11, 1, 2, 1, static_sizes=True)
 
 
@@ -214,14 +213,13 @@ def test_workgroup_tasks_take_several_items(task):
     163840 items; the head at batch 32 has 524288), `row_split`'s halves, and common.linear's blocks."""
     import kernels
     from kernels import common, gpu_gemm, lanes
-    from kernels.quant import DENSE
     if not kernels.is_gpu():
         pytest.skip("GPU tasks (workgroup memory and barriers)")
     if task == "gemm groups":
         check_gemm_task(gpu_gemm.BATCH, 133, 2048, 40)
     elif task == "split rows":
         n_out = (131072 // (3 * 2 * lanes.LANES) // 64 + 2) * 64  # 3 positions, two lane groups a row
-        assert lanes.row_split(1, n_out, lanes.SPLIT_COLUMNS + 5, DENSE) == 2
+        assert lanes.row_split(1, n_out, lanes.SPLIT_COLUMNS + 5) == 2
         check_linear_task(3, lanes.SPLIT_COLUMNS + 5, n_out, (1, 2, 3), "none", True, True, 1, True, 11, 1, 1, 0,
                           static_sizes=True)
     else:

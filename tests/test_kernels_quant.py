@@ -44,6 +44,18 @@ def quantized_linear_runner(scheme: str, tile: int):
 
 
 @functools.cache
+def quantized_split_runner(scheme: str, n_out: int, n_in: int):
+    """`linear_task` at tile 1 with its sizes known when it compiles, so that long rows split (`lanes.row_split`)."""
+    from kernels.common import ACT_NONE
+    from kernels.lanes import linear_task
+
+    @kernel
+    def run(W: ti.types.ndarray(), X: ti.types.ndarray(), Y: ti.types.ndarray()):
+        linear_task(W, 0, 0, n_out, n_in, X, 0, Y, 0, ACT_NONE, True, 1, storage=scheme)
+    return run
+
+
+@functools.cache
 def half_runner():
     from kernels.quant import half_to_f32
 
@@ -145,7 +157,9 @@ def test_v6_quantized_projections_as_tiled_products(version, scheme):
     check_v6_projections_and_decay(70, 64, version, (4, 16, 24, 4, 16), True, 1, 3, scheme)
 
 
-def check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, L, layer):
+def check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input, seed, L, layer,
+                                static_sizes=False):
+    """`static_sizes`: sizes as compile-time constants (`quantized_split_runner`; tile 1, no offsets, layer 0)."""
     from kernels.quant import stack_rows
 
     w_row, x_col, y_col = offsets
@@ -157,7 +171,11 @@ def check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input
     W = np.stack([stack_rows([q]) for q in quantized])  # (L, rows, row_words)
     X, Y0 = normal(rng, T, x_col + n_in + 3), normal(rng, T, y_col + n_out + 2)
     Y = dev(Y0)
-    quantized_linear_runner(scheme, tile)(u32(W), layer, w_row, n_out, n_in, dev(X), x_col, Y, y_col)
+    if static_sizes:
+        assert tile == 1 and offsets == (0, 0, 0) and layer == 0
+        quantized_split_runner(scheme, n_out, n_in)(u32(W), dev(X), Y)
+    else:
+        quantized_linear_runner(scheme, tile)(u32(W), layer, w_row, n_out, n_in, dev(X), x_col, Y, y_col)
     used_X = np.asarray(X[:, x_col:x_col + n_in], np.float64)
     W_hat = np.asarray(quantized[layer].dequantize(), np.float64)[w_row:w_row + n_out]  # what linear() multiplies by
     expected = np.asarray(Y0, np.float64).copy()
@@ -165,6 +183,20 @@ def check_quantized_linear_task(scheme, tile, T, n_in, n_out, offsets, f16_input
     terms = np.abs(expected)
     terms[:, y_col:y_col + n_out] = np.abs(used_X) @ np.abs(W_hat).T + np.abs(Y0[:, y_col:y_col + n_out])
     assert_close(Y.to_numpy(), expected, terms)
+
+
+def test_quantized_split_rows():
+    """NF4 rows of SPLIT_COLUMNS + 37 at one position: on a GPU two lane groups per row (`lanes.row_split`), each
+    reading its half of the row's groups of words (the second also the short last group: 8 words at 32 lanes; at
+    lavapipe's 8 lanes there is none), their sums added through shared memory. A part that starts at the row's
+    first group fails it (max error 1.6 against 4e-4 on lavapipe)."""
+    import kernels
+    from kernels import lanes
+
+    n_out, n_in = 16, lanes.SPLIT_COLUMNS + 37
+    if kernels.is_gpu():
+        assert lanes.row_split(1, n_out, n_in) == 2
+    check_quantized_linear_task("nf4", 1, 3, n_in, n_out, (0, 0, 0), True, 5, 1, 0, static_sizes=True)
 
 
 # ---- whole models: the Taichi engine vs the reference with the same quant settings ----
