@@ -6,7 +6,8 @@ at tile 8), each checked against NumPy.
         --variants lanes,64x32x32x4x4x1,32x16x16x4x4x8
 
 A variant is "lanes", "skinny-R-S-C" (`skinny_product`: R rows a subgroup, S subgroups a workgroup, inputs staged
-C columns at a time), or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case
+C columns at a time; at most 32 positions), "skinnyg-R-P" (`skinny_global_product`: R rows and P positions a
+subgroup), or a `gpu_gemm.Tiling`: positions x rows x step x unroll x per x groups [x splits]. Each case
 is one kernel recorded `--repeats` times into one pass, timed after `--warm-up` seconds of load (an idle H100 runs
 the first dispatches after a pause at a quarter of its speed: benchmarks/decode_probe.py); its time is the median of
 its calls (a split product's two dispatches added). Prints one RESULT line per (variant, positions, shape):
@@ -64,10 +65,10 @@ SKINNY_POSITIONS = 32  # skinny_product's register tile: every position of a bat
 @functools.cache
 def skinny_product(rows: int, subgroups: int, chunk: int):
     """A candidate for batch decode: Y = X · W^T for up to 32 positions, W's fp16 pairs as u32 words (1, out, in/2).
-    Each subgroup takes `rows` rows and every position (a register tile of rows × 32 sums), its lanes splitting the
-    columns (one word of each row a lane and step: coalesced; LANES lanes), the sums added over the lanes at the end. The
-    workgroup stages X's positions `chunk` columns at a time in workgroup memory, the two halves of a pair in two
-    planes (a lane's reads fall in distinct banks), and every subgroup reads them."""
+    Each subgroup (LANES lanes) takes `rows` rows and every position (a register tile of rows × 32 sums), its lanes
+    splitting the columns (one word of each row a lane and step: coalesced), the sums added over the lanes at the
+    end. The workgroup stages X's positions `chunk` columns at a time in workgroup memory, the two halves of a pair
+    in two planes (a lane's reads fall in distinct banks), and every subgroup reads them."""
     lanes_n, P = lanes.LANES, SKINNY_POSITIONS
     group, block = subgroups * lanes_n, subgroups * rows
     pairs = chunk // 2
@@ -193,10 +194,14 @@ def main() -> None:
             W, X = arrays.upload(w, ti.f16), arrays.upload(x, ti.f32)
             words = arrays.upload(w.view(np.uint32), ti.u32)  # the skinny variants' fp16 pairs
             for variant in args.variants.split(","):
+                if variant.startswith("skinny-") and T > SKINNY_POSITIONS:
+                    print(f"RESULT {variant} T={T} {shape}: skipped (at most {SKINNY_POSITIONS} positions)", flush=True)
+                    continue
                 try:
                     fn, splits = product_of(variant)
                     Y = arrays.new(ti.f32, (T, n_out))
-                    call_args = (words if variant.startswith("skinny") else W, X, Y) + ((arrays.new(ti.f32, (T, max(1, splits) * n_out)),) if splits else ())
+                    weights = words if variant.startswith("skinny") else W
+                    call_args = (weights, X, Y) + ((arrays.new(ti.f32, (T, max(1, splits) * n_out)),) if splits else ())
                     fn(*call_args)
                     err = np.abs(Y.to_numpy() - want).max() / np.abs(want).max()
                     seconds = median_call([(fn.compiled, call_args)] * args.repeats, args.warm_up)
