@@ -114,10 +114,10 @@ def group_dot(W: ti.template(), layer: ti.i32, o: ti.i32, word: ti.u32, g: ti.i3
     block's absmax (on Vulkan each lane decodes one scale and the subgroup broadcasts them: `broadcast_scales`); a
     scale per code cost a select chain and a multiply per code (a v6 1.6B NF4 batch-1 pass 2.715 -> 2.659 ms on the
     H100). One lookup compiled per group (run-time loops over the runs and their slots) keeps the kernel small enough
-    to compile in seconds (unrolled, with the select tree, a
-    whole-model test took minutes on lavapipe, and a model of the 1.6B shape did not compile in minutes on Vulkan;
-    unrolled with the workgroup table, a v6 C2048 layer's batch-1 pass took 139 s to compile on lavapipe at 32 lanes
-    against 76 s, and ran no faster: benchmarks/quant_probe.py "-loop")."""
+    to compile in seconds (unrolled, with the select tree, a whole-model test took minutes on lavapipe, and a model of
+    the 1.6B shape did not compile in minutes on Vulkan; unrolled with the workgroup table, a v6 C2048 layer's
+    batch-1 pass took 139 s to compile on lavapipe at 32 lanes against 76 s, and ran no faster:
+    benchmarks/quant_probe.py "-loop")."""
     per_word = ti.static(quant.CODES_PER_WORD[scheme])
     span = ti.static(per_word * lanes)
     segments = ti.static(max(1, span // quant.BLOCK[scheme]))  # block runs in one group
