@@ -106,11 +106,7 @@ def skinny_product(rows: int, subgroups: int, chunk: int):
                     x1 = ti.Vector([xs[p, 1, kp] for p in ti.static(range(P))])
                     acc += w0.outer_product(x0) + w1.outer_product(x1)
                 ti.simt.block.sync()
-            for r in ti.static(range(rows)):
-                for p in ti.static(range(P)):
-                    s = ti.simt.subgroup.reduce_add(acc[r, p])
-                    if lane == (r * P + p) % lanes_n and o0 + r < n_out and p < T:
-                        Y[p, o0 + r] = s
+            emit_sums(acc, Y, o0, 0, n_out, T, lane)
     return product
 
 
@@ -140,12 +136,19 @@ def skinny_global_product(rows: int, positions: int):
                 x0 = ti.Vector([X[ti.min(t0 + p, T - 1), 2 * kp] for p in ti.static(range(P))])
                 x1 = ti.Vector([X[ti.min(t0 + p, T - 1), 2 * kp + 1] for p in ti.static(range(P))])
                 acc += w0.outer_product(x0) + w1.outer_product(x1)
-            for r in ti.static(range(rows)):
-                for p in ti.static(range(P)):
-                    s = ti.simt.subgroup.reduce_add(acc[r, p])
-                    if lane == (r * P + p) % lanes_n and o0 + r < n_out and t0 + p < T:
-                        Y[t0 + p, o0 + r] = s
+            emit_sums(acc, Y, o0, t0, n_out, T, lane)
     return product
+
+
+@ti.func
+def emit_sums(acc: ti.template(), Y: ti.template(), o0: ti.i32, t0: ti.i32, n_out: ti.i32, T: ti.i32, lane: ti.i32):
+    """The skinny forms' register tile acc[r, p] summed over the subgroup's lanes into Y[t0 + p, o0 + r], each sum
+    stored by one lane in turn."""
+    for r in ti.static(range(acc.n)):
+        for p in ti.static(range(acc.m)):
+            s = ti.simt.subgroup.reduce_add(acc[r, p])
+            if lane == (r * acc.m + p) % lanes.LANES and o0 + r < n_out and t0 + p < T:
+                Y[t0 + p, o0 + r] = s
 
 
 def product_of(variant: str):
